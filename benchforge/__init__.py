@@ -1,0 +1,38 @@
+"""benchforge: reproducible, preemption-safe evaluation of code LLMs on code benchmarks.
+
+The public API is small: compose a config, then call a stage function on it::
+
+    from benchforge import compose, run_run
+    metrics = run_run(compose(["model=oracle", "benchmark=humaneval", "run.root=/tmp/runs"]))
+
+Heavy modules load on first use, so importing benchforge (and ``benchforge --help``) is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "BenchforgeError",
+    "compose",
+    "run_aggregate",
+    "run_generate",
+    "run_plan",
+    "run_run",
+    "run_score",
+    "run_status",
+    "run_verify",
+]
+
+_LAZY = {
+    "BenchforgeError": "benchforge.errors",
+    "compose": "benchforge.config",
+    **{name: "benchforge.stages" for name in __all__ if name.startswith("run_")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'benchforge' has no attribute {name!r}")

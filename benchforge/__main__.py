@@ -1,0 +1,5 @@
+import sys
+
+from benchforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Benchmark registry: ``benchmark.loader`` names a module here that registers one class.
+
+Adding a benchmark is one module (subclass :class:`Benchmark`, decorate it with
+:func:`register`) plus one ``conf/benchmark/<name>.yaml``; nothing else is edited.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from benchforge.errors import BenchforgeError
+from benchforge.prompts import Prompt
+
+_REGISTRY: dict[str, type[Benchmark]] = {}
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    data: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    tasks: list[Task]
+    path: Path
+    sha256: str
+    version: str
+
+    def task(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.task_id == task_id:
+                return task
+        raise KeyError(task_id)
+
+
+class Benchmark(ABC):
+    """How one benchmark loads its data, prompts a model, extracts code and builds its check."""
+
+    def __init__(self, cfg: DictConfig, data_root: Path) -> None:
+        self.cfg = cfg
+        self.data_root = data_root
+
+    @abstractmethod
+    def load(self) -> Dataset: ...
+
+    @abstractmethod
+    def prompt(self, task: Task, mode: str) -> Prompt: ...
+
+    @abstractmethod
+    def reference_completion(self, task: Task, mode: str) -> str:
+        """What a perfect model would answer; the oracle server serves it."""
+
+    @abstractmethod
+    def extract_code(self, task: Task, completion: str, mode: str) -> str: ...
+
+    @abstractmethod
+    def check_program(self, task: Task, code: str) -> str:
+        """A self-contained program that exits cleanly iff ``code`` passes the task's tests."""
+
+    def stop_sequences(self, mode: str) -> list[str]:
+        return []
+
+    def limited(self, tasks: list[Task]) -> list[Task]:
+        limit = self.cfg.get("limit")
+        return tasks[:limit] if limit else tasks
+
+
+def register(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
+    def decorate(cls: type[Benchmark]) -> type[Benchmark]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_benchmark(cfg: DictConfig, data_root: Path) -> Benchmark:
+    loader = str(cfg.loader)
+    if loader not in _REGISTRY:
+        try:
+            importlib.import_module(f"{__name__}.{loader}")
+        except ModuleNotFoundError as exc:
+            raise BenchforgeError(
+                f"benchmark.loader={loader}: no module benchforge/benchmarks/{loader}.py"
+            ) from exc
+    if loader not in _REGISTRY:
+        raise BenchforgeError(f"benchmark.loader={loader}: module registers no benchmark")
+    return _REGISTRY[loader](cfg, data_root)
+
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def fenced_blocks(text: str) -> list[str]:
+    """Code blocks of a markdown answer, Python-tagged (or untagged) ones first."""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    python = [body for lang, body in blocks if lang in ("python", "py", "python3", "")]
+    return python + [body for lang, body in blocks if lang not in ("python", "py", "python3", "")]

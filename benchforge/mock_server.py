@@ -1,0 +1,172 @@
+"""A small OpenAI-compatible HTTP server: the stand-in for ``vllm serve`` without a GPU.
+
+It answers ``/v1/chat/completions`` and ``/v1/completions`` from an answers file that maps the
+sha256 of a prompt (see :mod:`benchforge.prompts`) to a completion, and serves ``/health`` and
+``/v1/models`` like vLLM. ``model=oracle`` runs it with the benchmark's canonical solutions;
+tests run it with chosen wrong answers, delays or transient 503s.
+
+    python -m benchforge.mock_server --port 8000 --answers answers.jsonl --served-model-name m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from benchforge.prompts import messages_sha256, text_sha256
+
+
+class MockState:
+    def __init__(self, answers: dict[str, str], served_name: str, delay_s: float,
+                 fail_first: int) -> None:
+        self.answers = answers
+        self.served_name = served_name
+        self.delay_s = delay_s
+        self._fail_left = fail_first
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def take_failure(self) -> bool:
+        with self._lock:
+            self.requests += 1
+            if self._fail_left > 0:
+                self._fail_left -= 1
+                return True
+            return False
+
+
+def load_answers(path: Path) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                answers[row["prompt_sha256"]] = row["completion"]
+    return answers
+
+
+def apply_stop(text: str, stop: list[str] | str | None) -> tuple[str, str]:
+    """Cut at the earliest stop string, as vLLM does (the stop string is not returned)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    cuts = [text.find(s) for s in stops if s and s in text]
+    if cuts:
+        return text[: min(cuts)], "stop"
+    return text, "stop"
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "benchforge-mock/1"
+    state: MockState  # set on the subclass made in make_server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet; the launcher keeps the log
+        pass
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"error": {"message": message, "type": "invalid_request_error",
+                                      "code": status}})
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send(200, {})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [
+                {"id": self.state.served_name, "object": "model", "owned_by": "benchforge"}]})
+        else:
+            self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._error(400, "body is not JSON")
+            return
+        if self.path not in ("/v1/chat/completions", "/v1/completions"):
+            self._error(404, f"no route {self.path}")
+            return
+        if self.state.take_failure():
+            self._error(503, "transient failure (mock --fail-first)")
+            return
+        if body.get("model") != self.state.served_name:
+            self._error(404, f"The model `{body.get('model')}` does not exist.")
+            return
+        chat = self.path == "/v1/chat/completions"
+        if chat:
+            prompt_text = json.dumps(body.get("messages", []))
+            key = messages_sha256(body.get("messages", []))
+        else:
+            prompt_text = str(body.get("prompt", ""))
+            key = text_sha256(prompt_text)
+        if key not in self.state.answers:
+            self._error(400, f"mock server has no answer for prompt sha256 {key}")
+            return
+        if self.state.delay_s:
+            time.sleep(self.state.delay_s)
+        text, finish = apply_stop(self.state.answers[key], body.get("stop"))
+        n = int(body.get("n") or 1)
+        usage = {"prompt_tokens": count_tokens(prompt_text),
+                 "completion_tokens": n * count_tokens(text)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish, "logprobs": None} for i in range(n)]
+            obj = "chat.completion"
+        else:
+            choices = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+                       for i in range(n)]
+            obj = "text_completion"
+        self._send(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": obj,
+                         "created": int(time.time()), "model": self.state.served_name,
+                         "choices": choices, "usage": usage})
+
+
+def make_server(host: str, port: int, state: MockState) -> ThreadingHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchforge.mock_server",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--answers", type=Path, required=True)
+    parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--delay-s", type=float, default=0.0, help="sleep per request")
+    parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to N requests")
+    args = parser.parse_args(argv)
+    state = MockState(load_answers(args.answers), args.served_model_name, args.delay_s,
+                      args.fail_first)
+    server = make_server(args.host, args.port, state)
+    print(f"mock server for {args.served_model_name} on http://{args.host}:{args.port}/v1 "
+          f"({len(state.answers)} answers)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Crash-safe files of a cell directory: append-only JSONL rows, atomic markers, provenance.
+
+Rows are appended one line at a time and fsynced, so a killed process leaves at most one torn
+last line. Readers drop that torn tail (it is regenerated) but refuse a corrupt line anywhere
+else, because silently skipping a row would change a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchforge.errors import BenchforgeError
+
+RowKey = tuple[str, int]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class CellDir:
+    """Paths of one cell: ``${run.root}/${run.name}/${model.name}/${benchmark.name}``."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / "provenance.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    @property
+    def generate_done(self) -> Path:
+        return self.path / "generate.done"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.jsonl"
+
+    @property
+    def score_done(self) -> Path:
+        return self.path / "score.done"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def create(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via temp file + fsync + rename, so readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _umask() -> int:
+    """The process umask, read without os.umask()'s set-and-restore race between threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BenchforgeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
+    """Read a JSONL file of row objects.
+
+    A last line without its newline or that does not parse is a torn write from a killed
+    process. ``torn_tail`` says what to do with it: ``ignore`` it, ``repair`` (truncate it away
+    so the row is redone) or treat it as an ``error`` (files written by other tools). Any other
+    bad line raises, naming the file and line number.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # tail is b"" when the file ends with a newline
+    rows: list[dict[str, Any]] = []
+    for lineno, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if lineno == len(complete) and not tail and torn_tail != "error":
+                # A corrupt final line is a torn write, not data.
+                if torn_tail == "repair":
+                    _truncate(path, len(data) - len(raw) - 1)
+                return rows
+            raise BenchforgeError(
+                f"{path}:{lineno}: corrupt row ({exc}); fix or delete that line, then rerun"
+            ) from exc
+        if not isinstance(row, dict):
+            raise BenchforgeError(f"{path}:{lineno}: expected a JSON object per line")
+        rows.append(row)
+    if tail.strip():
+        if torn_tail == "error":
+            try:
+                rows.append(json.loads(tail))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BenchforgeError(
+                    f"{path}:{len(complete) + 1}: corrupt row ({exc}); fix or delete that line"
+                ) from exc
+        elif torn_tail == "repair":
+            _truncate(path, len(data) - len(tail))
+    return rows
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def row_key(row: dict[str, Any]) -> RowKey:
+    return (str(row["task_id"]), int(row["sample_idx"]))
+
+
+def first_rows_by_key(rows: Iterable[dict[str, Any]]) -> dict[RowKey, dict[str, Any]]:
+    keyed: dict[RowKey, dict[str, Any]] = {}
+    for row in rows:
+        keyed.setdefault(row_key(row), row)
+    return keyed
+
+
+class RowAppender:
+    """Append rows to a JSONL file, one fsynced line each, so a crash loses at most one row."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "ab")  # noqa: SIM115 - closed in close()/__exit__
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._fh.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> RowAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,545 @@
+"""The stages as plain functions of a composed config: ``run_<stage>(cfg)``.
+
+Stages talk only through the cell directory, so each can be rerun, resumed after a kill, or run
+on another node. The Hydra shells in :mod:`benchforge.cli` do nothing but call these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from benchforge.benchmarks import Benchmark, Dataset, Task, get_benchmark
+from benchforge.config import cell_id, cell_identity
+from benchforge.errors import BenchforgeError
+from benchforge.manifest import read_manifest, upsert_cell
+from benchforge.provenance import record_stage, update_provenance
+from benchforge.rundir import (
+    CellDir,
+    RowAppender,
+    RowKey,
+    first_rows_by_key,
+    read_json,
+    read_rows,
+    row_key,
+    sha256_file,
+    utc_now,
+    write_atomic,
+    write_json_atomic,
+)
+
+log = logging.getLogger("benchforge")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model x benchmark cell, ready to work on."""
+
+    dir: CellDir
+    benchmark: Benchmark
+    dataset: Dataset
+    cell_id: str
+    n_samples: int
+
+    @property
+    def expected_keys(self) -> set[RowKey]:
+        return {(t.task_id, i) for t in self.dataset.tasks for i in range(self.n_samples)}
+
+
+def run_root(cfg: DictConfig) -> Path:
+    return (Path(str(cfg.run.root)).expanduser() / str(cfg.run.name)).resolve()
+
+
+def cell_path(cfg: DictConfig) -> CellDir:
+    return CellDir(Path(str(cfg.run.dir)).expanduser().resolve())
+
+
+def _hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def chat_template_sha256(cfg: DictConfig) -> str | None:
+    if not cfg.model.chat_template:
+        return None
+    path = Path(str(cfg.model.chat_template)).expanduser()
+    if not path.is_file():
+        raise BenchforgeError(f"model.chat_template={path}: file not found")
+    return sha256_file(path)
+
+
+def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
+                 n_samples: int | None = None) -> Cell:
+    """Create or reopen the cell dir: config.yaml, provenance.json and its manifest row.
+
+    Refuses to reuse a dir whose rows came from a different config (a mixed score is wrong).
+    """
+    benchmark = get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser())
+    dataset = benchmark.load()
+    cell_dir = cell_path(cfg)
+    if external is not None:
+        identity = {"benchmark": cell_identity(cfg)["benchmark"],
+                    "external_samples_sha256": sha256_file(external)}
+        cid = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        model_info: dict[str, Any] = {"name": f"external:{external.name}", "provider": "external",
+                                      "samples": str(external.resolve())}
+    else:
+        cid = cell_id(cfg)
+        model_info = {k: cfg.model[k] for k in ("name", "provider", "served_name", "mode")}
+    if cell_dir.provenance.exists():
+        previous = read_json(cell_dir.provenance).get("cell_id")
+        if previous not in (None, cid):
+            raise BenchforgeError(
+                f"{cell_dir.path}: holds a cell with another config (cell id {previous}, now "
+                f"{cid}); use another run.name or run.dir, or delete that dir"
+            )
+    cell_dir.create()
+    write_atomic(cell_dir.config, OmegaConf.to_yaml(cfg, resolve=True))
+    samples_per_task = n_samples if n_samples is not None else int(cfg.model.n_samples)
+    update_provenance(
+        cell_dir,
+        cell_id=cid,
+        model=model_info,
+        dataset={"name": cfg.benchmark.name, "version": dataset.version,
+                 "path": str(dataset.path), "sha256": dataset.sha256,
+                 "n_tasks": len(dataset.tasks)},
+        chat_template_sha256=chat_template_sha256(cfg) if external is None else None,
+        image_digest=None,
+        sandbox_mode=str(cfg.sandbox.name),
+        overrides=_hydra_overrides(),
+    )
+    upsert_cell(run_root(cfg), {
+        "cell_id": cid, "model": model_info["name"], "benchmark": str(cfg.benchmark.name),
+        "dir": str(cell_dir.path), "n_tasks": len(dataset.tasks), "n_samples": samples_per_task,
+        "paths": {name: str(getattr(cell_dir, name)) for name in
+                  ("config", "provenance", "samples", "generate_done", "results", "score_done",
+                   "metrics", "logs")},
+    })
+    return Cell(cell_dir, benchmark, dataset, cid, samples_per_task)
+
+
+# --------------------------------------------------------------------------------------- plan
+def run_plan(cfg: DictConfig) -> Cell:
+    cell = prepare_cell(cfg)
+    log.info("planned cell %s (%s): %d tasks x %d samples -> %s", cell.cell_id,
+             f"{cfg.model.name}/{cfg.benchmark.name}", len(cell.dataset.tasks), cell.n_samples,
+             cell.dir.path)
+    return cell
+
+
+# ----------------------------------------------------------------------------------- generate
+def _api_key(cfg: DictConfig) -> str:
+    env = cfg.model.api_key_env
+    if not env:
+        return "EMPTY"
+    value = os.environ.get(str(env))
+    if not value:
+        raise BenchforgeError(f"model.api_key_env={env}: environment variable ${env} is not set")
+    return value
+
+
+def _check_rows_belong(rows: dict[RowKey, dict[str, Any]], cell: Cell, path: Path) -> None:
+    stray = sorted(set(rows) - cell.expected_keys)
+    if stray:
+        raise BenchforgeError(
+            f"{path}: {len(stray)} row(s) do not belong to this cell (first: {stray[0]}); "
+            "use another run.dir or delete the file"
+        )
+
+
+def mark_generate_done(cell: Cell, **extra: Any) -> bool:
+    """Write ``generate.done`` iff every expected (task, sample) row is present."""
+    rows = first_rows_by_key(read_rows(cell.dir.samples))
+    if set(rows) != cell.expected_keys:
+        return False
+    write_json_atomic(cell.dir.generate_done, {
+        "rows": len(rows), "n_tasks": len(cell.dataset.tasks), "n_samples": cell.n_samples,
+        "samples_sha256": sha256_file(cell.dir.samples), "finished_utc": utc_now(), **extra,
+    })
+    return True
+
+
+def run_generate(cfg: DictConfig) -> Cell:
+    from benchforge.client import ClientSettings, Completion, Request, generate
+    from benchforge.console import progress_bar
+    from benchforge.engine import model_endpoint
+
+    cell = prepare_cell(cfg)
+    mode = str(cfg.model.mode)
+    if mode not in ("chat", "completion"):
+        raise BenchforgeError(f"model.mode={mode}: expected chat or completion")
+    have = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="repair"))
+    _check_rows_belong(have, cell, cell.dir.samples)
+    todo = [Request(t.task_id, i, cell.benchmark.prompt(t, mode))
+            for t in cell.dataset.tasks for i in range(cell.n_samples)
+            if (t.task_id, i) not in have]
+    if todo:
+        log.info("generate: %d of %d samples to do (%d already on disk)", len(todo),
+                 len(cell.expected_keys), len(have))
+        started = time.monotonic()
+        record_stage(cell.dir, "generate", started_utc=utc_now(), finished_utc=None)
+        template_sha = chat_template_sha256(cfg)
+        tasks = {t.task_id: t for t in cell.dataset.tasks}
+        with (model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs)
+              as base_url, RowAppender(cell.dir.samples) as appender,
+              progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
+            settings = ClientSettings(
+                base_url=base_url, served_name=str(cfg.model.served_name), api_key=_api_key(cfg),
+                mode=mode, temperature=cfg.model.temperature, top_p=cfg.model.top_p,
+                max_tokens=cfg.model.max_tokens, seed=cfg.model.seed,
+                stop=[*cfg.model.stop, *cell.benchmark.stop_sequences(mode)],
+                concurrency=cfg.model.concurrency, timeout_s=cfg.model.request_timeout_s,
+                max_retries=cfg.model.max_retries,
+            )
+
+            def on_completion(request: Request, completion: Completion) -> None:
+                task = tasks[request.task_id]
+                appender.append({
+                    "task_id": request.task_id, "sample_idx": request.sample_idx,
+                    "prompt_sha256": request.prompt.sha256, "completion": completion.text,
+                    "code": cell.benchmark.extract_code(task, completion.text, mode),
+                    "finish_reason": completion.finish_reason,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "latency_s": completion.latency_s, "chat_template_sha256": template_sha,
+                })
+
+            generate(todo, settings, on_completion, advance)
+        record_stage(cell.dir, "generate", finished_utc=utc_now(),
+                     wall_s=round(time.monotonic() - started, 3))
+    if not mark_generate_done(cell):
+        raise BenchforgeError(
+            f"{cell.dir.samples}: rows do not reconcile with {len(cell.expected_keys)} expected; "
+            "rerun `benchforge generate` with the same overrides"
+        )
+    log.info("generate: %d samples complete in %s", len(cell.expected_keys), cell.dir.samples)
+    return cell
+
+
+# -------------------------------------------------------------------------------------- score
+def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
+    """Turn an EvalPlus-style ``{"task_id", "solution"|"completion"}`` file into a scored cell."""
+    if not source.is_file():
+        raise BenchforgeError(f"score.samples={source}: file not found")
+    rows = read_rows(source, torn_tail="error")
+    benchmark = get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser())
+    dataset = benchmark.load()
+    tasks = {t.task_id: t for t in dataset.tasks}
+    per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for lineno, row in enumerate(rows, start=1):
+        task_id = row.get("task_id")
+        if task_id not in tasks:
+            raise BenchforgeError(
+                f"{source}: row {lineno}: task_id {task_id!r} is not a task of "
+                f"benchmark={cfg.benchmark.name}")
+        if isinstance(row.get("solution"), str):
+            completion, code = row["solution"], row["solution"]
+        elif isinstance(row.get("completion"), str):
+            completion = row["completion"]
+            code = benchmark.extract_code(tasks[task_id], completion, "completion")
+        else:
+            raise BenchforgeError(
+                f"{source}: row {lineno}: needs a string field 'solution' or 'completion'")
+        per_task[task_id].append({
+            "task_id": task_id, "sample_idx": len(per_task[task_id]), "prompt_sha256": None,
+            "completion": completion, "code": code, "finish_reason": None,
+            "prompt_tokens": None, "completion_tokens": None, "latency_s": None,
+            "chat_template_sha256": None,
+        })
+    missing = [t for t in tasks if t not in per_task]
+    if missing:
+        raise BenchforgeError(
+            f"{source}: no samples for {len(missing)} of {len(tasks)} tasks (first: {missing[0]});"
+            " a partial file would give a wrong score")
+    counts = {len(v) for v in per_task.values()}
+    if len(counts) != 1:
+        raise BenchforgeError(
+            f"{source}: tasks have different sample counts ({sorted(counts)}); pass@k needs "
+            "the same number of samples per task")
+    cell = prepare_cell(cfg, external=source, n_samples=counts.pop())
+    source_sha = sha256_file(source)
+    if cell.dir.generate_done.exists():
+        if read_json(cell.dir.generate_done).get("source_sha256") == source_sha:
+            return cell  # already imported: resume scoring
+        raise BenchforgeError(f"{cell.dir.path}: already holds other samples; use another run.dir")
+    if cell.dir.samples.exists() and cell.dir.samples.stat().st_size:
+        raise BenchforgeError(
+            f"{cell.dir.samples}: holds unfinished generated samples; use another run.dir")
+    ordered = [row for t in dataset.tasks for row in per_task[t.task_id]]
+    write_atomic(cell.dir.samples, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                           for r in ordered))
+    mark_generate_done(cell, source=str(source.resolve()), source_sha256=source_sha)
+    log.info("score: imported %d samples from %s", len(ordered), source)
+    return cell
+
+
+def _score_sample(cell: Cell, sandbox: Any, task: Task, sample: dict[str, Any]) -> dict[str, Any]:
+    result = sandbox.run(cell.benchmark.check_program(task, sample["code"]))
+    return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
+            "passed": result.passed, "failure_mode": result.failure_mode,
+            "duration_s": result.duration_s, "sandbox_mode": sandbox.mode,
+            "detail": result.detail}
+
+
+def run_score(cfg: DictConfig) -> Cell:
+    from benchforge.console import progress_bar
+    from benchforge.sandbox import make_sandbox
+
+    if cfg.score.samples:
+        cell = import_external_samples(cfg, Path(str(cfg.score.samples)).expanduser())
+    else:
+        cell = prepare_cell(cfg)
+    if not cell.dir.generate_done.exists():
+        raise BenchforgeError(
+            f"{cell.dir.generate_done} is missing: generation of this cell is not complete; "
+            "run `benchforge generate` with the same overrides first")
+    samples = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="error"))
+    if set(samples) != cell.expected_keys:
+        raise BenchforgeError(
+            f"{cell.dir.samples}: {len(samples)} rows but generate.done promises "
+            f"{len(cell.expected_keys)}; run `benchforge verify` and rerun generate")
+    if cfg.score.force and cell.dir.results.exists():
+        # Keep the old verdicts instead of deleting them: nothing written is ever lost.
+        kept = cell.dir.logs / f"results.{utc_now().replace(':', '')}.jsonl"
+        os.replace(cell.dir.results, kept)
+        cell.dir.score_done.unlink(missing_ok=True)
+        log.info("score: force=true, previous results moved to %s", kept)
+    done = first_rows_by_key(read_rows(cell.dir.results, torn_tail="repair"))
+    _check_rows_belong(done, cell, cell.dir.results)
+    todo = [row for key, row in samples.items() if key not in done]
+    sandbox = make_sandbox(cfg.sandbox)
+    if sandbox.mode == "rlimit":
+        log.warning("sandbox=rlimit: samples run with rlimits only, no outer isolation layer")
+    if todo:
+        workers = int(cfg.score.workers) or os.cpu_count() or 1
+        log.info("score: %d of %d samples to do, %d workers", len(todo), len(samples), workers)
+        started = time.monotonic()
+        record_stage(cell.dir, "score", started_utc=utc_now(), finished_utc=None)
+        tasks = {t.task_id: t for t in cell.dataset.tasks}
+        with (ThreadPoolExecutor(max_workers=workers) as pool,
+              RowAppender(cell.dir.results) as appender,
+              progress_bar("score", len(todo), bool(cfg.generate.progress)) as advance):
+            futures = [pool.submit(_score_sample, cell, sandbox, tasks[s["task_id"]], s)
+                       for s in todo]
+            for future in as_completed(futures):
+                appender.append(future.result())
+                advance()
+        record_stage(cell.dir, "score", finished_utc=utc_now(),
+                     wall_s=round(time.monotonic() - started, 3), workers=workers)
+    results = first_rows_by_key(read_rows(cell.dir.results))
+    if set(results) != set(samples):
+        raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
+    write_json_atomic(cell.dir.score_done, {
+        "rows": len(results), "results_sha256": sha256_file(cell.dir.results),
+        "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": sandbox.mode,
+        "finished_utc": utc_now(),
+    })
+    return cell
+
+
+# ---------------------------------------------------------------------------------- aggregate
+def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
+    """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
+    from benchforge.stats import pass_at_k_estimates
+
+    results = read_rows(cell_dir.results, torn_tail="error")
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    for row in first_rows_by_key(results).values():
+        verdicts[str(row["task_id"])].append(bool(row["passed"]))
+    if not verdicts:
+        raise BenchforgeError(f"{cell_dir.results}: no results to aggregate")
+    counts = {len(v) for v in verdicts.values()}
+    if len(counts) != 1:
+        raise BenchforgeError(f"{cell_dir.results}: tasks have different sample counts {counts}")
+    estimates = pass_at_k_estimates(verdicts, list(cfg_aggregate.ks),
+                                    int(cfg_aggregate.bootstrap), int(cfg_aggregate.seed),
+                                    float(cfg_aggregate.confidence))
+    samples = read_rows(cell_dir.samples)
+    provenance = read_json(cell_dir.provenance)
+    failure_modes = Counter(str(r["failure_mode"]) for r in results if not r["passed"])
+    return {
+        "cell_id": provenance.get("cell_id"),
+        "model": provenance.get("model", {}).get("name"),
+        "benchmark": provenance.get("dataset", {}).get("name"),
+        "n_tasks": len(verdicts),
+        "n_samples": counts.pop(),
+        **{name: est.as_dict() for name, est in estimates.items()},
+        "failure_modes": dict(sorted(failure_modes.items())),
+        "sandbox_mode": provenance.get("sandbox_mode"),
+        "bootstrap": {"resamples": int(cfg_aggregate.bootstrap), "seed": int(cfg_aggregate.seed),
+                      "confidence": float(cfg_aggregate.confidence), "over": "problems"},
+        "cost": {
+            "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in samples),
+            "completion_tokens": sum(r.get("completion_tokens") or 0 for r in samples),
+            "generate_wall_s": provenance.get("stages", {}).get("generate", {}).get("wall_s"),
+            "score_wall_s": provenance.get("stages", {}).get("score", {}).get("wall_s"),
+        },
+        "results_sha256": sha256_file(cell_dir.results),
+        "computed_utc": utc_now(),
+    }
+
+
+def _fmt_estimate(est: dict[str, Any] | None) -> str:
+    if not est:
+        return "-"
+    lo, hi = est["ci95"]
+    return f"{est['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
+    from benchforge.console import print_table
+
+    cell_dir = cell_path(cfg)
+    if not cell_dir.score_done.exists():
+        raise BenchforgeError(
+            f"{cell_dir.score_done} is missing: scoring of this cell is not complete; "
+            "run `benchforge score` with the same overrides first")
+    metrics = compute_metrics(cell_dir, cfg.aggregate)
+    write_json_atomic(cell_dir.metrics, metrics)
+    pass_keys = [k for k in metrics if k.startswith("pass@")]
+    print_table(
+        f"{metrics['model']} on {metrics['benchmark']}",
+        ["metric", "value [95% CI]", "tasks", "samples/task", "failures"],
+        [[k, _fmt_estimate(metrics[k]), metrics["n_tasks"], metrics["n_samples"],
+          ", ".join(f"{m}={c}" for m, c in metrics["failure_modes"].items()) or "none"]
+         for k in pass_keys],
+    )
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- run
+def run_run(cfg: DictConfig) -> dict[str, Any]:
+    """plan + generate + score + aggregate for one cell; resumes wherever it stopped."""
+    run_plan(cfg)
+    run_generate(cfg)
+    run_score(cfg)
+    return run_aggregate(cfg)
+
+
+# ----------------------------------------------------------------------------- status/verify
+def _count_rows(path: Path) -> int:
+    try:
+        return len(first_rows_by_key(read_rows(path)))
+    except BenchforgeError:
+        return -1
+
+
+def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
+    from benchforge.console import print_table
+
+    root = run_root(cfg)
+    table = []
+    statuses = []
+    for cell in read_manifest(root):
+        cdir = CellDir(Path(cell["dir"]))
+        expected = int(cell["n_tasks"]) * int(cell["n_samples"])
+        metrics = read_json(cdir.metrics) if cdir.metrics.exists() else {}
+        status = {
+            "cell_id": cell["cell_id"], "model": cell["model"], "benchmark": cell["benchmark"],
+            "expected": expected, "generated": _count_rows(cdir.samples),
+            "generate_done": cdir.generate_done.exists(), "scored": _count_rows(cdir.results),
+            "score_done": cdir.score_done.exists(), "pass@1": metrics.get("pass@1"),
+        }
+        statuses.append(status)
+        table.append([
+            status["model"], status["benchmark"], status["cell_id"],
+            f"{status['generated']}/{expected}" + (" ✓" if status["generate_done"] else ""),
+            f"{status['scored']}/{expected}" + (" ✓" if status["score_done"] else ""),
+            _fmt_estimate(status["pass@1"]),
+        ])
+    print_table(f"run {root}", ["model", "benchmark", "cell", "generated", "scored",
+                                "pass@1 [95% CI]"], table)
+    return statuses
+
+
+def verify_cell(cell: dict[str, Any], cfg_aggregate: DictConfig) -> list[str]:
+    """Every inconsistency between a cell's markers, rows, hashes and metrics."""
+    cdir = CellDir(Path(cell["dir"]))
+    where = str(cdir.path)
+    if not cdir.path.is_dir():
+        return [f"{where}: cell dir missing"]
+    problems: list[str] = []
+    expected = int(cell["n_tasks"]) * int(cell["n_samples"])
+
+    def rows_of(path: Path) -> dict[RowKey, dict[str, Any]] | None:
+        try:
+            rows = read_rows(path)
+        except BenchforgeError as exc:
+            problems.append(str(exc))
+            return None
+        keyed = first_rows_by_key(rows)
+        if len(keyed) != len(rows):
+            dup = Counter(row_key(r) for r in rows).most_common(1)[0][0]
+            problems.append(f"{path}: {len(rows) - len(keyed)} duplicate row(s), e.g. {dup}")
+        return keyed
+
+    def check_marker(marker: Path, data: Path, sha_key: str, rows: int | None,
+                     want: int) -> None:
+        if not marker.exists():
+            return
+        info = read_json(marker)
+        if rows is not None and rows != want:
+            problems.append(f"{marker}: present but {data.name} has {rows} of {want} rows")
+        if data.exists() and info.get(sha_key) != sha256_file(data):
+            problems.append(f"{marker}: {data.name} changed after the marker was written")
+
+    samples = rows_of(cdir.samples)
+    check_marker(cdir.generate_done, cdir.samples, "samples_sha256",
+                 None if samples is None else len(samples), expected)
+    results = rows_of(cdir.results)
+    if results is not None and samples is not None and set(results) - set(samples):
+        problems.append(f"{cdir.results}: verdicts for samples that do not exist")
+    check_marker(cdir.score_done, cdir.results, "results_sha256",
+                 None if results is None else len(results),
+                 len(samples) if samples is not None else expected)
+    if cdir.provenance.exists():
+        dataset = read_json(cdir.provenance).get("dataset", {})
+        path = Path(dataset.get("path", ""))
+        if path.is_file() and sha256_file(path) != dataset.get("sha256"):
+            problems.append(f"{path}: dataset file differs from the sha256 in provenance.json")
+    else:
+        problems.append(f"{cdir.provenance}: missing")
+    if cdir.metrics.exists():
+        stored = read_json(cdir.metrics)
+        if not cdir.score_done.exists():
+            problems.append(f"{cdir.metrics}: present without score.done")
+        elif stored.get("results_sha256") != sha256_file(cdir.results):
+            problems.append(f"{cdir.metrics}: computed from other results; rerun aggregate")
+        else:
+            fresh = compute_metrics(cdir, cfg_aggregate)
+            if fresh["pass@1"]["value"] != stored.get("pass@1", {}).get("value"):
+                problems.append(f"{cdir.metrics}: pass@1 differs from results.jsonl")
+    return problems
+
+
+def run_verify(cfg: DictConfig) -> list[str]:
+    problems: list[str] = []
+    cells = read_manifest(run_root(cfg))
+    for cell in cells:
+        problems.extend(verify_cell(cell, cfg.aggregate))
+    log.info("verify: %d cell(s), %d problem(s)", len(cells), len(problems))
+    return problems
+
+
+STAGES = {
+    "plan": run_plan,
+    "generate": run_generate,
+    "score": run_score,
+    "aggregate": run_aggregate,
+    "run": run_run,
+    "status": run_status,
+    "verify": run_verify,
+}

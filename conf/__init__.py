@@ -1,0 +1,1 @@
+# Makes conf/ importable as the package ``benchforge.conf`` so Hydra can find it via pkg://.

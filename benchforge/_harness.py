@@ -6,6 +6,7 @@ It applies the rlimits, runs the program, and writes one JSON verdict to ``resul
 verdict at all means the program ended the process itself (exit, signal, kill).
 """
 
+import errno
 import json
 import os
 import resource
@@ -53,6 +54,10 @@ def main():
         report("assertion", traceback.format_exc())
     except MemoryError:
         report("memory", "MemoryError")
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE hit (Python ignores SIGXFSZ)
+            report("output_limit", f"output or files beyond {limits['fsize_mb']} MB")
+        report("runtime_error", traceback.format_exc())
     except SystemExit as exc:
         report("early_exit", f"SystemExit({exc.code!r}) before the checks finished")
     except BaseException:

@@ -422,9 +422,13 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- run
 def run_run(cfg: DictConfig) -> dict[str, Any]:
-    """plan + generate + score + aggregate for one cell; resumes wherever it stopped."""
-    run_plan(cfg)
-    run_generate(cfg)
+    """plan + generate + score + aggregate for one cell; resumes wherever it stopped.
+
+    With ``score.samples`` the samples come from that file instead of a model.
+    """
+    if not cfg.score.samples:
+        run_plan(cfg)
+        run_generate(cfg)
     run_score(cfg)
     return run_aggregate(cfg)
 

@@ -1,0 +1,96 @@
+"""Shared fixtures: the composed config (once per session), the CLI, a mock model server."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from benchforge.benchmarks import get_benchmark
+from benchforge.config import compose
+from benchforge.engine import free_port, launch_server, oracle_answers, write_answers
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCHFORGE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def base_cfg() -> DictConfig:
+    """The default config, composed once; tests take copies through ``cfg_with``."""
+    return compose([])
+
+
+@pytest.fixture
+def cfg_with(base_cfg: DictConfig, tmp_path: Path):
+    def make(**dotted: object) -> DictConfig:
+        cfg = copy.deepcopy(base_cfg)  # keeps the structured-config types
+        OmegaConf.update(cfg, "run.root", str(tmp_path / "runs"))
+        for key, value in dotted.items():
+            OmegaConf.update(cfg, key.replace("__", "."), value)
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.fail(f"{path} missing: tests need the shared benchmark data next to the repo")
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "benchforge", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def humaneval(base_cfg: DictConfig):
+    bench = get_benchmark(base_cfg.benchmark, Path("."))
+    return bench, bench.load()
+
+
+@pytest.fixture
+def mock_server(tmp_path: Path, humaneval):
+    """Start the real mock server executable with oracle answers, optionally made wrong."""
+
+    started: list[object] = []
+
+    def start(wrong: set[str] = frozenset(), *, delay_s: float = 0.0, fail_first: int = 0,
+              served_name: str = "mock-model", mode: str = "chat") -> str:
+        bench, dataset = humaneval
+        rows = oracle_answers(bench, dataset.tasks, mode)
+        for row, task in zip(rows, dataset.tasks, strict=True):
+            if task.task_id in wrong:
+                entry = task.data["entry_point"]
+                row["completion"] = f"```python\ndef {entry}(*args):\n    return None\n```\n"
+        answers = tmp_path / f"answers-{len(started)}.jsonl"
+        write_answers(answers, rows)
+        port = free_port()
+        cmd = [sys.executable, "-m", "benchforge.mock_server", "--port", str(port),
+               "--answers", str(answers), "--served-model-name", served_name,
+               "--delay-s", str(delay_s), "--fail-first", str(fail_first)]
+        ctx = launch_server(cmd, port, tmp_path / f"mock-{len(started)}.log", 30)
+        url = ctx.__enter__()
+        started.append(ctx)
+        return url
+
+    yield start
+    for ctx in started:
+        ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "work"
+    path.mkdir()
+    yield path

@@ -1,0 +1,59 @@
+"""pass@k matches its combinatorial definition; bootstrap CIs are seeded and sane."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from benchforge.errors import BenchforgeError
+from benchforge.stats import bootstrap_ci, pass_at_k, pass_at_k_estimates
+
+
+def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
+    """Fraction of all k-subsets of the n samples that contain at least one correct one."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(combinations(range(n), k))
+    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 0, 1), (5, 2, 1), (5, 2, 3), (6, 1, 5), (7, 7, 2),
+                                   (8, 3, 8), (10, 4, 5)])
+def test_pass_at_k_is_unbiased_estimator(n: int, c: int, k: int) -> None:
+    got = pass_at_k(np.array([n]), np.array([c]), k)[0]
+    assert got == pytest.approx(brute_force_pass_at_k(n, c, k), abs=1e-12)
+
+
+def test_pass_at_1_is_mean_correct() -> None:
+    got = pass_at_k(np.array([4, 4]), np.array([1, 3]), 1)
+    assert got.tolist() == pytest.approx([0.25, 0.75])
+
+
+def test_k_greater_than_n_is_refused() -> None:
+    with pytest.raises(BenchforgeError, match="pass@5 needs at least 5 samples"):
+        pass_at_k(np.array([10, 3]), np.array([1, 1]), 5)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:
+    per_task = np.array([1.0] * 60 + [0.0] * 40)
+    a = bootstrap_ci(per_task, 1000, seed=7, confidence=0.95)
+    b = bootstrap_ci(per_task, 1000, seed=7, confidence=0.95)
+    c = bootstrap_ci(per_task, 1000, seed=8, confidence=0.95)
+    assert a == b and a != c
+    assert a[0] < 0.6 < a[1]
+    # The normal approximation of a proportion's CI: +-1.96 * sqrt(p(1-p)/n) ~ +-0.096.
+    assert a[1] - a[0] == pytest.approx(2 * 1.96 * np.sqrt(0.24 / 100), rel=0.15)
+
+
+def test_estimates_all_correct_has_degenerate_ci() -> None:
+    est = pass_at_k_estimates({"a": [True], "b": [True]}, [1], 200, 0, 0.95)
+    assert est["pass@1"].value == 1.0 and est["pass@1"].ci95 == (1.0, 1.0)
+
+
+def test_estimates_several_k() -> None:
+    verdicts = {"a": [True, False, False, False], "b": [False] * 4, "c": [True] * 4}
+    est = pass_at_k_estimates(verdicts, [1, 2, 4], 500, 0, 0.95)
+    assert est["pass@1"].value == pytest.approx((0.25 + 0 + 1) / 3)
+    assert est["pass@2"].value == pytest.approx((0.5 + 0 + 1) / 3)
+    assert est["pass@4"].value == pytest.approx(2 / 3)

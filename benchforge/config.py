@@ -61,11 +61,16 @@ class ComputeConfig:
 
 @dataclass
 class SandboxConfig:
-    name: str = MISSING
-    timeout_s: float = 10.0  # wall clock per sample, enforced by the parent
-    memory_mb: int = 4096  # RLIMIT_AS
-    cpu_s: int = 20  # RLIMIT_CPU
+    name: str = MISSING  # auto | bwrap | apptainer | apptainer-setuid | userns | rlimit-only
+    image: str | None = None  # scorer SIF for the apptainer modes
+    timeout_s: float = 10.0  # wall clock per sample when no reference time is known
+    min_time_limit_s: float = 3.0  # EvalPlus-style: max(min_time_limit_s, factor x reference)
+    time_factor: float = 4.0  # 0 disables reference timing (timeout_s for every sample)
+    memory_mb: int = 4096  # RLIMIT_AS / RLIMIT_DATA
+    stack_mb: int = 256
+    cpu_s: int = 60  # RLIMIT_CPU
     nofile: int = 256
+    nproc: int = 64  # RLIMIT_NPROC (the sample runs as a dedicated uid when benchforge is root)
     fsize_mb: int = 64
     max_output_bytes: int = 65536
 
@@ -92,6 +97,7 @@ class ScoreConfig:
     samples: str | None = None  # external EvalPlus-style samples file to score
     force: bool = False
     workers: int = 0  # 0 = one per CPU core
+    audit_timeouts: bool = True  # rerun timed-out samples alone with a doubled limit
 
 
 @dataclass

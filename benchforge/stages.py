@@ -12,14 +12,13 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchforge.benchmarks import Benchmark, Dataset, Task, get_benchmark
+from benchforge.benchmarks import Benchmark, Dataset, get_benchmark
 from benchforge.config import cell_id, cell_identity
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest, upsert_cell
@@ -286,15 +285,8 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
     return cell
 
 
-def _score_sample(cell: Cell, sandbox: Any, task: Task, sample: dict[str, Any]) -> dict[str, Any]:
-    result = sandbox.run(cell.benchmark.check_program(task, sample["code"]))
-    return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
-            "passed": result.passed, "failure_mode": result.failure_mode,
-            "duration_s": result.duration_s, "sandbox_mode": sandbox.mode,
-            "detail": result.detail}
-
-
 def run_score(cfg: DictConfig) -> Cell:
+    from benchforge import scoring
     from benchforge.console import progress_bar
     from benchforge.sandbox import make_sandbox
 
@@ -311,40 +303,53 @@ def run_score(cfg: DictConfig) -> Cell:
         raise BenchforgeError(
             f"{cell.dir.samples}: {len(samples)} rows but generate.done promises "
             f"{len(cell.expected_keys)}; run `benchforge verify` and rerun generate")
+    audit = cell.dir.logs / "timeout_audit.jsonl"
     if cfg.score.force and cell.dir.results.exists():
         # Keep the old verdicts instead of deleting them: nothing written is ever lost.
-        kept = cell.dir.logs / f"results.{utc_now().replace(':', '')}.jsonl"
-        os.replace(cell.dir.results, kept)
+        stamp = utc_now().replace(":", "")
+        os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
+        if audit.exists():
+            os.replace(audit, cell.dir.logs / f"timeout_audit.{stamp}.jsonl")
         cell.dir.score_done.unlink(missing_ok=True)
-        log.info("score: force=true, previous results moved to %s", kept)
+        log.info("score: force=true, previous results moved to %s", cell.dir.logs)
     done = first_rows_by_key(read_rows(cell.dir.results, torn_tail="repair"))
     _check_rows_belong(done, cell, cell.dir.results)
     todo = [row for key, row in samples.items() if key not in done]
-    sandbox = make_sandbox(cfg.sandbox)
-    if sandbox.mode == "rlimit":
-        log.warning("sandbox=rlimit: samples run with rlimits only, no outer isolation layer")
-    if todo:
-        workers = int(cfg.score.workers) or os.cpu_count() or 1
-        log.info("score: %d of %d samples to do, %d workers", len(todo), len(samples), workers)
-        started = time.monotonic()
-        record_stage(cell.dir, "score", started_utc=utc_now(), finished_utc=None)
-        tasks = {t.task_id: t for t in cell.dataset.tasks}
-        with (ThreadPoolExecutor(max_workers=workers) as pool,
-              RowAppender(cell.dir.results) as appender,
-              progress_bar("score", len(todo), bool(cfg.generate.progress)) as advance):
-            futures = [pool.submit(_score_sample, cell, sandbox, tasks[s["task_id"]], s)
-                       for s in todo]
-            for future in as_completed(futures):
-                appender.append(future.result())
-                advance()
-        record_stage(cell.dir, "score", finished_utc=utc_now(),
-                     wall_s=round(time.monotonic() - started, 3), workers=workers)
-    results = first_rows_by_key(read_rows(cell.dir.results))
-    if set(results) != set(samples):
-        raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
+    workers = int(cfg.score.workers) or os.cpu_count() or 1
+    tasks = {t.task_id: t for t in cell.dataset.tasks}
+    sb = cfg.sandbox
+    with make_sandbox(sb, workers) as sandbox:
+        update_provenance(cell.dir, sandbox_mode=sandbox.mode,
+                          sandbox_guarantees=sorted(sandbox.guarantees),
+                          image_digest=(f"sha256:{sha256_file(Path(sandbox.image))}"
+                                        if sandbox.image else None))
+        if todo:
+            log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
+                     len(samples), workers, sandbox.mode)
+            started = time.monotonic()
+            record_stage(cell.dir, "score", started_utc=utc_now(), finished_utc=None)
+            needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
+            times = scoring.reference_times(
+                cell.benchmark, needed, sandbox, cell.dataset.sha256,
+                cell.dir.logs / "reference_times.json", workers, float(sb.timeout_s))
+            limits = scoring.time_limits(times, needed, float(sb.min_time_limit_s),
+                                         float(sb.time_factor), float(sb.timeout_s))
+            with (RowAppender(cell.dir.results) as appender,
+                  progress_bar("score", len(todo), bool(cfg.generate.progress)) as advance):
+                scoring.score_samples(cell.benchmark, tasks, todo, sandbox, limits, appender,
+                                      advance, workers)
+            record_stage(cell.dir, "score", finished_utc=utc_now(),
+                         wall_s=round(time.monotonic() - started, 3), workers=workers)
+        results = first_rows_by_key(read_rows(cell.dir.results))
+        if set(results) != set(samples):
+            raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
+        if cfg.score.audit_timeouts:
+            scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
+                                   audit)
+        mode = sandbox.mode
     write_json_atomic(cell.dir.score_done, {
         "rows": len(results), "results_sha256": sha256_file(cell.dir.results),
-        "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": sandbox.mode,
+        "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": mode,
         "finished_utc": utc_now(),
     })
     return cell
@@ -353,6 +358,7 @@ def run_score(cfg: DictConfig) -> Cell:
 # ---------------------------------------------------------------------------------- aggregate
 def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
+    from benchforge.scoring import audit_summary
     from benchforge.stats import pass_at_k_estimates
 
     results = read_rows(cell_dir.results, torn_tail="error")
@@ -378,6 +384,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         "n_samples": counts.pop(),
         **{name: est.as_dict() for name, est in estimates.items()},
         "failure_modes": dict(sorted(failure_modes.items())),
+        "timeout_audit": audit_summary(cell_dir.logs / "timeout_audit.jsonl"),
         "sandbox_mode": provenance.get("sandbox_mode"),
         "bootstrap": {"resamples": int(cfg_aggregate.bootstrap), "seed": int(cfg_aggregate.seed),
                       "confidence": float(cfg_aggregate.confidence), "over": "problems"},

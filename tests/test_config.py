@@ -40,7 +40,7 @@ def test_defaults(base_cfg: DictConfig) -> None:
     assert base_cfg.model.provider == "oracle"
     assert base_cfg.benchmark.name == "humaneval"
     assert base_cfg.compute.name == "local"
-    assert base_cfg.sandbox.name == "rlimit"
+    assert base_cfg.sandbox.name == "auto"
     assert base_cfg.run.dir == "runs/default/oracle/humaneval"
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
+from benchforge.sandbox.pool import CheckProgram
 
 _REGISTRY: dict[str, type[Benchmark]] = {}
 
@@ -63,8 +64,12 @@ class Benchmark(ABC):
     def extract_code(self, task: Task, completion: str, mode: str) -> str: ...
 
     @abstractmethod
-    def check_program(self, task: Task, code: str) -> str:
-        """A self-contained program that exits cleanly iff ``code`` passes the task's tests."""
+    def check_program(self, task: Task, code: str) -> CheckProgram:
+        """The sandbox program that passes iff ``code`` passes the task's tests."""
+
+    @abstractmethod
+    def reference_code(self, task: Task) -> str | None:
+        """The task's canonical solution as code (timed per host for time limits), if any."""
 
     def stop_sequences(self, mode: str) -> list[str]:
         return []

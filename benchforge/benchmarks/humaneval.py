@@ -16,6 +16,7 @@ from benchforge.benchmarks import Benchmark, Dataset, Task, fenced_blocks, regis
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
+from benchforge.sandbox.pool import CheckProgram
 
 REQUIRED_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
@@ -114,5 +115,10 @@ class HumanEval(Benchmark):
             return prompt + code
         return f"{prompt_imports(prompt)}\n{code}".lstrip("\n")
 
-    def check_program(self, task: Task, code: str) -> str:
-        return f"{code}\n\n{task.data['test']}\n\ncheck({task.data['entry_point']})\n"
+    def check_program(self, task: Task, code: str) -> CheckProgram:
+        # The solution runs first; the official `check` then gets the (guarded) entry point.
+        return CheckProgram(code=code, test=task.data["test"],
+                            entry_point=task.data["entry_point"], check="check")
+
+    def reference_code(self, task: Task) -> str:
+        return task.data["prompt"] + task.data["canonical_solution"]

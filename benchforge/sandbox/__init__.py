@@ -1,0 +1,69 @@
+"""Running untrusted sample code: two layers, one interface.
+
+Outer layer (``sandbox.name``): ``bwrap``, ``apptainer``, ``apptainer-setuid``, ``userns`` or
+``rlimit-only``; ``auto`` picks the strongest that works on this host. Inner layer, in every
+mode: a fresh process per sample with its own session, temp dir, scrubbed environment,
+rlimits, an unprivileged uid when running as root, and a hard wall-clock kill (see _worker.py).
+
+    with make_sandbox(cfg.sandbox, workers=4) as sandbox:
+        result = sandbox.run(CheckProgram(code, test, entry_point="f", check="check"))
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from omegaconf import DictConfig
+
+from benchforge.errors import BenchforgeError
+from benchforge.sandbox.outer import MODES, detect_mode, mode_available
+from benchforge.sandbox.pool import CheckProgram, ExecResult, Limits, SandboxPool
+
+__all__ = ["MODES", "CheckProgram", "ExecResult", "Limits", "Sandbox", "SandboxPool",
+           "make_sandbox", "resolve_mode"]
+
+log = logging.getLogger("benchforge")
+
+RLIMIT_ONLY_WARNING = (
+    "sandbox=rlimit-only: samples run with rlimits in a separate process but WITHOUT an outer "
+    "isolation layer — this is not a sandbox. Use sandbox=bwrap (apt install bubblewrap) or "
+    "sandbox=apptainer on machines that hold credentials or data worth protecting.")
+
+
+class Sandbox(Protocol):
+    mode: str
+
+    @property
+    def guarantees(self) -> frozenset[str]: ...
+
+    def run(self, program: CheckProgram, timeout_s: float | None = None) -> ExecResult: ...
+
+    def close(self) -> None: ...
+
+
+def resolve_mode(name: str, image: str | None = None) -> str:
+    """``auto`` -> the strongest available mode; an explicit mode must work on this host."""
+    if name == "auto":
+        mode = detect_mode(image)
+        log.info("sandbox=auto: using %s on this host", mode)
+        return mode
+    if name not in MODES:
+        raise BenchforgeError(f"sandbox={name}: unknown mode; available: auto, {', '.join(MODES)}")
+    if not mode_available(name, image):
+        hints = {"bwrap": "install bubblewrap (apt install bubblewrap) and allow user namespaces",
+                 "apptainer": "install apptainer and set sandbox.image to the scorer SIF",
+                 "apptainer-setuid": "install apptainer (setuid) and set sandbox.image",
+                 "userns": "this host does not allow unprivileged user namespaces"}
+        raise BenchforgeError(f"sandbox={name} does not work on this host: {hints[name]}; "
+                              "or use sandbox=auto")
+    return name
+
+
+def make_sandbox(cfg: DictConfig, workers: int = 1) -> SandboxPool:
+    """The sandbox the ``sandbox`` config group selects, with ``workers`` parallel workers."""
+    image = str(cfg.image) if cfg.get("image") else None
+    mode = resolve_mode(str(cfg.name), image)
+    if mode == "rlimit-only":
+        log.warning(RLIMIT_ONLY_WARNING)
+    return SandboxPool(mode, Limits.from_config(cfg), workers, image)

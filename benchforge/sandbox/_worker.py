@@ -1,0 +1,472 @@
+"""Trusted sandbox worker: the inner layer, run inside the outer layer (bwrap, apptainer, ...).
+
+Standard library only, started by path: ``python -I -B _worker.py '<config json>'``. It serves
+length-prefixed JSON requests on stdin/stdout, one sample at a time, and forks a fresh child
+per sample. The child isolates itself (new session, fresh temp dir, scrubbed environment,
+stdin closed, output to a capped file, optional network namespace, unprivileged uid, rlimits)
+and only then runs the untrusted code, followed by the benchmark's checks. The verdict is one
+message carrying a per-sample nonce on a pipe opened before the code runs; a child that leaves
+no such message (exit, os._exit, signal, kill) failed. After every sample the worker kills
+everything the sample started, including processes that escaped its session with setsid.
+"""
+
+import builtins
+import contextlib
+import errno
+import json
+import os
+import select
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import types
+
+MB = 1024 * 1024
+RESULT_FD = 3
+CLONE_NEWNET = 0x40000000
+# Dunders through which a returned object could make a failed comparison look passed.
+TAMPER_DUNDERS = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__",
+                  "__len__", "__hash__", "__sub__", "__rsub__", "__abs__", "__float__",
+                  "__int__", "__index__", "__contains__", "__round__")
+SAFE_TYPES = (int, float, complex, str, bytes, bool, type(None))
+CONTAINERS = (list, tuple, set, frozenset)
+
+
+# ------------------------------------------------------------------------------ framing
+def read_exact(fd, size):
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_message(fd):
+    header = read_exact(fd, 4)
+    if header is None:
+        return None
+    body = read_exact(fd, struct.unpack(">I", header)[0])
+    return None if body is None else json.loads(body)
+
+
+def write_message(fd, message):
+    body = json.dumps(message).encode()
+    data = struct.pack(">I", len(body)) + body
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# ------------------------------------------------------------------------ the child side
+class Tampered(Exception):
+    """A returned object or the process state was manipulated to fool the checker."""
+
+
+def overriding_dunder(cls):
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__ == "builtins":
+            continue
+        for name in TAMPER_DUNDERS:
+            if isinstance(klass.__dict__.get(name), (types.FunctionType, staticmethod,
+                                                     classmethod, property)):
+                return f"{cls.__name__}.{name}"
+    return None
+
+
+def inspect_value(value, limit=200000):
+    """Raise Tampered if a returned value holds an object with Python-level comparison hooks."""
+    stack, seen = [value], set()
+    while stack and limit:
+        limit -= 1
+        item = stack.pop()
+        kind = type(item)
+        if kind in SAFE_TYPES:
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if kind in CONTAINERS:
+            stack.extend(item)
+            continue
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+            continue
+        hook = overriding_dunder(kind)
+        if hook:
+            raise Tampered(f"returned an object overriding {hook}")
+
+
+def guard(function):
+    def guarded(*args, **kwargs):
+        result = function(*args, **kwargs)
+        inspect_value(result)
+        return result
+
+    return guarded
+
+
+def process_tampering(builtins_snapshot):
+    changed = sorted(k for k in set(builtins_snapshot) | set(vars(builtins))
+                     if vars(builtins).get(k, builtins_snapshot) is not builtins_snapshot.get(k))
+    if changed:
+        return f"builtins modified: {', '.join(changed[:5])}"
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return "a trace/profile hook was installed"
+    return None
+
+
+def classify_exception(exc, limits):
+    if isinstance(exc, Tampered):
+        return "tampering", str(exc)
+    if isinstance(exc, AssertionError):
+        return "assertion", traceback.format_exc()
+    if isinstance(exc, MemoryError):
+        return "memory", "MemoryError"
+    if isinstance(exc, RecursionError):
+        return "runtime_error", "RecursionError: maximum recursion depth exceeded"
+    if isinstance(exc, SystemExit):
+        return "early_exit", f"SystemExit({exc.code!r}) before the checks finished"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:  # Python ignores SIGXFSZ
+        return "output_limit", f"output or files beyond {limits['fsize_mb']} MB"
+    return "runtime_error", traceback.format_exc()
+
+
+def make_reporter(nonce):
+    """The only way to a verdict; the nonce lives in this closure, not in any frame's locals."""
+    sent = []
+
+    def report(status, detail=""):
+        if not sent:
+            sent.append(True)
+            message = json.dumps({"nonce": nonce, "status": status, "detail": detail[-4000:]})
+            os.write(RESULT_FD, message.encode())
+        os._exit(0)  # skip atexit hooks and finalizers the sample may have registered
+
+    return report
+
+
+def run_checks(program, limits, report):
+    """Untrusted code, then the trusted test and its check call; report exactly once."""
+    snapshot = dict(vars(builtins))
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    sys.setrecursionlimit(program.get("recursion_limit", 5000))
+    try:
+        code = compile(program["code"], "solution.py", "exec")
+    except (SyntaxError, ValueError) as exc:
+        report("syntax_error", f"{type(exc).__name__}: {exc}")
+    stage = "solution"
+    try:
+        exec(code, namespace)
+        stage = "test"
+        tampering = process_tampering(snapshot)
+        if tampering:
+            raise Tampered(tampering)
+        test_defined = {}
+        if program.get("test"):
+            before = dict(namespace)
+            exec(compile(program["test"], "test.py", "exec"), namespace)
+            test_defined = {k: v for k, v in namespace.items() if before.get(k, before) is not v}
+        if program.get("check"):
+            entry = program.get("entry_point")
+            if entry not in namespace:
+                raise NameError(f"the solution defines no {entry!r}")
+            namespace[program["check"]](guard(namespace[entry]))
+        replaced = [k for k, v in test_defined.items() if namespace.get(k) is not v]
+        if replaced:
+            raise Tampered(f"test helper(s) replaced: {', '.join(sorted(replaced))}")
+        tampering = process_tampering(snapshot)
+        if tampering:
+            raise Tampered(tampering)
+    except BaseException as exc:
+        mode, detail = classify_exception(exc, limits)
+        report(mode, f"[{stage}] {detail}")
+    report("passed")
+
+
+def apply_limits(limits):
+    import resource
+
+    pairs = (("RLIMIT_AS", limits["memory_mb"] * MB), ("RLIMIT_DATA", limits["memory_mb"] * MB),
+             ("RLIMIT_STACK", limits["stack_mb"] * MB), ("RLIMIT_CPU", limits["cpu_s"]),
+             ("RLIMIT_NOFILE", limits["nofile"]), ("RLIMIT_NPROC", limits["nproc"]),
+             ("RLIMIT_FSIZE", limits["fsize_mb"] * MB), ("RLIMIT_CORE", 0))
+    for name, value in pairs:
+        if hasattr(resource, name):
+            resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def unshare_network():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+
+
+def child_main(config, request, workdir, result_w, nonce):
+    """In the forked child: isolate, drop privileges, limit, then run the sample."""
+    os.setsid()
+    if config.get("cgroup"):
+        with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+    if config.get("unshare_net"):
+        unshare_network()
+    os.chdir(workdir)
+    if config.get("uid") is not None:
+        os.setgroups([])
+        os.setgid(config["gid"])
+        os.setuid(config["uid"])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    output = os.open(".output", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.dup2(result_w, RESULT_FD)
+    os.closerange(RESULT_FD + 1, 65536)  # the protocol pipes and everything else
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
+                       "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})
+    tempfile.tempdir = workdir
+    sys.stdin = None
+    limits = request["limits"]
+    apply_limits(limits)
+    report = make_reporter(nonce)
+    del nonce
+    run_checks(request["program"], limits, report)
+
+
+# ----------------------------------------------------------------------- the worker side
+def protected_pids():
+    """This worker and its ancestors (bwrap's init, the launcher) inside our pid namespace."""
+    pids, pid = set(), os.getpid()
+    while pid > 0 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def kill_all(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def sweep(config, pgid, protected):
+    """Kill whatever the sample left behind, also processes that escaped with setsid."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    for _ in range(3):
+        if config.get("pidns"):  # we see only the sandbox's processes: kill all but us
+            kill_all(int(p) for p in os.listdir("/proc") if p.isdigit()
+                     and int(p) not in protected)
+        if config.get("cgroup"):
+            try:
+                with open(os.path.join(config["cgroup"], "cgroup.procs")) as fh:
+                    kill_all(int(p) for p in fh.read().split())
+            except OSError:
+                pass
+        if config.get("uid") is not None:  # kill(-1) as the sample's uid: all of its processes
+            reaper = os.fork()
+            if reaper == 0:
+                try:
+                    os.setgid(config["gid"])
+                    os.setuid(config["uid"])
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(reaper, 0)
+        reap_children()
+
+
+def reap_children():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def wait_child(pid, timeout_s):
+    """Wait for the sample's child up to the wall-clock limit; True if it had to be killed."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
+    timed_out = not ready
+    if timed_out:
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return timed_out, status
+
+
+def read_verdict(fd, nonce):
+    os.set_blocking(fd, False)
+    chunks = []
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                break
+            select.select([fd], [], [], 0.05)
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    raw = b"".join(chunks)
+    try:
+        verdict = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, bool(raw)
+    if not isinstance(verdict, dict) or verdict.get("nonce") != nonce:
+        return None, True
+    return verdict, False
+
+
+SIGNAL_MODES = {signal.SIGXCPU: "timeout", signal.SIGKILL: "killed", signal.SIGSEGV: "crash",
+                signal.SIGBUS: "crash", signal.SIGABRT: "crash", signal.SIGILL: "crash",
+                signal.SIGFPE: "crash", signal.SIGXFSZ: "output_limit"}
+
+
+def classify(verdict, forged, timed_out, status, timeout_s, output):
+    if timed_out:
+        return False, "timeout", f"killed after {timeout_s:.2f}s wall clock"
+    if forged:
+        return False, "tampering", "the result channel carried a message without the nonce"
+    if verdict is not None:
+        passed = verdict["status"] == "passed"
+        return passed, None if passed else verdict["status"], verdict.get("detail", "")
+    tail = output[-500:]
+    if os.WIFSIGNALED(status):
+        sig = signal.Signals(os.WTERMSIG(status))
+        return False, SIGNAL_MODES.get(sig, "killed"), f"terminated by {sig.name}; output: {tail}"
+    return False, "early_exit", (f"exited with code {os.WEXITSTATUS(status)} before the checks "
+                                 f"finished; output: {tail}")
+
+
+def remove_tree(path):
+    def unlock(func, target, _exc):
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            func(target)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=unlock)
+
+
+def run_sample(config, request, protected):
+    workdir = tempfile.mkdtemp(prefix="sample-", dir=config["tmp_root"])
+    if config.get("uid") is not None:
+        os.chown(workdir, config["uid"], config["gid"])
+    os.chmod(workdir, 0o700)
+    result_r, result_w = os.pipe()
+    nonce = os.urandom(16).hex()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(result_r)
+            child_main(config, request, workdir, result_w, nonce)
+        finally:
+            os._exit(70)
+    os.close(result_w)
+    timed_out, status = wait_child(pid, float(request["timeout_s"]))
+    duration = time.monotonic() - started
+    sweep(config, pid, protected)
+    verdict, forged = read_verdict(result_r, nonce)
+    try:
+        with open(os.path.join(workdir, ".output"), "rb") as fh:
+            output = fh.read(int(request["limits"]["max_output_bytes"])).decode("utf-8",
+                                                                               "replace")
+    except OSError:
+        output = ""
+    remove_tree(workdir)
+    passed, mode, detail = classify(verdict, forged, timed_out, status,
+                                    float(request["timeout_s"]), output)
+    return {"passed": passed, "failure_mode": mode, "detail": detail,
+            "duration_s": round(duration, 4)}
+
+
+def in_private_pidns():
+    """True only in a child pid namespace whose own /proc is mounted: then killing every
+    other pid in /proc hits only the sandbox. Never trust the config for this."""
+    try:
+        with open("/proc/self/status") as fh:
+            nspid = next(line.split()[1:] for line in fh if line.startswith("NSpid:"))
+        return len(nspid) > 1 and int(os.readlink("/proc/self")) == os.getpid()
+    except (OSError, StopIteration, ValueError):
+        return False
+
+
+def only_loopback():
+    """Does this process's network namespace have no interface but lo?"""
+    try:
+        with open("/proc/self/net/dev") as fh:
+            names = [line.split(":")[0].strip() for line in fh.readlines()[2:]]
+    except OSError:
+        return False
+    return names == ["lo"]
+
+
+def probe_unshared_network():
+    """Can a sample child get a fresh, loopback-only network namespace on this host?"""
+    try:
+        pid = os.fork()
+    except OSError:
+        return False
+    if pid == 0:
+        try:
+            unshare_network()
+            os._exit(0 if only_loopback() else 1)
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # nothing but the protocol may reach the host's end of the pipe
+    # Verify what the outer layer promised instead of trusting it: the pid-namespace sweep
+    # kills every other visible process, so it must only run where that is the sandbox.
+    config["pidns"] = bool(config.get("pidns")) and in_private_pidns()
+    if config.get("unshare_net"):
+        config["unshare_net"] = probe_unshared_network()
+    protected = protected_pids()
+    write_message(proto_out, {"ready": True, "pid": os.getpid(), "uid": config.get("uid"),
+                              "pidns": config["pidns"],
+                              "network_isolated": bool(config.get("unshare_net"))
+                              or only_loopback(),
+                              "cgroup": config.get("cgroup"),
+                              "python": sys.version.split()[0]})
+    while True:
+        request = read_message(proto_in)
+        if request is None:
+            return
+        write_message(proto_out, run_sample(config, request, protected))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Outer layers: how a worker process is wrapped (bwrap, apptainer, user namespaces, nothing).
+
+Each mode turns the worker's argv into the argv of its isolating launcher and says what it
+guarantees. ``detect_mode`` picks the strongest one that works on this host for ``auto``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchforge.errors import BenchforgeError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+WORKER = PACKAGE_DIR / "_worker.py"
+CONTAINER_WORKER_DIR = "/opt/benchforge-sandbox"
+
+MODES = ("bwrap", "apptainer", "apptainer-setuid", "userns", "rlimit-only")
+# Modes whose outer layer hides the host filesystem (only read-only binds are visible).
+# Network isolation, process sweeping and NPROC are verified by the worker at start-up.
+FILESYSTEM_ISOLATING = frozenset({"bwrap", "apptainer", "apptainer-setuid"})
+
+
+@dataclass(frozen=True)
+class OuterLayer:
+    mode: str
+    argv_prefix: list[str]
+    worker_path: str  # where the worker script is, as seen inside the layer
+    python: str
+    worker_config: dict[str, object] = field(default_factory=dict)
+    image: str | None = None
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _readable_by_others(paths: list[Path]) -> bool:
+    """Can an unprivileged uid reach these paths (every parent o+x, the path o+r)?"""
+    for path in paths:
+        for part in [path, *path.parents]:
+            try:
+                mode = part.stat().st_mode
+            except OSError:
+                return False
+            need = stat.S_IXOTH if stat.S_ISDIR(mode) else stat.S_IROTH
+            if not mode & need:
+                return False
+    return True
+
+
+def python_paths() -> list[Path]:
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
+    return sorted(p.resolve() for p in paths)
+
+
+def _bwrap_binds() -> list[str]:
+    args: list[str] = []
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        path = Path(top)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(top), top]
+        elif path.is_dir():
+            args += ["--ro-bind", top, top]
+    args += ["--ro-bind", "/usr", "/usr"]
+    for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
+        args += ["--ro-bind-try", etc, etc]
+    # The interpreter and the worker, read-only, with world-readable parents (bwrap would
+    # otherwise create them 0700 and an unprivileged sample uid could not import anything).
+    made: set[str] = {"/", "/usr", "/tmp"}
+    bound: list[Path] = []
+    for path in sorted({*python_paths(), PACKAGE_DIR}):
+        if str(path).startswith("/usr/") or any(b in path.parents for b in bound):
+            continue
+        bound.append(path)
+        for parent in reversed(path.parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def bwrap_argv() -> list[str]:
+    namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                  "--unshare-cgroup-try"]
+    if not is_root():
+        namespaces.append("--unshare-user")  # root stays root so it can drop to a sample uid
+    return ["bwrap", *namespaces, "--die-with-parent", "--new-session", *_bwrap_binds(),
+            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+            "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+
+
+def apptainer_argv(image: str, setuid: bool) -> list[str]:
+    argv = ["apptainer", "exec", "--containall", "--no-home", "--cleanenv", "--net",
+            "--network", "none",
+            "--bind", f"{PACKAGE_DIR}:{CONTAINER_WORKER_DIR}:ro"]
+    if not setuid:
+        argv.append("--userns")
+    return [*argv, image]
+
+
+def userns_argv() -> list[str]:
+    return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount-proc",
+            "--kill-child"]
+
+
+def _pids_cgroup(tag: str, max_pids: int) -> str | None:
+    """A fresh pids cgroup (v1 or v2) for one worker's samples, if this host lets us make one."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if not (root / "cgroup.procs").exists():
+            continue
+        path = root / f"benchforge-{tag}"
+        try:
+            path.mkdir(exist_ok=True)
+            (path / "pids.max").write_text(f"{max_pids}\n")
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        return str(path)
+    return None
+
+
+def sample_uid(slot: int) -> int:
+    """A uid no one else uses, distinct per worker of this process (NPROC counts per uid)."""
+    return 1_000_000_000 + (os.getpid() << 8) + slot
+
+
+def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64) -> OuterLayer:
+    python = sys.executable
+    worker = str(WORKER)
+    config: dict[str, object] = {"tmp_root": "/tmp"}
+    if mode == "bwrap":
+        if is_root():
+            config.update(uid=sample_uid(slot), gid=sample_uid(slot))
+        config["pidns"] = True
+        return OuterLayer(mode, bwrap_argv(), worker, python, config)
+    if mode in ("apptainer", "apptainer-setuid"):
+        if not image:
+            raise BenchforgeError(
+                f"sandbox={mode} needs sandbox.image: a scorer SIF built from "
+                "containers/scorer.def (see README, 'Security model')")
+        if not Path(image).is_file():
+            raise BenchforgeError(f"sandbox.image={image}: file not found")
+        config["pidns"] = True
+        return OuterLayer(mode, apptainer_argv(image, mode == "apptainer-setuid"),
+                          f"{CONTAINER_WORKER_DIR}/_worker.py", "python3", config, image)
+    if mode == "userns":
+        config["pidns"] = True
+        if is_root():  # root's RLIMIT_NPROC does not bind, even in a user namespace
+            config["cgroup"] = _pids_cgroup(f"{os.getpid()}-{slot}", nproc)
+        return OuterLayer(mode, userns_argv(), worker, python, config)
+    if mode == "rlimit-only":
+        config["tmp_root"] = tempfile.gettempdir()
+        if is_root():
+            config["unshare_net"] = True
+            if _readable_by_others([*python_paths(), WORKER]):
+                config.update(uid=sample_uid(slot), gid=sample_uid(slot))
+            else:  # the interpreter is not readable by another uid: bound NPROC by cgroup
+                config["cgroup"] = _pids_cgroup(f"{os.getpid()}-{slot}", nproc)
+        return OuterLayer(mode, [], worker, python, config)
+    raise BenchforgeError(f"sandbox={mode}: unknown mode; available: auto, {', '.join(MODES)}")
+
+
+def _works(argv: list[str]) -> bool:
+    try:
+        return subprocess.run([*argv, "true"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@functools.cache
+def mode_available(mode: str, image: str | None = None) -> bool:
+    """Does this outer layer actually start on this host (not just: is the binary there)?"""
+    if mode == "rlimit-only":
+        return True
+    if mode == "bwrap":
+        return shutil.which("bwrap") is not None and _works(bwrap_argv())
+    if mode in ("apptainer", "apptainer-setuid"):
+        return (shutil.which("apptainer") is not None and bool(image) and Path(image).is_file()
+                and _works([*apptainer_argv(image, mode == "apptainer-setuid")]))
+    if mode == "userns":
+        return shutil.which("unshare") is not None and _works(userns_argv())
+    return False
+
+
+def detect_mode(image: str | None = None) -> str:
+    """The strongest mode that works here: bwrap, then apptainer, then userns, then rlimit."""
+    for mode in ("bwrap", "apptainer", "apptainer-setuid", "userns"):
+        if mode_available(mode, image):
+            return mode
+    return "rlimit-only"

@@ -1,0 +1,281 @@
+"""Host side of the sandbox: a pool of long-lived workers, each inside one outer layer.
+
+A worker forks one child per sample, so the outer layer (a bwrap or apptainer start) is paid
+once per worker, not per sample. A worker that dies (a sample killed its parent) or hangs is
+replaced, its leftovers are killed, and the sample gets a failing verdict; the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from omegaconf import DictConfig
+
+from benchforge.errors import BenchforgeError
+from benchforge.sandbox.outer import FILESYSTEM_ISOLATING, OuterLayer, is_root, make_outer
+
+# Extra seconds the host waits beyond a sample's limit before declaring its worker hung.
+HOST_GRACE_S = 10.0
+WORKER_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float
+    memory_mb: int
+    stack_mb: int
+    cpu_s: int
+    nofile: int
+    nproc: int
+    fsize_mb: int
+    max_output_bytes: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Limits:
+        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class CheckProgram:
+    """Untrusted ``code``, then trusted ``test``, then ``check(entry_point)`` if given."""
+
+    code: str
+    test: str | None = None
+    entry_point: str | None = None
+    check: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    passed: bool
+    failure_mode: str | None  # None when passed
+    detail: str
+    duration_s: float
+
+
+class WorkerProcess:
+    """One worker: its outer layer's launcher, then the stdlib-only worker script."""
+
+    def __init__(self, outer: OuterLayer) -> None:
+        from benchforge.engine import _die_with_parent
+
+        self.outer = outer
+        argv = [*outer.argv_prefix, outer.python, "-I", "-B", outer.worker_path,
+                json.dumps(outer.worker_config)]
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in = self.proc.stdin.fileno()
+        self._out = self.proc.stdout.fileno()
+        hello = self._read(WORKER_START_TIMEOUT_S)
+        if not hello or not hello.get("ready"):
+            self.close()
+            raise BenchforgeError(
+                f"sandbox={outer.mode}: the worker did not start ({self.stderr_tail()}); "
+                f"command: {' '.join(argv[:6])} ...")
+        self.info: dict[str, Any] = hello
+
+    def stderr_tail(self, size: int = 2000) -> str:
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")
+        return " | ".join(text[-size:].strip().splitlines()) or "no output"
+
+    def _read(self, timeout_s: float) -> dict[str, Any] | None:
+        self.timed_out = False
+        deadline = time.monotonic() + timeout_s
+        header = self._read_exact(4, deadline)
+        if header is None:
+            return None
+        body = self._read_exact(struct.unpack(">I", header)[0], deadline)
+        return None if body is None else json.loads(body)
+
+    def _read_exact(self, size: int, deadline: float) -> bytes | None:
+        chunks = []
+        while size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._out], [], [], remaining)[0]:
+                self.timed_out = True  # hung, as opposed to dead (EOF)
+                return None
+            chunk = os.read(self._out, size)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def run(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """The worker's verdict, or None if it died or hung (then it must be replaced)."""
+        body = json.dumps(request).encode()
+        try:
+            os.write(self._in, struct.pack(">I", len(body)) + body)
+        except (BrokenPipeError, OSError):
+            return None
+        return self._read(timeout_s + HOST_GRACE_S)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+        self._stderr.close()
+
+
+class SandboxPool:
+    """The ``Sandbox`` of benchforge: ``run(program, timeout_s)`` from any number of threads."""
+
+    def __init__(self, mode: str, limits: Limits, workers: int = 1,
+                 image: str | None = None) -> None:
+        self.mode = mode
+        self.limits = limits
+        self.image = image
+        self._size = max(1, workers)
+        self._idle: queue.LifoQueue[tuple[int, WorkerProcess]] = queue.LifoQueue()
+        self._free_slots: queue.Queue[int] = queue.Queue()
+        for slot in range(self._size):
+            self._free_slots.put(slot)
+        self._outers: dict[int, OuterLayer] = {}
+        self._lock = threading.Lock()
+        self._all: dict[int, WorkerProcess] = {}
+        self.info: dict[str, Any] = {}
+        self.restarts = 0
+        # Workers die with the *thread* that started them (PR_SET_PDEATHSIG, also bwrap's
+        # --die-with-parent), so one long-lived thread starts them all, not the scoring threads.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
+        # Start one worker now: a broken outer layer fails here, before any sample is scored.
+        slot, worker = self._acquire()
+        self._release(slot, worker)
+
+    @property
+    def guarantees(self) -> frozenset[str]:
+        """What this pool's samples are protected from, as verified at worker start-up."""
+        info = self.info
+        got = {"timeout", "memory", "environment"}
+        if self.mode in FILESYSTEM_ISOLATING:
+            got.add("filesystem")
+        if info.get("network_isolated"):
+            got.add("network")
+        # A sample uid (NPROC binds, kill(-1) as that uid sweeps), a pids cgroup, or a private
+        # pid namespace. A sample uid still reads world-readable files: no "filesystem".
+        if info.get("uid") is not None or info.get("cgroup") or info.get("pidns"):
+            got.add("escapees")
+        if info.get("uid") is not None or info.get("cgroup") or not is_root():
+            got.add("nproc")  # RLIMIT_NPROC binds every non-root uid
+        return frozenset(got)
+
+    def _outer(self, slot: int) -> OuterLayer:
+        if slot not in self._outers:
+            self._outers[slot] = make_outer(self.mode, slot, self.image, self.limits.nproc)
+        return self._outers[slot]
+
+    def _acquire(self) -> tuple[int, WorkerProcess]:
+        while True:
+            with contextlib.suppress(queue.Empty):
+                return self._idle.get_nowait()
+            try:
+                slot = self._free_slots.get_nowait()
+            except queue.Empty:
+                return self._idle.get()  # all workers busy: wait for one
+            try:
+                worker = self._spawner.submit(WorkerProcess, self._outer(slot)).result()
+            except BaseException:
+                self._free_slots.put(slot)
+                raise
+            with self._lock:
+                self._all[slot] = worker
+                self.info = self.info or worker.info
+            return slot, worker
+
+    def _release(self, slot: int, worker: WorkerProcess) -> None:
+        self._idle.put((slot, worker))
+
+    def _discard(self, slot: int, worker: WorkerProcess) -> None:
+        worker.close()
+        self._sweep_slot(slot)
+        with self._lock:
+            self._all.pop(slot, None)
+            self.restarts += 1
+        self._free_slots.put(slot)
+
+    def _sweep_slot(self, slot: int) -> None:
+        """Kill what a dead worker's samples left on the host (outside any pid namespace)."""
+        config = self._outer(slot).worker_config
+        uid = config.get("uid")
+        if uid is not None and self.mode == "rlimit-only":
+            for _ in range(3):
+                subprocess.run(["kill", "-9", "-1"], user=uid, group=config["gid"],  # type: ignore[arg-type]
+                               capture_output=True, check=False)
+        cgroup = config.get("cgroup")
+        if cgroup:
+            for _ in range(3):
+                with contextlib.suppress(OSError):
+                    for pid in Path(str(cgroup), "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(int(pid), signal.SIGKILL)
+                time.sleep(0.05)
+
+    def run(self, program: CheckProgram, timeout_s: float | None = None) -> ExecResult:
+        limit = float(timeout_s if timeout_s is not None else self.limits.timeout_s)
+        request = {"program": asdict(program), "timeout_s": limit,
+                   "limits": asdict(self.limits)}
+        slot, worker = self._acquire()
+        started = time.monotonic()
+        try:
+            response = worker.run(request, limit)
+        except BaseException:
+            self._discard(slot, worker)
+            raise
+        if response is None:
+            hung = worker.timed_out
+            self._discard(slot, worker)
+            duration = round(time.monotonic() - started, 4)
+            if hung:
+                return ExecResult(False, "timeout", "sandbox worker stopped answering", duration)
+            return ExecResult(False, "killed", "the sample killed its sandbox worker", duration)
+        self._release(slot, worker)
+        return ExecResult(bool(response["passed"]), response["failure_mode"],
+                          str(response.get("detail", "")), float(response["duration_s"]))
+
+    def close(self) -> None:
+        with self._lock:
+            workers = list(self._all.items())
+            self._all.clear()
+        for slot, worker in workers:
+            worker.close()
+            self._sweep_slot(slot)
+        for outer in self._outers.values():
+            cgroup = outer.worker_config.get("cgroup")
+            if cgroup:
+                with contextlib.suppress(OSError):
+                    Path(str(cgroup)).rmdir()  # cgroup dirs go with rmdir once empty
+        self._spawner.shutdown()
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,126 @@
+"""Scoring mechanics: per-host time limits, the parallel verdict loop, the timeout audit.
+
+Pure of config and cell-dir logic: :mod:`benchforge.stages` decides what to score and where
+rows go; this module turns samples into verdict rows through a sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from benchforge.benchmarks import Benchmark, Task
+from benchforge.rundir import (
+    RowAppender,
+    first_rows_by_key,
+    read_json,
+    read_rows,
+    row_key,
+    write_json_atomic,
+)
+from benchforge.sandbox import CheckProgram, Sandbox
+
+log = logging.getLogger("benchforge")
+
+
+def reference_times(benchmark: Benchmark, tasks: list[Task], sandbox: Sandbox,
+                    dataset_sha256: str, cache: Path, workers: int,
+                    timeout_s: float) -> dict[str, float | None]:
+    """Seconds each task's canonical solution takes through this sandbox on this host.
+
+    Cached per (dataset, host, sandbox mode) in ``cache``; None where a task has no reference
+    or its reference does not pass (those tasks fall back to ``sandbox.timeout_s``).
+    """
+    key = {"dataset_sha256": dataset_sha256, "host": socket.gethostname(),
+           "sandbox_mode": sandbox.mode}
+    stored = read_json(cache) if cache.exists() else {}
+    times: dict[str, float | None] = stored.get("times", {}) if stored.get("key") == key else {}
+    todo = [t for t in tasks if t.task_id not in times]
+    failing: list[str] = []
+
+    def measure(task: Task) -> tuple[str, float | None]:
+        code = benchmark.reference_code(task)
+        if code is None:
+            return task.task_id, None
+        result = sandbox.run(benchmark.check_program(task, code), timeout_s)
+        if not result.passed:
+            failing.append(f"{task.task_id} ({result.failure_mode})")
+            return task.task_id, None
+        return task.task_id, result.duration_s
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            times.update(pool.map(measure, todo))
+        write_json_atomic(cache, {"key": key, "times": times})
+    if failing:
+        log.warning("reference solution fails on this host for %d task(s): %s; they get "
+                    "sandbox.timeout_s", len(failing), ", ".join(failing[:5]))
+    return times
+
+
+def time_limits(times: dict[str, float | None], tasks: Iterable[Task], min_time_limit_s: float,
+                time_factor: float, timeout_s: float) -> dict[str, float]:
+    """EvalPlus's rule: max(min_time_limit, factor x reference time), per task."""
+    limits = {}
+    for task in tasks:
+        ref = times.get(task.task_id) if time_factor > 0 else None
+        limits[task.task_id] = (round(max(min_time_limit_s, time_factor * ref), 3)
+                                if ref is not None else timeout_s)
+    return limits
+
+
+def verdict_row(sample: dict[str, Any], result: Any, mode: str, limit: float) -> dict[str, Any]:
+    return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
+            "passed": result.passed, "failure_mode": result.failure_mode,
+            "duration_s": result.duration_s, "time_limit_s": limit, "sandbox_mode": mode,
+            "detail": result.detail}
+
+
+def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[dict[str, Any]],
+                  sandbox: Sandbox, limits: dict[str, float], appender: RowAppender,
+                  advance: Callable[[], None], workers: int) -> None:
+    """Score samples on ``workers`` threads (one sandbox worker each); append rows as they end."""
+
+    def score(sample: dict[str, Any]) -> dict[str, Any]:
+        task = tasks[sample["task_id"]]
+        program: CheckProgram = benchmark.check_program(task, sample["code"])
+        limit = limits[task.task_id]
+        return verdict_row(sample, sandbox.run(program, limit), sandbox.mode, limit)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(score, s) for s in samples]):
+            appender.append(future.result())
+            advance()
+
+
+def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
+                   samples: dict[tuple[str, int], dict[str, Any]],
+                   results: Iterable[dict[str, Any]], sandbox: Sandbox, audit: Path) -> int:
+    """Rerun each timed-out sample alone with twice its limit; rows go to ``audit``.
+
+    Verdicts are not changed: the audit measures how much of the timeout count came from an
+    overloaded node. Returns how many samples were rerun now.
+    """
+    done = first_rows_by_key(read_rows(audit, torn_tail="repair"))
+    todo = [r for r in results if r["failure_mode"] == "timeout" and row_key(r) not in done]
+    with RowAppender(audit) as appender:
+        for row in todo:
+            sample = samples[row_key(row)]
+            limit = 2 * float(row.get("time_limit_s") or 0) or None
+            program = benchmark.check_program(tasks[row["task_id"]], sample["code"])
+            result = sandbox.run(program, limit)
+            appender.append({**verdict_row(sample, result, sandbox.mode, limit or 0.0),
+                             "original_time_limit_s": row.get("time_limit_s")})
+    if todo:
+        log.info("score: timeout audit reran %d sample(s) one at a time", len(todo))
+    return len(todo)
+
+
+def audit_summary(audit: Path) -> dict[str, int]:
+    rows = list(first_rows_by_key(read_rows(audit)).values())
+    return {"rerun": len(rows), "flipped_to_pass": sum(bool(r["passed"]) for r in rows),
+            "still_timeout": sum(r["failure_mode"] == "timeout" for r in rows)}

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _anchor  # bench/_anchor.py, next to this script
+
 ANCHOR = Path(__file__).with_name("anchor.json")
 
 
@@ -43,18 +45,14 @@ def main() -> None:
     runs = [one_run() for _ in range(args.repeat)]
     now = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     now["cpus"] = os.cpu_count() or 0
-    anchor = json.loads(ANCHOR.read_text()) if ANCHOR.exists() else {}
-    print(f"{'metric':<26}{'anchor':>10}{'now':>10}{'ratio':>8}")
+    anchor = _anchor.load(ANCHOR)
+    print(_anchor.HEADER)
     for key, value in now.items():
-        if key == "cpus":
-            continue
-        ref = anchor.get(key)
-        # Higher is better for rates, lower for times: ratio > 1 always means "faster".
-        ratio = (value / ref if key.endswith("_per_s") else ref / value) if ref else float("nan")
-        print(f"{key:<26}{ref if ref else float('nan'):>10.2f}{value:>10.2f}{ratio:>8.2f}")
+        if key != "cpus":
+            print(_anchor.row("oracle", key, value, anchor.get(key)))
     print(f"(median of {args.repeat}; anchor on {anchor.get('cpus', '?')} cpus, now {now['cpus']})")
     if args.record:
-        ANCHOR.write_text(json.dumps({k: round(v, 3) for k, v in now.items()}, indent=2) + "\n")
+        _anchor.record(ANCHOR, now)
 
 
 if __name__ == "__main__":

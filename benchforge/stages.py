@@ -116,8 +116,6 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
                  "path": str(dataset.path), "sha256": dataset.sha256,
                  "n_tasks": len(dataset.tasks)},
         chat_template_sha256=chat_template_sha256(cfg) if external is None else None,
-        image_digest=None,
-        sandbox_mode=str(cfg.sandbox.name),
         overrides=_hydra_overrides(),
     )
     upsert_cell(run_root(cfg), {

@@ -322,3 +322,60 @@ def test_external_completion_format(workdir: Path, humaneval) -> None:
     assert metrics["pass@2"]["value"] == pytest.approx(163 / 164)
     proc = run_cli("aggregate", f"run.dir={out}", "aggregate.ks=[5]", cwd=workdir)
     assert proc.returncode == 2 and "pass@5 needs at least 5 samples" in proc.stderr
+
+
+HOSTILE = {
+    "HumanEval/2": "import os\nwhile True:\n    os.fork()\n",
+    "HumanEval/3": "import os\nos.kill(os.getppid(), 9)\n",
+    "HumanEval/4": "import os\nos._exit(0)\n",
+    "HumanEval/5": ("class A:\n    def __eq__(self, other):\n        return True\n"
+                    "def intersperse(numbers, delimeter):\n    return A()\n"),
+    "HumanEval/6": "while True:\n    pass\n",
+    "HumanEval/7": "print('PASSED ' * 1000)\nimport sys\nsys.exit(0)\n",
+}
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "rlimit-only"])
+def test_hostile_samples_fail_and_the_rest_score(workdir: Path, humaneval, mode: str) -> None:
+    """A scoring run with hostile solutions in it: exactly those fail, everything else passes."""
+    _, dataset = humaneval
+    source = workdir / "mixed.jsonl"
+    with source.open("w") as fh:
+        for task in dataset.tasks[:40]:
+            code = HOSTILE.get(task.task_id,
+                               task.data["prompt"] + task.data["canonical_solution"])
+            fh.write(json.dumps({"task_id": task.task_id, "solution": code}) + "\n")
+    out = workdir / mode
+    proc = run_cli("run", "benchmark.limit=40", f"score.samples={source}", f"run.dir={out}",
+                   f"sandbox={mode}", "sandbox.timeout_s=3", "sandbox.time_factor=0",
+                   "generate.progress=false", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    if mode == "rlimit-only":
+        assert "this is not a sandbox" in proc.stderr
+    rows = read_rows(out / "results.jsonl")
+    failed = {r["task_id"] for r in rows if not r["passed"]}
+    assert failed == set(HOSTILE)
+    assert all(r["sandbox_mode"] == mode for r in rows)
+    modes = {r["task_id"]: r["failure_mode"] for r in rows}
+    assert modes["HumanEval/4"] == "early_exit" and modes["HumanEval/5"] == "tampering"
+    assert modes["HumanEval/6"] == "timeout" and modes["HumanEval/7"] == "early_exit"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pass@1"]["value"] == pytest.approx((40 - len(failed)) / 40)
+    assert metrics["sandbox_mode"] == mode
+    # The timeout audit reran the timed-out samples alone with twice the limit.
+    assert metrics["timeout_audit"]["rerun"] == sum(m == "timeout" for m in modes.values())
+    assert metrics["timeout_audit"]["flipped_to_pass"] == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["sandbox_mode"] == mode and "timeout" in prov["sandbox_guarantees"]
+
+
+def test_time_limits_follow_reference_times(workdir: Path) -> None:
+    proc = run_cli("run", "benchmark.limit=10", "sandbox.min_time_limit_s=0.5",
+                   "sandbox.time_factor=4", "generate.progress=false", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    cell = workdir / "runs/default/oracle/humaneval"
+    times = json.loads((cell / "logs/reference_times.json").read_text())["times"]
+    assert len(times) == 10 and all(t is not None and t > 0 for t in times.values())
+    for row in read_rows(cell / "results.jsonl"):
+        assert row["time_limit_s"] == pytest.approx(max(0.5, 4 * times[row["task_id"]]),
+                                                    abs=1e-3)

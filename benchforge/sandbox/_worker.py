@@ -266,17 +266,18 @@ def sweep(config, pgid, protected):
     """Kill whatever the sample left behind, also processes that escaped with setsid."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    for _ in range(3):
+    for _ in range(3):  # a fork racing the first pass is caught by the next
+        victims = []
         if config.get("pidns"):  # we see only the sandbox's processes: kill all but us
-            kill_all(int(p) for p in os.listdir("/proc") if p.isdigit()
-                     and int(p) not in protected)
-        if config.get("cgroup"):
-            try:
-                with open(os.path.join(config["cgroup"], "cgroup.procs")) as fh:
-                    kill_all(int(p) for p in fh.read().split())
-            except OSError:
-                pass
-        if config.get("uid") is not None:  # kill(-1) as the sample's uid: all of its processes
+            victims = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                       and int(p) not in protected]
+        elif config.get("cgroup"):
+            with contextlib.suppress(OSError), open(
+                    os.path.join(config["cgroup"], "cgroup.procs")) as fh:
+                victims = [int(p) for p in fh.read().split()]
+        kill_all(victims)
+        reaper_needed = config.get("uid") is not None and not config.get("pidns")
+        if reaper_needed:  # kill(-1) as the sample's uid: all of its processes on the host
             reaper = os.fork()
             if reaper == 0:
                 try:
@@ -287,6 +288,8 @@ def sweep(config, pgid, protected):
                     os._exit(0)
             os.waitpid(reaper, 0)
         reap_children()
+        if not victims and not reaper_needed:
+            return
 
 
 def reap_children():

@@ -1,0 +1,35 @@
+"""Shared by the bench scripts: compare a measurement with its anchor, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record(path: Path, data: dict[str, Any]) -> None:
+    def rounded(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return round(value, 3) if isinstance(value, float) else value
+
+    path.write_text(json.dumps(rounded(data), indent=2) + "\n")
+
+
+def ratio(key: str, value: float, ref: float | None) -> float:
+    """> 1 always means faster than the anchor: rates (``*_per_s``) up, times down."""
+    if not ref:
+        return float("nan")
+    return value / ref if key.endswith("_per_s") else ref / value
+
+
+def row(label: str, key: str, value: float, ref: float | None) -> str:
+    shown = ref if ref else float("nan")
+    return f"{label:<12}{key:<26}{shown:>10.2f}{value:>10.2f}{ratio(key, value, ref):>8.2f}"
+
+
+HEADER = f"{'':<12}{'metric':<26}{'anchor':>10}{'now':>10}{'ratio':>8}"

@@ -1,0 +1,86 @@
+"""Sandbox throughput: score the shared HumanEval+ generations in each mode, side by side.
+
+    python bench/sandbox.py [--modes bwrap,rlimit-only] [--repeat 3] [--record]
+
+For each mode: samples/s scoring the 164 real Llama-3-8B-Instruct solutions (HumanEval tests,
+one worker per core), and the per-sample overhead of the sandbox itself (a no-op program, one
+worker), against bench/anchor_sandbox.json (ratio > 1 means faster than the anchor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _anchor  # bench/_anchor.py, next to this script
+
+ANCHOR = Path(__file__).with_name("anchor_sandbox.json")
+SAMPLES = (Path(__file__).resolve().parents[2] / "shared" / "data" / "generations"
+           / "humanevalplus" / "llama3-8b-instruct" / "samples.jsonl")
+
+
+def score_rate(mode: str) -> float:
+    with tempfile.TemporaryDirectory(prefix="benchforge-bench-") as tmp:
+        out = Path(tmp, "cell")
+        subprocess.run([sys.executable, "-m", "benchforge", "score", f"sandbox={mode}",
+                        f"score.samples={SAMPLES}", f"run.dir={out}", "sandbox.time_factor=0",
+                        "score.audit_timeouts=false", "generate.progress=false"],
+                       cwd=tmp, check=True, capture_output=True)
+        wall = json.loads((out / "provenance.json").read_text())["stages"]["score"]["wall_s"]
+        rows = sum(1 for _ in (out / "results.jsonl").open())
+    return rows / wall
+
+
+def overhead_ms(mode: str, n: int = 200) -> tuple[float, float]:
+    """(ms per no-op sample through one worker, ms to start the pool's first worker)."""
+    from benchforge.config import compose
+    from benchforge.sandbox import CheckProgram, make_sandbox
+
+    cfg = compose([f"sandbox={mode}"]).sandbox
+    started = time.perf_counter()
+    with make_sandbox(cfg, workers=1) as sandbox:
+        start_ms = (time.perf_counter() - started) * 1000
+        program = CheckProgram("pass\n")
+        sandbox.run(program)
+        started = time.perf_counter()
+        for _ in range(n):
+            sandbox.run(program)
+        per_sample = (time.perf_counter() - started) * 1000 / n
+    return per_sample, start_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default="bwrap,rlimit-only")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    if not SAMPLES.is_file():
+        sys.exit(f"{SAMPLES}: the shared generations are needed next to the repo")
+    anchor = _anchor.load(ANCHOR)
+    now: dict[str, dict[str, float]] = {}
+    for mode in args.modes.split(","):
+        rates = [score_rate(mode) for _ in range(args.repeat)]
+        costs = [overhead_ms(mode) for _ in range(args.repeat)]
+        now[mode] = {"samples_per_s": statistics.median(rates),
+                     "overhead_ms_per_sample": statistics.median(c[0] for c in costs),
+                     "worker_start_ms": statistics.median(c[1] for c in costs)}
+    print(_anchor.HEADER)
+    for mode, metrics in now.items():
+        for key, value in metrics.items():
+            print(_anchor.row(mode, key, value, anchor.get(mode, {}).get(key)))
+    print(f"(median of {args.repeat}; {os.cpu_count()} cpus; workers = cpus for samples/s, "
+          "1 for overhead)")
+    if args.record:
+        _anchor.record(ANCHOR, now)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,10 @@ from omegaconf import OmegaConf
 from benchforge.sandbox import MODES, CheckProgram, SandboxPool, make_sandbox, resolve_mode
 from benchforge.sandbox.outer import mode_available
 
-AVAILABLE = [m for m in MODES if m not in ("apptainer", "apptainer-setuid") and mode_available(m)]
+# The real apptainer modes join the suite where apptainer is installed and a scorer image is
+# given (BENCHFORGE_SCORER_IMAGE=/path/scorer.sif); a fake checks their flags everywhere.
+IMAGE = os.environ.get("BENCHFORGE_SCORER_IMAGE") or None
+AVAILABLE = [m for m in MODES if mode_available(m, IMAGE if m.startswith("apptainer") else None)]
 FULL = {"timeout", "memory", "environment", "nproc", "escapees", "network", "filesystem"}
 
 
@@ -42,7 +45,8 @@ def test_auto_picks_the_strongest_available() -> None:
 @pytest.fixture(params=AVAILABLE)
 def sandbox(request: pytest.FixtureRequest, base_cfg):
     cfg = OmegaConf.merge(base_cfg.sandbox, {"name": request.param, "timeout_s": 3.0,
-                                             "memory_mb": 512, "fsize_mb": 1, "nproc": 32})
+                                             "memory_mb": 512, "fsize_mb": 1, "nproc": 32,
+                                             "image": IMAGE})
     with make_sandbox(cfg, workers=2) as pool:
         yield pool
 
@@ -322,3 +326,17 @@ def test_fake_apptainer_gets_the_isolating_flags(tmp_path: Path, base_cfg,
             assert str(image) in last
     finally:
         outer.mode_available.cache_clear()
+
+
+def test_bwrap_binds_the_interpreter_over_tmp() -> None:
+    """A venv under /tmp (as in CI) must stay visible: the tmpfs goes first, binds after."""
+    from benchforge.sandbox.outer import bwrap_argv, python_paths
+
+    argv = bwrap_argv()
+    tmpfs = argv.index("--tmpfs")
+    assert argv[tmpfs + 1] == "/tmp"
+    for path in python_paths():
+        if not str(path).startswith("/usr/"):
+            binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] == str(path)
+                     or a == "--ro-bind" and str(path).startswith(argv[i + 1] + "/")]
+            assert binds and all(i > tmpfs for i in binds if argv[i + 1] != "/usr"), path

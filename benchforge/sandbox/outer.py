@@ -69,11 +69,12 @@ def _bwrap_binds() -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif path.is_dir():
             args += ["--ro-bind", top, top]
-    args += ["--ro-bind", "/usr", "/usr"]
+    args += ["--ro-bind", "/usr", "/usr", "--perms", "1777", "--tmpfs", "/tmp"]
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
         args += ["--ro-bind-try", etc, etc]
     # The interpreter and the worker, read-only, with world-readable parents (bwrap would
     # otherwise create them 0700 and an unprivileged sample uid could not import anything).
+    # They come after the /tmp tmpfs, which would otherwise hide a venv that lives in /tmp.
     made: set[str] = {"/", "/usr", "/tmp"}
     bound: list[Path] = []
     for path in sorted({*python_paths(), PACKAGE_DIR}):
@@ -94,8 +95,7 @@ def bwrap_argv() -> list[str]:
     if not is_root():
         namespaces.append("--unshare-user")  # root stays root so it can drop to a sample uid
     return ["bwrap", *namespaces, "--die-with-parent", "--new-session", *_bwrap_binds(),
-            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-            "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+            "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
 
 
 def apptainer_argv(image: str, setuid: bool) -> list[str]:

@@ -88,11 +88,11 @@ class WorkerProcess:
         if not hello or not hello.get("ready"):
             self.close()
             raise BenchforgeError(
-                f"sandbox={outer.mode}: the worker did not start ({self.stderr_tail()}); "
+                f"sandbox={outer.mode}: the worker did not start ({self._stderr_text}); "
                 f"command: {' '.join(argv[:6])} ...")
         self.info: dict[str, Any] = hello
 
-    def stderr_tail(self, size: int = 2000) -> str:
+    def _stderr_tail(self, size: int = 2000) -> str:
         self._stderr.seek(0)
         text = self._stderr.read().decode(errors="replace")
         return " | ".join(text[-size:].strip().splitlines()) or "no output"
@@ -142,6 +142,7 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.proc.stdout.close()  # type: ignore[union-attr]
+        self._stderr_text = self._stderr_tail()  # kept for error messages after close
         self._stderr.close()
 
 

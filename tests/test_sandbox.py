@@ -337,6 +337,7 @@ def test_bwrap_binds_the_interpreter_over_tmp() -> None:
     assert argv[tmpfs + 1] == "/tmp"
     for path in python_paths():
         if not str(path).startswith("/usr/"):
-            binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] == str(path)
-                     or a == "--ro-bind" and str(path).startswith(argv[i + 1] + "/")]
-            assert binds and all(i > tmpfs for i in binds if argv[i + 1] != "/usr"), path
+            binds = [i for i, a in enumerate(argv) if a == "--ro-bind"
+                     and (argv[i + 1] == str(path) or str(path).startswith(argv[i + 1] + "/"))
+                     and argv[i + 1] != "/usr"]
+            assert binds and all(i > tmpfs for i in binds), path

@@ -95,7 +95,8 @@ def bwrap_argv() -> list[str]:
     if not is_root():
         namespaces.append("--unshare-user")  # root stays root so it can drop to a sample uid
     return ["bwrap", *namespaces, "--die-with-parent", "--new-session", *_bwrap_binds(),
-            "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+            "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv",
+            "--setenv", "PATH", "/usr/bin:/bin"]
 
 
 def apptainer_argv(image: str, setuid: bool) -> list[str]:

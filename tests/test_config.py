@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -133,14 +134,22 @@ def test_unknown_stage(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_wheel_ships_the_configs(tmp_path: Path) -> None:
+    # Build from a clean copy: a stale build/ dir in the checkout could hide a missing package.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "benchforge", "conf"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
+        copy(REPO / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                         if (REPO / name).is_dir() else {}))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+                    "-q", "-w", str(tmp_path), str(src)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("benchforge-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in (REPO / "conf").rglob("*.yaml"):
         assert f"benchforge/conf/{path.relative_to(REPO / 'conf')}" in names
     assert "benchforge/conf/__init__.py" in names
-    assert "benchforge/_harness.py" in names
+    for path in (REPO / "benchforge").rglob("*.py"):
+        assert f"benchforge/{path.relative_to(REPO / 'benchforge')}" in names
     # The installed wheel (not the checkout) composes its configs through pkg://.
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",

@@ -50,6 +50,9 @@ class BenchmarkConfig:
     version: str = MISSING
     path: str | None = None  # explicit data file; null = the loader's default
     limit: int | None = None  # first N tasks only (smoke runs)
+    variant: str | None = None  # prompt variant where a benchmark has several (e.g. cot)
+    min_time_limit_s: float | None = None  # per-test limits (EvalPlus): max(min, factor x ref)
+    time_factor: float | None = None
 
 
 @dataclass
@@ -85,6 +88,7 @@ class RunConfig:
 @dataclass
 class DataConfig:
     root: str = MISSING
+    cache: str = MISSING  # expected outputs and other derived data, per host
 
 
 @dataclass

@@ -22,7 +22,7 @@ from benchforge.rundir import (
     row_key,
     write_json_atomic,
 )
-from benchforge.sandbox import CheckProgram, Sandbox
+from benchforge.sandbox import CheckProgram, ExecResult, Sandbox
 
 log = logging.getLogger("benchforge")
 
@@ -73,15 +73,16 @@ def time_limits(times: dict[str, float | None], tasks: Iterable[Task], min_time_
     return limits
 
 
-def verdict_row(sample: dict[str, Any], result: Any, mode: str, limit: float) -> dict[str, Any]:
+def verdict_row(benchmark: Benchmark, task: Task, sample: dict[str, Any], result: ExecResult,
+                mode: str, limit: float | None) -> dict[str, Any]:
     return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
             "passed": result.passed, "failure_mode": result.failure_mode,
             "duration_s": result.duration_s, "time_limit_s": limit, "sandbox_mode": mode,
-            "detail": result.detail}
+            **benchmark.result_fields(task, result.extra), "detail": result.detail}
 
 
 def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[dict[str, Any]],
-                  sandbox: Sandbox, limits: dict[str, float], appender: RowAppender,
+                  sandbox: Sandbox, limits: dict[str, float | None], appender: RowAppender,
                   advance: Callable[[], None], workers: int) -> None:
     """Score samples on ``workers`` threads (one sandbox worker each); append rows as they end."""
 
@@ -89,7 +90,9 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
         task = tasks[sample["task_id"]]
         program: CheckProgram = benchmark.check_program(task, sample["code"])
         limit = limits[task.task_id]
-        return verdict_row(sample, sandbox.run(program, limit), sandbox.mode, limit)
+        result = sandbox.run(program, limit)
+        return verdict_row(benchmark, task, sample, result, sandbox.mode,
+                           limit if limit is not None else program.wall_limit_s())
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for future in as_completed([pool.submit(score, s) for s in samples]):
@@ -110,10 +113,11 @@ def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
     with RowAppender(audit) as appender:
         for row in todo:
             sample = samples[row_key(row)]
+            task = tasks[row["task_id"]]
             limit = 2 * float(row.get("time_limit_s") or 0) or None
-            program = benchmark.check_program(tasks[row["task_id"]], sample["code"])
-            result = sandbox.run(program, limit)
-            appender.append({**verdict_row(sample, result, sandbox.mode, limit or 0.0),
+            program = benchmark.check_program(task, sample["code"])
+            result = sandbox.run(program, limit, time_scale=2.0)
+            appender.append({**verdict_row(benchmark, task, sample, result, sandbox.mode, limit),
                              "original_time_limit_s": row.get("time_limit_s")})
     if todo:
         log.info("score: timeout audit reran %d sample(s) one at a time", len(todo))

@@ -80,13 +80,18 @@ def chat_template_sha256(cfg: DictConfig) -> str | None:
     return sha256_file(path)
 
 
+def load_benchmark(cfg: DictConfig) -> Benchmark:
+    return get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser(),
+                         Path(str(cfg.data.cache)).expanduser())
+
+
 def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
                  n_samples: int | None = None) -> Cell:
     """Create or reopen the cell dir: config.yaml, provenance.json and its manifest row.
 
     Refuses to reuse a dir whose rows came from a different config (a mixed score is wrong).
     """
-    benchmark = get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser())
+    benchmark = load_benchmark(cfg)
     dataset = benchmark.load()
     cell_dir = cell_path(cfg)
     if external is not None:
@@ -114,7 +119,7 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
         model=model_info,
         dataset={"name": cfg.benchmark.name, "version": dataset.version,
                  "path": str(dataset.path), "sha256": dataset.sha256,
-                 "n_tasks": len(dataset.tasks)},
+                 "n_tasks": len(dataset.tasks), **dataset.extra},
         chat_template_sha256=chat_template_sha256(cfg) if external is None else None,
         overrides=_hydra_overrides(),
     )
@@ -232,7 +237,7 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
     if not source.is_file():
         raise BenchforgeError(f"score.samples={source}: file not found")
     rows = read_rows(source, torn_tail="error")
-    benchmark = get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser())
+    benchmark = load_benchmark(cfg)
     dataset = benchmark.load()
     tasks = {t.task_id: t for t in dataset.tasks}
     per_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -316,7 +321,9 @@ def run_score(cfg: DictConfig) -> Cell:
     workers = int(cfg.score.workers) or os.cpu_count() or 1
     tasks = {t.task_id: t for t in cell.dataset.tasks}
     sb = cfg.sandbox
-    with make_sandbox(sb, workers) as sandbox:
+    cache = Path(str(cfg.data.cache)).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    with make_sandbox(sb, workers, read_only=(str(cache),)) as sandbox:
         update_provenance(cell.dir, sandbox_mode=sandbox.mode,
                           sandbox_guarantees=sorted(sandbox.guarantees),
                           image_digest=(f"sha256:{sha256_file(Path(sandbox.image))}"
@@ -327,11 +334,13 @@ def run_score(cfg: DictConfig) -> Cell:
             started = time.monotonic()
             record_stage(cell.dir, "score", started_utc=utc_now(), finished_utc=None)
             needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
-            times = scoring.reference_times(
-                cell.benchmark, needed, sandbox, cell.dataset.sha256,
-                cell.dir.logs / "reference_times.json", workers, float(sb.timeout_s))
-            limits = scoring.time_limits(times, needed, float(sb.min_time_limit_s),
-                                         float(sb.time_factor), float(sb.timeout_s))
+            limits: dict[str, float | None] = {t.task_id: None for t in needed}
+            if not cell.benchmark.per_test_time_limits:
+                times = scoring.reference_times(
+                    cell.benchmark, needed, sandbox, cell.dataset.sha256,
+                    cell.dir.logs / "reference_times.json", workers, float(sb.timeout_s))
+                limits.update(scoring.time_limits(times, needed, float(sb.min_time_limit_s),
+                                                  float(sb.time_factor), float(sb.timeout_s)))
             with (RowAppender(cell.dir.results) as appender,
                   progress_bar("score", len(todo), bool(cfg.generate.progress)) as advance):
                 scoring.score_samples(cell.benchmark, tasks, todo, sandbox, limits, appender,

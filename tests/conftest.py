@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _support import SHARED
 from omegaconf import DictConfig, OmegaConf
 
 from benchforge.benchmarks import get_benchmark
 from benchforge.config import compose
 from benchforge.engine import free_port, launch_server, oracle_answers, write_answers
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BENCHFORGE_SHARED", REPO.parent / "shared"))
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +40,6 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"{path} missing: tests need the shared benchmark data next to the repo")
     return path
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "benchforge", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _support import REPO, run_cli
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from benchforge.config import cell_id, compose
-from tests.conftest import REPO, run_cli
 
 GROUPS = ("model", "benchmark", "compute", "sandbox", "experiment")
 

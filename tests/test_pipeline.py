@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _support import run_cli
 
 from benchforge.engine import free_port
 from benchforge.rundir import read_rows, sha256_file
-from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 

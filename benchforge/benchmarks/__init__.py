@@ -35,6 +35,7 @@ class Dataset:
     path: Path
     sha256: str
     version: str
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. EvalPlus's md5 "hash"
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:
@@ -46,9 +47,14 @@ class Dataset:
 class Benchmark(ABC):
     """How one benchmark loads its data, prompts a model, extracts code and builds its check."""
 
-    def __init__(self, cfg: DictConfig, data_root: Path) -> None:
+    # True where the benchmark sets its own per-test time limits (EvalPlus); otherwise each
+    # task's reference solution is timed through the sandbox to derive one limit per sample.
+    per_test_time_limits = False
+
+    def __init__(self, cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.data_root = data_root
+        self.cache_dir = cache_dir or Path.home() / ".cache" / "benchforge"
 
     @abstractmethod
     def load(self) -> Dataset: ...
@@ -74,6 +80,10 @@ class Benchmark(ABC):
     def stop_sequences(self, mode: str) -> list[str]:
         return []
 
+    def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
+        """Benchmark-specific columns of a results row, from the sandbox's extra output."""
+        return {}
+
     def limited(self, tasks: list[Task]) -> list[Task]:
         limit = self.cfg.get("limit")
         return tasks[:limit] if limit else tasks
@@ -87,7 +97,7 @@ def register(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
     return decorate
 
 
-def get_benchmark(cfg: DictConfig, data_root: Path) -> Benchmark:
+def get_benchmark(cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> Benchmark:
     loader = str(cfg.loader)
     if loader not in _REGISTRY:
         try:
@@ -98,7 +108,7 @@ def get_benchmark(cfg: DictConfig, data_root: Path) -> Benchmark:
             ) from exc
     if loader not in _REGISTRY:
         raise BenchforgeError(f"benchmark.loader={loader}: module registers no benchmark")
-    return _REGISTRY[loader](cfg, data_root)
+    return _REGISTRY[loader](cfg, data_root, cache_dir)
 
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)

@@ -37,7 +37,8 @@ class Sandbox(Protocol):
     @property
     def guarantees(self) -> frozenset[str]: ...
 
-    def run(self, program: CheckProgram, timeout_s: float | None = None) -> ExecResult: ...
+    def run(self, program: CheckProgram, timeout_s: float | None = None,
+            time_scale: float = 1.0) -> ExecResult: ...
 
     def close(self) -> None: ...
 
@@ -60,10 +61,12 @@ def resolve_mode(name: str, image: str | None = None) -> str:
     return name
 
 
-def make_sandbox(cfg: DictConfig, workers: int = 1) -> SandboxPool:
-    """The sandbox the ``sandbox`` config group selects, with ``workers`` parallel workers."""
+def make_sandbox(cfg: DictConfig, workers: int = 1,
+                 read_only: tuple[str, ...] = ()) -> SandboxPool:
+    """The sandbox the ``sandbox`` config group selects, with ``workers`` parallel workers;
+    ``read_only`` dirs (benchmark fixtures) stay readable inside it."""
     image = str(cfg.image) if cfg.get("image") else None
     mode = resolve_mode(str(cfg.name), image)
     if mode == "rlimit-only":
         log.warning(RLIMIT_ONLY_WARNING)
-    return SandboxPool(mode, Limits.from_config(cfg), workers, image)
+    return SandboxPool(mode, Limits.from_config(cfg), workers, image, read_only)

@@ -61,7 +61,7 @@ def python_paths() -> list[Path]:
     return sorted(p.resolve() for p in paths)
 
 
-def _bwrap_binds() -> list[str]:
+def _bwrap_binds(extra: tuple[str, ...] = ()) -> list[str]:
     args: list[str] = []
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         path = Path(top)
@@ -77,7 +77,7 @@ def _bwrap_binds() -> list[str]:
     # They come after the /tmp tmpfs, which would otherwise hide a venv that lives in /tmp.
     made: set[str] = {"/", "/usr", "/tmp"}
     bound: list[Path] = []
-    for path in sorted({*python_paths(), PACKAGE_DIR}):
+    for path in sorted({*python_paths(), PACKAGE_DIR, *(Path(p).resolve() for p in extra)}):
         if str(path).startswith("/usr/") or any(b in path.parents for b in bound):
             continue
         bound.append(path)
@@ -89,20 +89,22 @@ def _bwrap_binds() -> list[str]:
     return args
 
 
-def bwrap_argv() -> list[str]:
+def bwrap_argv(extra_ro: tuple[str, ...] = ()) -> list[str]:
     namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                   "--unshare-cgroup-try"]
     if not is_root():
         namespaces.append("--unshare-user")  # root stays root so it can drop to a sample uid
-    return ["bwrap", *namespaces, "--die-with-parent", "--new-session", *_bwrap_binds(),
+    return ["bwrap", *namespaces, "--die-with-parent", "--new-session", *_bwrap_binds(extra_ro),
             "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin"]
 
 
-def apptainer_argv(image: str, setuid: bool) -> list[str]:
+def apptainer_argv(image: str, setuid: bool, extra_ro: tuple[str, ...] = ()) -> list[str]:
     argv = ["apptainer", "exec", "--containall", "--no-home", "--cleanenv", "--net",
             "--network", "none",
             "--bind", f"{PACKAGE_DIR}:{CONTAINER_WORKER_DIR}:ro"]
+    for path in extra_ro:
+        argv += ["--bind", f"{path}:{path}:ro"]
     if not setuid:
         argv.append("--userns")
     return [*argv, image]
@@ -134,15 +136,19 @@ def sample_uid(slot: int) -> int:
     return 1_000_000_000 + (os.getpid() << 8) + slot
 
 
-def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64) -> OuterLayer:
+def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
+               extra_ro: tuple[str, ...] = ()) -> OuterLayer:
+    """The outer layer of worker ``slot``; ``extra_ro`` are dirs samples' checks must read
+    (benchmark fixtures), bound read-only where the layer hides the filesystem."""
     python = sys.executable
     worker = str(WORKER)
-    config: dict[str, object] = {"tmp_root": "/tmp"}
+    # numpy is imported once per worker (comparisons need it; samples often import it).
+    config: dict[str, object] = {"tmp_root": "/tmp", "preload": ["numpy"]}
     if mode == "bwrap":
         if is_root():
             config.update(uid=sample_uid(slot), gid=sample_uid(slot))
         config["pidns"] = True
-        return OuterLayer(mode, bwrap_argv(), worker, python, config)
+        return OuterLayer(mode, bwrap_argv(extra_ro), worker, python, config)
     if mode in ("apptainer", "apptainer-setuid"):
         if not image:
             raise BenchforgeError(
@@ -151,7 +157,7 @@ def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64) 
         if not Path(image).is_file():
             raise BenchforgeError(f"sandbox.image={image}: file not found")
         config["pidns"] = True
-        return OuterLayer(mode, apptainer_argv(image, mode == "apptainer-setuid"),
+        return OuterLayer(mode, apptainer_argv(image, mode == "apptainer-setuid", extra_ro),
                           f"{CONTAINER_WORKER_DIR}/_worker.py", "python3", config, image)
     if mode == "userns":
         config["pidns"] = True

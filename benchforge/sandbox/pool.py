@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,12 +51,23 @@ class Limits:
 
 @dataclass(frozen=True)
 class CheckProgram:
-    """Untrusted ``code``, then trusted ``test``, then ``check(entry_point)`` if given."""
+    """Untrusted ``code``, then trusted ``test``, then ``check(entry_point)`` if given.
+
+    With ``differential`` (EvalPlus-style: dataset, atol, support_source and input ``suites``
+    with pickled inputs/expected outputs, per-input limits and a wall limit each), the entry
+    point is called on each suite's inputs in a fresh child per suite instead.
+    """
 
     code: str
     test: str | None = None
     entry_point: str | None = None
     check: str | None = None
+    differential: dict[str, Any] | None = None
+
+    def wall_limit_s(self) -> float | None:
+        if not self.differential:
+            return None
+        return sum(float(s["wall_s"]) for s in self.differential["suites"])
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class ExecResult:
     failure_mode: str | None  # None when passed
     detail: str
     duration_s: float
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. base_status / plus_status
 
 
 class WorkerProcess:
@@ -150,8 +162,9 @@ class SandboxPool:
     """The ``Sandbox`` of benchforge: ``run(program, timeout_s)`` from any number of threads."""
 
     def __init__(self, mode: str, limits: Limits, workers: int = 1,
-                 image: str | None = None) -> None:
+                 image: str | None = None, read_only: tuple[str, ...] = ()) -> None:
         self.mode = mode
+        self.read_only = read_only
         self.limits = limits
         self.image = image
         self._size = max(1, workers)
@@ -190,7 +203,8 @@ class SandboxPool:
 
     def _outer(self, slot: int) -> OuterLayer:
         if slot not in self._outers:
-            self._outers[slot] = make_outer(self.mode, slot, self.image, self.limits.nproc)
+            self._outers[slot] = make_outer(self.mode, slot, self.image, self.limits.nproc,
+                                            self.read_only)
         return self._outers[slot]
 
     def _acquire(self) -> tuple[int, WorkerProcess]:
@@ -239,9 +253,13 @@ class SandboxPool:
                             os.kill(int(pid), signal.SIGKILL)
                 time.sleep(0.05)
 
-    def run(self, program: CheckProgram, timeout_s: float | None = None) -> ExecResult:
-        limit = float(timeout_s if timeout_s is not None else self.limits.timeout_s)
-        request = {"program": asdict(program), "timeout_s": limit,
+    def run(self, program: CheckProgram, timeout_s: float | None = None,
+            time_scale: float = 1.0) -> ExecResult:
+        """Run one program; ``time_scale`` stretches a differential program's own limits."""
+        own = program.wall_limit_s()
+        limit = float(timeout_s if timeout_s is not None
+                      else own * time_scale if own is not None else self.limits.timeout_s)
+        request = {"program": asdict(program), "timeout_s": limit, "time_scale": time_scale,
                    "limits": asdict(self.limits)}
         slot, worker = self._acquire()
         started = time.monotonic()
@@ -259,7 +277,8 @@ class SandboxPool:
             return ExecResult(False, "killed", "the sample killed its sandbox worker", duration)
         self._release(slot, worker)
         return ExecResult(bool(response["passed"]), response["failure_mode"],
-                          str(response.get("detail", "")), float(response["duration_s"]))
+                          str(response.get("detail", "")), float(response["duration_s"]),
+                          dict(response.get("extra") or {}))
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,193 @@
+"""EvalPlus semantics shared by HumanEval+ and MBPP+ (evalplus 0.3.1 reused where it fits).
+
+Expected outputs and per-input reference times come from running each task's canonical
+solution with evalplus's own ``trusted_exec`` in a separate process, cached per dataset md5
+and host. Samples are then checked differentially in benchforge's sandbox, base and plus
+suites each in a fresh child, with evalplus's reliability guard, special oracles, per-input
+limits ``max(min_time_limit, factor x reference)`` and float tolerance rules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import inspect
+import json
+import pickle
+import socket
+import subprocess
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchforge.benchmarks import Benchmark, Dataset, Task
+from benchforge.errors import BenchforgeError
+from benchforge.prompts import Prompt
+from benchforge.rundir import sha256_file, write_atomic
+from benchforge.sandbox.pool import CheckProgram
+
+# The instruction EvalPlus's codegen gives chat models.
+INSTRUCTION = (
+    "Please provide a self-contained Python script that solves the following problem "
+    "in a markdown code block:"
+)
+SUITES = ("base", "plus")
+# EvalPlus: a suite's process gets min(EVALPLUS_TIMEOUT_PER_TASK=60, sum of limits) + 1 s,
+# joined for one more second.
+SUITE_CAP_S = 60.0
+SUITE_SLACK_S = 2.0
+
+
+def read_tasks(path: Path, kind: str) -> tuple[list[dict[str, Any]], str]:
+    """Rows of an EvalPlus dataset file (.jsonl or .jsonl.gz) and its EvalPlus hash (md5 of
+    the uncompressed bytes). MBPP+ inputs are deserialized as evalplus.get_mbpp_plus does."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    if kind == "mbpp":
+        from evalplus.data.mbpp import mbpp_deserialize_inputs
+
+        for row in rows:
+            row["base_input"] = mbpp_deserialize_inputs(row["task_id"], row["base_input"])
+            row["plus_input"] = mbpp_deserialize_inputs(row["task_id"], row["plus_input"])
+    return rows, hashlib.md5(raw).hexdigest()
+
+
+def support_source() -> str:
+    """evalplus's reliability guard and special oracles, run in the sandbox child as is."""
+    from evalplus.eval import _special_oracle, utils
+
+    return inspect.getsource(utils) + "\n\n" + inspect.getsource(_special_oracle)
+
+
+class EvalPlusBenchmark(Benchmark):
+    kind: str  # "humaneval" | "mbpp" (evalplus's dataset names)
+    files: ClassVar[dict[str, str]]  # version -> path under data.root
+    required = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input",
+                "plus_input", "atol")
+    per_test_time_limits = True  # per-input limits; no whole-program reference timing
+
+    def data_file(self) -> Path:
+        version = str(self.cfg.version)
+        if self.cfg.get("path"):
+            return Path(str(self.cfg.path)).expanduser()
+        if version not in self.files:
+            raise BenchforgeError(
+                f"benchmark.version={version}: unknown for {self.cfg.name}; "
+                f"available: {', '.join(self.files)}")
+        return self.data_root / self.files[version]
+
+    def load(self) -> Dataset:
+        path = self.data_file()
+        if not path.is_file():
+            raise BenchforgeError(
+                f"{path}: {self.cfg.name} {self.cfg.version} data not found; run `benchforge "
+                f"stage benchmark={self.cfg.name}` or set data.root to a dir laid out as "
+                f"<data.root>/{self.files.get(str(self.cfg.version), '...')}")
+        try:
+            rows, md5 = read_tasks(path, self.kind)
+        except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+            raise BenchforgeError(f"{path}: unreadable EvalPlus data ({exc})") from exc
+        for lineno, row in enumerate(rows, start=1):
+            missing = [f for f in self.required if f not in row]
+            if missing:
+                raise BenchforgeError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+        tasks = self.limited([Task(r["task_id"], r) for r in rows])
+        self._md5 = md5
+        self._path = path
+        return Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
+                       version=str(self.cfg.version), extra={"md5": md5})
+
+    # --------------------------------------------------------------------------- prompts
+    def prompt(self, task: Task, mode: str) -> Prompt:
+        if mode == "completion":
+            return Prompt(text=task.data["prompt"])
+        body = task.data["prompt"].strip()
+        return Prompt(messages=(("user", f"{INSTRUCTION}\n```\n{body}\n```\n"),))
+
+    def reference_completion(self, task: Task, mode: str) -> str:
+        code = task.data["prompt"] + task.data["canonical_solution"]
+        if mode == "completion":
+            return task.data["canonical_solution"]
+        return f"```python\n{code}```\n"
+
+    def extract_code(self, task: Task, completion: str, mode: str) -> str:
+        from evalplus.sanitize import sanitize  # lazy: tree-sitter takes a second to load
+
+        text = task.data["prompt"] + completion if mode == "completion" else completion
+        return sanitize(text, task.data["entry_point"])
+
+    def reference_code(self, task: Task) -> str:
+        return task.data["prompt"] + task.data["canonical_solution"]
+
+    # ------------------------------------------------------------------------ ground truth
+    @cached_property
+    def ground_truth(self) -> dict[str, dict[str, list[Any]]]:
+        if not hasattr(self, "_md5"):
+            self.load()
+        cache = self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}.pkl"
+        if not cache.is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
+                 str(self._path), str(cache)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BenchforgeError(
+                    f"computing {self.cfg.name} expected outputs failed: "
+                    f"{proc.stderr.strip().splitlines()[-1:]}")
+        with open(cache, "rb") as fh:
+            return pickle.load(fh)  # written by benchforge itself, never downloaded
+
+    @cached_property
+    def _support(self) -> str:
+        return support_source()
+
+    @cached_property
+    def fixtures(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+        """Per task: a file with its inputs, expected outputs and per-input limits (read by the
+        sandbox child before the sample runs, so nothing big crosses the worker pipe and each
+        child holds only its own task), and the suites' wall limits."""
+        floor = float(self.cfg.get("min_time_limit_s") or 1.0)
+        factor = float(self.cfg.get("time_factor") or 4.0)
+        folder = (self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}"
+                  f"-fixtures-{floor:g}-{factor:g}")
+        truth = self.ground_truth
+        out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        for task in self.load().tasks:
+            entry = truth[task.task_id]
+            suites, data = [], {}
+            for name in SUITES:
+                limits = [max(floor, factor * t) for t in entry[f"{name}_time"]]
+                data[name] = {"inputs": task.data[f"{name}_input"], "expected": entry[name],
+                              "time_limits": limits}
+                suites.append({"name": name,
+                               "wall_s": min(SUITE_CAP_S, sum(limits)) + SUITE_SLACK_S})
+            path = folder / f"{task.task_id.replace('/', '_')}.pkl"
+            if not path.exists():
+                write_atomic(path, pickle.dumps(data))
+            out[task.task_id] = (str(path), suites)
+        return out
+
+    def check_program(self, task: Task, code: str) -> CheckProgram:
+        fixture, suites = self.fixtures[task.task_id]
+        return CheckProgram(code=code, entry_point=task.data["entry_point"], differential={
+            "dataset": self.kind, "atol": task.data["atol"], "support_source": self._support,
+            "fixture": fixture, "suites": suites})
+
+    def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for name in SUITES:
+            status = extra.get(f"{name}_status")
+            fields[f"{name}_status"] = status
+            index = extra.get(f"{name}_fail_index")
+            failing = None
+            if status == "fail" and index is not None and index >= 0:
+                failing = self.serialize_input(task, task.data[f"{name}_input"][index])
+            fields[f"{name}_fail_input"] = failing
+        return fields
+
+    def serialize_input(self, task: Task, value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 2000 else text[:2000] + "..."

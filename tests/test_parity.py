@@ -1,0 +1,75 @@
+"""Verdicts equal to the official tools' on real generations (../shared/data/generations).
+
+The shipped verdicts carry known errors, each traced by re-running EvalPlus 0.3.1 (see
+SOURCES.md there); the expected values below apply exactly those corrections and no others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _support import run_cli
+
+from benchforge.rundir import read_rows
+
+pytestmark = pytest.mark.slow
+
+# Float-tolerance bug of the 2024 runs (numpy.testing under EvalPlus's guard) and the
+# set-equality oracle EvalPlus added later: the correct verdict is pass/pass.
+HUMANEVALPLUS_CORRECTIONS = {"HumanEval/21": ("pass", "pass")}
+MBPPPLUS_CORRECTIONS = {t: ("pass", "pass") for t in
+                        ("Mbpp/276", "Mbpp/312", "Mbpp/441", "Mbpp/606", "Mbpp/249")}
+# Hardware-sensitive on 2 cores (reference ~2.8 s on one input; 4 GiB address space limit):
+# compared, but a difference there is reported with the reason rather than hidden.
+MBPPPLUS_HARDWARE_SENSITIVE = {"Mbpp/599", "Mbpp/566"}
+
+
+def score(workdir: Path, shared_data: Path, name: str, benchmark: str, version: str,
+          samples: Path) -> dict[str, tuple[str, str]]:
+    out = workdir / name
+    proc = run_cli("score", f"benchmark={benchmark}", f"benchmark.version={version}",
+                   f"data.root={shared_data}", f"score.samples={samples}", f"run.dir={out}",
+                   "score.audit_timeouts=false", "generate.progress=false", cwd=workdir,
+                   timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out / "results.jsonl")
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["dataset"]["version"] == version and len(prov["dataset"]["md5"]) == 32
+    for row in rows:
+        assert row["passed"] == (row["base_status"] == row["plus_status"] == "pass")
+        if row["base_status"] == "fail":
+            assert row["base_fail_input"] is not None or row["failure_mode"] in (
+                "syntax_error", "runtime_error", "timeout", "memory", "killed", "crash")
+    return {r["task_id"]: (r["base_status"], r["plus_status"]) for r in rows}
+
+
+def test_humanevalplus_llama3_matches_evalplus(workdir: Path, shared_data: Path) -> None:
+    gen = shared_data / "generations/humanevalplus/llama3-8b-instruct"
+    official_file = json.loads((gen / "samples_eval_results.json").read_text())
+    assert official_file["hash"] == "84f4b93a1270b492e4c54d5212da7a5b"  # v0.1.9
+    official = {t: (v[0]["base_status"], v[0]["plus_status"])
+                for t, v in official_file["eval"].items()}
+    official.update(HUMANEVALPLUS_CORRECTIONS)
+    first = score(workdir, shared_data, "a", "humanevalplus", "v0.1.9", gen / "samples.jsonl")
+    assert len(first) == 164
+    assert {t: v for t, v in first.items() if official[t] != v} == {}
+    second = score(workdir, shared_data, "b", "humanevalplus", "v0.1.9", gen / "samples.jsonl")
+    assert second == first  # deterministic
+
+
+def test_mbppplus_wizardcoder_matches_evalplus(workdir: Path, shared_data: Path) -> None:
+    gen = shared_data / "generations/mbppplus/wizardcoder-python-7b-v1.0"
+    official_file = json.loads(
+        (gen / "mbpp_WizardCoder-Python-7B-V1.0_eval_results.json").read_text())
+    assert official_file["hash"] == "ebe95df0d5220f00cedd6f4bddea35e4"  # v0.1.0
+    status = {"success": "pass", "failed": "fail", "timed out": "fail"}
+    official = {t: (status[v["base"][0][0]], status[v["plus"][0][0]])
+                for t, v in official_file["eval"].items()}
+    official.update(MBPPPLUS_CORRECTIONS)
+    ours = score(workdir, shared_data, "m", "mbppplus", "v0.1.0",
+                 gen / "mbpp_WizardCoder-Python-7B-V1.0.jsonl")
+    assert len(ours) == 399
+    differ = {t: (v, official[t]) for t, v in ours.items() if official[t] != v}
+    assert set(differ) <= MBPPPLUS_HARDWARE_SENSITIVE, differ

@@ -102,6 +102,7 @@ class ScoreConfig:
     force: bool = False
     workers: int = 0  # 0 = one per CPU core
     audit_timeouts: bool = True  # rerun timed-out samples alone with a doubled limit
+    reference: bool = False  # self-check: score the benchmark's own reference solutions
 
 
 @dataclass

@@ -88,6 +88,11 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
 
     def score(sample: dict[str, Any]) -> dict[str, Any]:
         task = tasks[sample["task_id"]]
+        verdict = benchmark.prejudge(task, sample["code"])
+        if verdict is not None:
+            return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
+                    "failure_mode": None, "duration_s": 0.0, "time_limit_s": None,
+                    "sandbox_mode": None, "detail": "", **verdict}
         program: CheckProgram = benchmark.check_program(task, sample["code"])
         limit = limits[task.task_id]
         result = sandbox.run(program, limit)

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from benchforge.benchmarks import Benchmark, Dataset, get_benchmark
-from benchforge.config import cell_id, cell_identity
+from benchforge.config import cell_id, cell_identity, slug
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest, upsert_cell
 from benchforge.provenance import record_stage, update_provenance
@@ -232,11 +232,31 @@ def run_generate(cfg: DictConfig) -> Cell:
 
 
 # -------------------------------------------------------------------------------------- score
-def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
-    """Turn an EvalPlus-style ``{"task_id", "solution"|"completion"}`` file into a scored cell."""
+def read_samples_file(source: Path) -> list[dict[str, Any]]:
+    """Rows ``{"task_id", "solution"|"completion"}`` of an external samples file: EvalPlus
+    JSONL, or CRUXEval generations JSON ``{"sample_0": [...]}`` (also inside the official
+    scorer's output, under ``raw_generations``)."""
     if not source.is_file():
         raise BenchforgeError(f"score.samples={source}: file not found")
-    rows = read_rows(source, torn_tail="error")
+    with open(source, "rb") as fh:
+        head = fh.read(1).lstrip()
+    if head == b"{":
+        try:
+            whole = json.loads(source.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            whole = None  # JSONL whose first row is an object: read below
+        if isinstance(whole, dict):
+            generations = whole.get("raw_generations", whole)
+            if isinstance(generations, dict) and all(isinstance(v, list)
+                                                     for v in generations.values()):
+                return [{"task_id": task, "solution": g}
+                        for task, gens in generations.items() for g in gens]
+    return read_rows(source, torn_tail="error")
+
+
+def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
+    """Turn an external samples file (see read_samples_file) into a cell ready to score."""
+    rows = read_samples_file(source)
     benchmark = load_benchmark(cfg)
     dataset = benchmark.load()
     tasks = {t.task_id: t for t in dataset.tasks}
@@ -288,11 +308,48 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
     return cell
 
 
+def reference_samples(cfg: DictConfig) -> DictConfig:
+    """``score.reference=true``: the config that scores the benchmark's reference solutions,
+    written as an external samples file, into ``<run>/reference/<benchmark>`` by default."""
+    benchmark = load_benchmark(cfg)
+    dataset = benchmark.load()
+    rows = [{"task_id": t.task_id, "solution": benchmark.reference_code(t)}
+            for t in dataset.tasks]
+    if any(r["solution"] is None for r in rows):
+        raise BenchforgeError(
+            f"benchmark={cfg.benchmark.name} ships no reference solutions; nothing to self-check")
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    name = slug(str(cfg.benchmark.name))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    source = Path(str(cfg.data.cache)).expanduser() / f"reference-{name}-{digest}.jsonl"
+    if not source.exists():
+        write_atomic(source, text)
+    run = f"{cfg.run.root}/{cfg.run.name}"
+    derived = f"{run}/{slug(str(cfg.model.name))}/{name}"
+    run_dir = f"{run}/reference/{name}" if cfg.run.dir == derived else cfg.run.dir
+    return OmegaConf.merge(cfg, {"run": {"dir": run_dir},
+                                 "score": {"samples": str(source), "reference": False}})
+
+
+def report_reference(cell: Cell) -> None:
+    failing = [r for r in read_rows(cell.dir.results) if not r["passed"]]
+    if failing:
+        log.error("reference self-check: %d of %d reference solutions fail: %s",
+                  len(failing), len(cell.dataset.tasks),
+                  ", ".join(f"{r['task_id']} ({r['failure_mode']})" for r in failing[:10]))
+    else:
+        log.info("reference self-check: all %d reference solutions pass", len(cell.dataset.tasks))
+
+
 def run_score(cfg: DictConfig) -> Cell:
     from benchforge import scoring
     from benchforge.console import progress_bar
     from benchforge.sandbox import make_sandbox
 
+    if cfg.score.reference:
+        cell = run_score(reference_samples(cfg))
+        report_reference(cell)
+        return cell
     if cfg.score.samples:
         cell = import_external_samples(cfg, Path(str(cfg.score.samples)).expanduser())
     else:
@@ -369,14 +426,15 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
     from benchforge.stats import pass_at_k_estimates
 
     results = read_rows(cell_dir.results, torn_tail="error")
-    verdicts: dict[str, list[bool]] = defaultdict(list)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in first_rows_by_key(results).values():
-        verdicts[str(row["task_id"])].append(bool(row["passed"]))
-    if not verdicts:
+        by_task[str(row["task_id"])].append(row)
+    if not by_task:
         raise BenchforgeError(f"{cell_dir.results}: no results to aggregate")
-    counts = {len(v) for v in verdicts.values()}
+    counts = {len(v) for v in by_task.values()}
     if len(counts) != 1:
         raise BenchforgeError(f"{cell_dir.results}: tasks have different sample counts {counts}")
+    verdicts = {task: counted_verdicts(rows) for task, rows in by_task.items()}
     estimates = pass_at_k_estimates(verdicts, list(cfg_aggregate.ks),
                                     int(cfg_aggregate.bootstrap), int(cfg_aggregate.seed),
                                     float(cfg_aggregate.confidence))
@@ -404,6 +462,13 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
     }
+
+
+def counted_verdicts(rows: list[dict[str, Any]]) -> list[bool]:
+    """The verdicts pass@k counts for one task: rows marked ``skipped`` (never executed, e.g.
+    CRUXEval's rule) are dropped unless no other sample passed (then all count as failures)."""
+    kept = [bool(r["passed"]) for r in rows if not r.get("skipped")]
+    return kept if any(kept) else [False] * len(rows)
 
 
 def _fmt_estimate(est: dict[str, Any] | None) -> str:
@@ -440,6 +505,10 @@ def run_run(cfg: DictConfig) -> dict[str, Any]:
 
     With ``score.samples`` the samples come from that file instead of a model.
     """
+    if cfg.score.reference:
+        cfg = reference_samples(cfg)
+        report_reference(run_score(cfg))
+        return run_aggregate(cfg)
     if not cfg.score.samples:
         run_plan(cfg)
         run_generate(cfg)

@@ -84,6 +84,10 @@ class Benchmark(ABC):
         """Benchmark-specific columns of a results row, from the sandbox's extra output."""
         return {}
 
+    def prejudge(self, task: Task, code: str) -> dict[str, Any] | None:
+        """A verdict without running the sample (e.g. CRUXEval's skip rule), or None."""
+        return None
+
     def limited(self, tasks: list[Task]) -> list[Task]:
         limit = self.cfg.get("limit")
         return tasks[:limit] if limit else tasks

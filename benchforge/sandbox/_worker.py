@@ -36,6 +36,37 @@ SAFE_TYPES = (int, float, complex, str, bytes, bool, type(None))
 CONTAINERS = (list, tuple, set, frozenset)
 
 
+# Trusted support code (an official evaluator's guard, EvalPlus's oracles), exec'd once in the
+# worker and inherited by every forked child instead of being re-run per sample.
+SUPPORT = {}
+
+
+def support_namespace(ref):
+    """``ref`` is {"key", "source"}: the source comes once, later requests only name it."""
+    key = ref["key"]
+    if key not in SUPPORT:
+        if ref.get("source") is None:
+            raise RuntimeError(f"unknown support source {key}")
+        namespace = {}
+        exec(ref["source"], namespace)
+        SUPPORT[key] = namespace
+    return SUPPORT[key]
+
+
+# The current task's inputs and expected outputs (a benchforge-written pickle: trusted), loaded
+# by the worker before the fork so reading it never counts against a sample's time limit.
+FIXTURE = {}
+
+
+def load_fixture(path):
+    if FIXTURE.get("path") != path:
+        import pickle
+
+        FIXTURE.clear()  # one task at a time keeps the children's address space small
+        with open(path, "rb") as fh:
+            FIXTURE.update(path=path, data=pickle.load(fh))
+
+
 # ------------------------------------------------------------------------------ framing
 def read_exact(fd, size):
     chunks = []
@@ -163,9 +194,16 @@ def make_reporter(nonce):
 
 def run_checks(program, limits, report):
     """Untrusted code, then the trusted test and its check call; report exactly once."""
+    if program.get("guard_source"):  # an official evaluator's guard: same effects on samples
+        support = support_namespace(program["guard_source"])
+        sys.stdout = sys.stderr = NullIO()
+        sys.stdin = NullIO()
+        support["reliability_guard"]()
+    else:
+        sys.setrecursionlimit(program.get("recursion_limit", 5000))
     snapshot = dict(vars(builtins))
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    sys.setrecursionlimit(program.get("recursion_limit", 5000))
+    namespace = {} if program.get("bare_globals") else {"__name__": "__main__",
+                                                         "__builtins__": builtins}
     try:
         code = compile(program["code"], "solution.py", "exec")
     except (SyntaxError, ValueError) as exc:
@@ -248,8 +286,7 @@ def run_suite(program, fixture, limits, report):
     data = fixture[spec["suite"]["name"]]
     inputs, expected = data["inputs"], data["expected"]
     time_limits = [t * float(program.get("time_scale", 1.0)) for t in data["time_limits"]]
-    support = {}
-    exec(spec["support_source"], support)
+    support = support_namespace(spec["support_source"])
     sys.stdout = sys.stderr = NullIO()
     sys.stdin = NullIO()
     support["reliability_guard"](None)  # our rlimits are already set
@@ -346,12 +383,7 @@ def child_main(config, request, workdir, result_w, nonce):
     """In the forked child: isolate, drop privileges, limit, then run the sample."""
     os.setsid()
     differential = request["program"].get("differential")
-    fixture = None
-    if differential:  # a benchforge-written pickle (trusted), read before privileges drop
-        import pickle
-
-        with open(differential["fixture"], "rb") as fh:
-            fixture = pickle.load(fh)
+    fixture = FIXTURE.get("data") if differential else None
     if config.get("cgroup"):
         with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as fh:
             fh.write(str(os.getpid()))
@@ -523,6 +555,12 @@ def run_sample(config, request, protected):
     """One sample: one child, or one child per input suite for differential programs
     (EvalPlus runs base and plus in separate processes; so do we)."""
     program = request["program"]
+    for source in (program.get("guard_source"), (program.get("differential") or {}).get(
+            "support_source")):
+        if source:
+            support_namespace(source)  # before the fork, so children share it
+    if program.get("differential"):
+        load_fixture(program["differential"]["fixture"])
     differential = program.get("differential")
     if not differential:
         passed, mode, detail, duration, _ = run_child(config, request, protected)

@@ -22,6 +22,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 WORKER = PACKAGE_DIR / "_worker.py"
 CONTAINER_WORKER_DIR = "/opt/benchforge-sandbox"
 
+# Imported once per worker and inherited by every forked sample: numpy (comparisons need it,
+# samples import it) and what the official evaluators' reliability guards import.
+PRELOAD = ("numpy", "subprocess", "shutil", "faulthandler", "platform")
+
 MODES = ("bwrap", "apptainer", "apptainer-setuid", "userns", "rlimit-only")
 # Modes whose outer layer hides the host filesystem (only read-only binds are visible).
 # Network isolation, process sweeping and NPROC are verified by the worker at start-up.
@@ -142,8 +146,7 @@ def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
     (benchmark fixtures), bound read-only where the layer hides the filesystem."""
     python = sys.executable
     worker = str(WORKER)
-    # numpy is imported once per worker (comparisons need it; samples often import it).
-    config: dict[str, object] = {"tmp_root": "/tmp", "preload": ["numpy"]}
+    config: dict[str, object] = {"tmp_root": "/tmp", "preload": list(PRELOAD)}
     if mode == "bwrap":
         if is_root():
             config.update(uid=sample_uid(slot), gid=sample_uid(slot))

@@ -8,6 +8,7 @@ replaced, its leftovers are killed, and the sample gets a failing verdict; the r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -63,8 +64,13 @@ class CheckProgram:
     entry_point: str | None = None
     check: str | None = None
     differential: dict[str, Any] | None = None
+    guard_source: str | None = None  # trusted source defining reliability_guard(), applied first
+    bare_globals: bool = False  # exec in {} like the official evaluators (no __name__)
+    time_limit_s: float | None = None  # the benchmark's own fixed limit
 
     def wall_limit_s(self) -> float | None:
+        if self.time_limit_s is not None:
+            return self.time_limit_s
         if not self.differential:
             return None
         return sum(float(s["wall_s"]) for s in self.differential["suites"])
@@ -86,6 +92,7 @@ class WorkerProcess:
         from benchforge.engine import _die_with_parent
 
         self.outer = outer
+        self._sent: set[str] = set()  # keys of trusted sources this worker already holds
         argv = [*outer.argv_prefix, outer.python, "-I", "-B", outer.worker_path,
                 json.dumps(outer.worker_config)]
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
@@ -134,12 +141,28 @@ class WorkerProcess:
 
     def run(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
         """The worker's verdict, or None if it died or hung (then it must be replaced)."""
+        request = self._dedupe_sources(request)
         body = json.dumps(request).encode()
         try:
             os.write(self._in, struct.pack(">I", len(body)) + body)
         except (BrokenPipeError, OSError):
             return None
         return self._read(timeout_s + HOST_GRACE_S)
+
+    def _dedupe_sources(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send each big trusted source (guard, oracles) once; later requests name its key."""
+        program = dict(request["program"])
+        differential = dict(program["differential"]) if program.get("differential") else None
+        for holder, field_name in ((program, "guard_source"), (differential, "support_source")):
+            source = holder.get(field_name) if holder else None
+            if source:
+                key = hashlib.sha256(source.encode()).hexdigest()
+                holder[field_name] = {"key": key, "source": None if key in self._sent
+                                      else source}
+                self._sent.add(key)
+        if differential is not None:
+            program["differential"] = differential
+        return dict(request, program=program)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

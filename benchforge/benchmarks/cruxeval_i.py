@@ -1,0 +1,9 @@
+"""CRUXEval-I: given f and an output, predict an input (800 tasks)."""
+
+from benchforge.benchmarks import register
+from benchforge.benchmarks._cruxeval import CruxEval
+
+
+@register("cruxeval_i")
+class CruxEvalInput(CruxEval):
+    mode = "input"

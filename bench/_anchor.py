@@ -29,7 +29,7 @@ def ratio(key: str, value: float, ref: float | None) -> float:
 
 def row(label: str, key: str, value: float, ref: float | None) -> str:
     shown = ref if ref else float("nan")
-    return f"{label:<12}{key:<26}{shown:>10.2f}{value:>10.2f}{ratio(key, value, ref):>8.2f}"
+    return f"{label:<16}{key:<22}{shown:>10.2f}{value:>10.2f}{ratio(key, value, ref):>8.2f}"
 
 
-HEADER = f"{'':<12}{'metric':<26}{'anchor':>10}{'now':>10}{'ratio':>8}"
+HEADER = f"{'':<16}{'metric':<22}{'anchor':>10}{'now':>10}{'ratio':>8}"

@@ -37,6 +37,7 @@ class ModelConfig:
     seed: int = 0
     stop: list[str] = field(default_factory=list)
     chat_template: str | None = None  # file whose sha256 goes into provenance and rows
+    release_date: str | None = None  # training cutoff / release (YYYY-MM-DD): LCB window
     concurrency: int = 16
     request_timeout_s: float = 600.0
     max_retries: int = 4
@@ -53,6 +54,7 @@ class BenchmarkConfig:
     variant: str | None = None  # prompt variant where a benchmark has several (e.g. cot)
     min_time_limit_s: float | None = None  # per-test limits (EvalPlus): max(min, factor x ref)
     time_factor: float | None = None
+    cutoff: str | None = None  # LiveCodeBench: problems before this date are contaminated
 
 
 @dataclass
@@ -111,6 +113,7 @@ class AggregateConfig:
     seed: int = 1234
     confidence: float = 0.95
     ks: list[int] = field(default_factory=lambda: [1])
+    exclude_contaminated: bool = True  # headline without problems older than the model
 
 
 @dataclass

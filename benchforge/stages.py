@@ -331,6 +331,11 @@ def reference_samples(cfg: DictConfig) -> DictConfig:
                                  "score": {"samples": str(source), "reference": False}})
 
 
+def has_reference(cfg: DictConfig) -> bool:
+    benchmark = load_benchmark(cfg)
+    return all(benchmark.reference_code(t) is not None for t in benchmark.load().tasks[:1])
+
+
 def report_reference(cell: Cell) -> None:
     failing = [r for r in read_rows(cell.dir.results) if not r["passed"]]
     if failing:
@@ -341,12 +346,16 @@ def report_reference(cell: Cell) -> None:
         log.info("reference self-check: all %d reference solutions pass", len(cell.dataset.tasks))
 
 
-def run_score(cfg: DictConfig) -> Cell:
+def run_score(cfg: DictConfig) -> Cell | None:
     from benchforge import scoring
     from benchforge.console import progress_bar
     from benchforge.sandbox import make_sandbox
 
     if cfg.score.reference:
+        if not has_reference(cfg):
+            log.warning("benchmark=%s has no reference solutions: self-check skipped",
+                        cfg.benchmark.name)
+            return None
         cell = run_score(reference_samples(cfg))
         report_reference(cell)
         return cell
@@ -435,9 +444,29 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
     if len(counts) != 1:
         raise BenchforgeError(f"{cell_dir.results}: tasks have different sample counts {counts}")
     verdicts = {task: counted_verdicts(rows) for task, rows in by_task.items()}
-    estimates = pass_at_k_estimates(verdicts, list(cfg_aggregate.ks),
+
+    def estimate(tasks: list[str]) -> dict[str, Any]:
+        found = pass_at_k_estimates({t: verdicts[t] for t in tasks}, list(cfg_aggregate.ks),
                                     int(cfg_aggregate.bootstrap), int(cfg_aggregate.seed),
                                     float(cfg_aggregate.confidence))
+        return {name: est.as_dict() for name, est in found.items()}
+
+    # LiveCodeBench-style contamination window: both numbers, the clean one as headline.
+    flags = {task: rows[0].get("contaminated") for task, rows in by_task.items()}
+    windows = None
+    headline = sorted(verdicts)
+    if any(flag is not None for flag in flags.values()):
+        groups = {"all": headline, "clean": [t for t in headline if not flags[t]],
+                  "contaminated": [t for t in headline if flags[t]]}
+        windows = {name: ({"n_tasks": len(tasks), **estimate(tasks)} if tasks else
+                          {"n_tasks": 0}) for name, tasks in groups.items()}
+        if cfg_aggregate.exclude_contaminated:
+            headline = groups["clean"]
+            if not headline:
+                raise BenchforgeError(
+                    f"{cell_dir.results}: every problem predates the model's release_date; "
+                    "use a later benchmark.version or aggregate.exclude_contaminated=false")
+    estimates = estimate(headline)
     samples = read_rows(cell_dir.samples)
     provenance = read_json(cell_dir.provenance)
     failure_modes = Counter(str(r["failure_mode"]) for r in results if not r["passed"])
@@ -445,9 +474,11 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         "cell_id": provenance.get("cell_id"),
         "model": provenance.get("model", {}).get("name"),
         "benchmark": provenance.get("dataset", {}).get("name"),
-        "n_tasks": len(verdicts),
+        "n_tasks": len(headline),
         "n_samples": counts.pop(),
-        **{name: est.as_dict() for name, est in estimates.items()},
+        **estimates,
+        **({"windows": windows, "contaminated_excluded": bool(cfg_aggregate.exclude_contaminated)}
+           if windows else {}),
         "failure_modes": dict(sorted(failure_modes.items())),
         "timeout_audit": audit_summary(cell_dir.logs / "timeout_audit.jsonl"),
         "sandbox_mode": provenance.get("sandbox_mode"),
@@ -489,13 +520,14 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
     metrics = compute_metrics(cell_dir, cfg.aggregate)
     write_json_atomic(cell_dir.metrics, metrics)
     pass_keys = [k for k in metrics if k.startswith("pass@")]
-    print_table(
-        f"{metrics['model']} on {metrics['benchmark']}",
-        ["metric", "value [95% CI]", "tasks", "samples/task", "failures"],
-        [[k, _fmt_estimate(metrics[k]), metrics["n_tasks"], metrics["n_samples"],
-          ", ".join(f"{m}={c}" for m, c in metrics["failure_modes"].items()) or "none"]
-         for k in pass_keys],
-    )
+    failures = ", ".join(f"{m}={c}" for m, c in metrics["failure_modes"].items()) or "none"
+    rows = [[k, _fmt_estimate(metrics[k]), metrics["n_tasks"], metrics["n_samples"], failures]
+            for k in pass_keys]
+    for window, values in (metrics.get("windows") or {}).items():
+        rows += [[f"{k} ({window})", _fmt_estimate(values.get(k)), values["n_tasks"],
+                  metrics["n_samples"], ""] for k in pass_keys]
+    print_table(f"{metrics['model']} on {metrics['benchmark']}",
+                ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
     return metrics
 
 
@@ -506,6 +538,10 @@ def run_run(cfg: DictConfig) -> dict[str, Any]:
     With ``score.samples`` the samples come from that file instead of a model.
     """
     if cfg.score.reference:
+        if not has_reference(cfg):
+            log.warning("benchmark=%s has no reference solutions: self-check skipped",
+                        cfg.benchmark.name)
+            return {}
         cfg = reference_samples(cfg)
         report_reference(run_score(cfg))
         return run_aggregate(cfg)

@@ -73,3 +73,38 @@ def test_mbppplus_wizardcoder_matches_evalplus(workdir: Path, shared_data: Path)
     assert len(ours) == 399
     differ = {t: (v, official[t]) for t, v in ours.items() if official[t] != v}
     assert set(differ) <= MBPPPLUS_HARDWARE_SENSITIVE, differ
+
+
+def test_cruxeval_input_codellama_matches_the_official_scorer(workdir: Path,
+                                                               shared_data: Path) -> None:
+    """8000 CodeLlama-7B generations: every verdict and pass@1/pass@5 as the official scorer."""
+    source = (shared_data / "generations/cruxeval/codellama-7b_temp0.2/"
+              "sample_scored_codellama-7b_temp0.2_input.json")
+    official = json.loads(source.read_text())
+    out = workdir / "crux"
+    proc = run_cli("run", "benchmark=cruxeval_i", f"data.root={shared_data}",
+                   f"score.samples={source}", f"run.dir={out}", "aggregate.ks=[1,5]",
+                   "score.audit_timeouts=false", "generate.progress=false", cwd=workdir,
+                   timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out / "results.jsonl")
+    assert len(rows) == 8000
+    differ = [(r["task_id"], r["sample_idx"]) for r in rows
+              if r["passed"] != official["raw_scored_generations"][r["task_id"]][r["sample_idx"]]]
+    assert differ == []
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pass@1"]["value"] * 100 == pytest.approx(official["pass_at_1"], abs=1e-9)
+    assert metrics["pass@5"]["value"] * 100 == pytest.approx(official["pass_at_5"], abs=1e-9)
+
+
+@pytest.mark.parametrize("benchmark", ["humanevalplus", "mbppplus", "cruxeval_i", "cruxeval_o"])
+def test_reference_self_check_is_100_percent(workdir: Path, shared_data: Path,
+                                             benchmark: str) -> None:
+    proc = run_cli("run", f"benchmark={benchmark}", f"data.root={shared_data}",
+                   "score.reference=true", "score.audit_timeouts=false",
+                   "generate.progress=false", cwd=workdir, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    assert "reference solutions pass" in proc.stderr
+    cell = workdir / "runs/default/reference" / benchmark
+    assert all(r["passed"] for r in read_rows(cell / "results.jsonl"))
+    assert json.loads((cell / "metrics.json").read_text())["pass@1"]["value"] == 1.0

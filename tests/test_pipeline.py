@@ -379,3 +379,21 @@ def test_time_limits_follow_reference_times(workdir: Path) -> None:
     for row in read_rows(cell / "results.jsonl"):
         assert row["time_limit_s"] == pytest.approx(max(0.5, 4 * times[row["task_id"]]),
                                                     abs=1e-3)
+
+
+@pytest.mark.parametrize("benchmark", ["cruxeval_o", "humanevalplus"])
+def test_oracle_on_other_benchmarks(workdir: Path, shared_data: Path, benchmark: str) -> None:
+    """The oracle through the real prompt/extraction path of each benchmark scores 1.0."""
+    proc = run_cli("run", f"benchmark={benchmark}", f"data.root={shared_data}",
+                   "benchmark.limit=25", "generate.progress=false", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((workdir / "runs/default/oracle" / benchmark / "metrics.json")
+                         .read_text())
+    assert metrics["pass@1"]["value"] == 1.0 and metrics["n_tasks"] == 25
+
+
+def test_missing_benchmark_data_is_one_line(workdir: Path) -> None:
+    proc = run_cli("plan", "benchmark=mbppplus", f"data.root={workdir / 'nowhere'}", cwd=workdir)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "mbppplus/MbppPlus.jsonl.gz" in proc.stderr and "benchforge stage" in proc.stderr

@@ -164,6 +164,11 @@ def process_tampering(builtins_snapshot):
 def classify_exception(exc, limits):
     if isinstance(exc, Tampered):
         return "tampering", str(exc)
+    # Named outcomes raised by trusted graders run as test code (e.g. LiveCodeBench's).
+    if type(exc).__name__ == "WrongAnswer":
+        return "wrong_answer", str(exc)
+    if type(exc).__name__ == "TimeLimitExceeded":
+        return "timeout", str(exc)
     if isinstance(exc, AssertionError):
         return "assertion", traceback.format_exc()
     if isinstance(exc, MemoryError):

@@ -21,17 +21,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchforge.benchmarks import Benchmark, Dataset, Task
+from benchforge.benchmarks import Dataset, Task
+from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
-from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file, write_atomic
 from benchforge.sandbox.pool import CheckProgram
 
-# The instruction EvalPlus's codegen gives chat models.
-INSTRUCTION = (
-    "Please provide a self-contained Python script that solves the following problem "
-    "in a markdown code block:"
-)
 SUITES = ("base", "plus")
 # EvalPlus: a suite's process gets min(EVALPLUS_TIMEOUT_PER_TASK=60, sum of limits) + 1 s,
 # joined for one more second.
@@ -62,7 +57,7 @@ def support_source() -> str:
     return inspect.getsource(utils) + "\n\n" + inspect.getsource(_special_oracle)
 
 
-class EvalPlusBenchmark(Benchmark):
+class EvalPlusBenchmark(FunctionBenchmark):
     kind: str  # "humaneval" | "mbpp" (evalplus's dataset names)
     files: ClassVar[dict[str, str]]  # version -> path under data.root
     required = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input",
@@ -97,21 +92,9 @@ class EvalPlusBenchmark(Benchmark):
         tasks = self.limited([Task(r["task_id"], r) for r in rows])
         self._md5 = md5
         self._path = path
-        return Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
-                       version=str(self.cfg.version), extra={"md5": md5})
-
-    # --------------------------------------------------------------------------- prompts
-    def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
-            return Prompt(text=task.data["prompt"])
-        body = task.data["prompt"].strip()
-        return Prompt(messages=(("user", f"{INSTRUCTION}\n```\n{body}\n```\n"),))
-
-    def reference_completion(self, task: Task, mode: str) -> str:
-        code = task.data["prompt"] + task.data["canonical_solution"]
-        if mode == "completion":
-            return task.data["canonical_solution"]
-        return f"```python\n{code}```\n"
+        self._dataset = Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
+                                version=str(self.cfg.version), extra={"md5": md5})
+        return self._dataset
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         from evalplus.sanitize import sanitize  # lazy: tree-sitter takes a second to load
@@ -119,12 +102,10 @@ class EvalPlusBenchmark(Benchmark):
         text = task.data["prompt"] + completion if mode == "completion" else completion
         return sanitize(text, task.data["entry_point"])
 
-    def reference_code(self, task: Task) -> str:
-        return task.data["prompt"] + task.data["canonical_solution"]
-
     # ------------------------------------------------------------------------ ground truth
-    @cached_property
     def ground_truth(self) -> dict[str, dict[str, list[Any]]]:
+        """Expected outputs and reference times of every task (big: read only to make
+        fixtures)."""
         if not hasattr(self, "_md5"):
             self.load()
         cache = self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}.pkl"
@@ -151,11 +132,16 @@ class EvalPlusBenchmark(Benchmark):
         child holds only its own task), and the suites' wall limits."""
         floor = float(self.cfg.get("min_time_limit_s") or 1.0)
         factor = float(self.cfg.get("time_factor") or 4.0)
+        tasks = (self._dataset if hasattr(self, "_dataset") else self.load()).tasks
         folder = (self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}"
                   f"-fixtures-{floor:g}-{factor:g}")
-        truth = self.ground_truth
+        index_path = folder / "index.json"
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        if all(t.task_id in index and Path(index[t.task_id][0]).exists() for t in tasks):
+            return {t.task_id: tuple(index[t.task_id]) for t in tasks}  # type: ignore[misc]
+        truth = self.ground_truth()
         out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-        for task in self.load().tasks:
+        for task in tasks:
             entry = truth[task.task_id]
             suites, data = [], {}
             for name in SUITES:
@@ -168,6 +154,7 @@ class EvalPlusBenchmark(Benchmark):
             if not path.exists():
                 write_atomic(path, pickle.dumps(data))
             out[task.task_id] = (str(path), suites)
+        write_atomic(index_path, json.dumps({**index, **out}))
         return out
 
     def check_program(self, task: Task, code: str) -> CheckProgram:

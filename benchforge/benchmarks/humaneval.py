@@ -12,19 +12,14 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from benchforge.benchmarks import Benchmark, Dataset, Task, fenced_blocks, register
+from benchforge.benchmarks import Dataset, Task, fenced_blocks, register
+from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
-from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
 
 REQUIRED_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
-# EvalPlus's instruction for chat models, so HumanEval scores are comparable with its leaderboard.
-INSTRUCTION = (
-    "Please provide a self-contained Python script that solves the following problem "
-    "in a markdown code block:"
-)
 # The standard stop words of HumanEval's completion (base model) protocol.
 COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
 
@@ -73,7 +68,7 @@ def prompt_imports(prompt: str) -> str:
 
 
 @register("humaneval")
-class HumanEval(Benchmark):
+class HumanEval(FunctionBenchmark):
     def load(self) -> Dataset:
         if self.cfg.get("path"):
             path = Path(str(self.cfg.path)).expanduser()
@@ -88,18 +83,6 @@ class HumanEval(Benchmark):
                 )
         tasks = self.limited(read_jsonl_tasks(path, REQUIRED_FIELDS))
         return Dataset(tasks=tasks, path=path, sha256=sha256_file(path), version=version)
-
-    def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
-            return Prompt(text=task.data["prompt"])
-        body = task.data["prompt"].strip()
-        return Prompt(messages=(("user", f"{INSTRUCTION}\n```\n{body}\n```\n"),))
-
-    def reference_completion(self, task: Task, mode: str) -> str:
-        solution = task.data["canonical_solution"]
-        if mode == "completion":
-            return solution
-        return f"```python\n{task.data['prompt']}{solution}```\n"
 
     def stop_sequences(self, mode: str) -> list[str]:
         return COMPLETION_STOPS if mode == "completion" else []
@@ -120,5 +103,4 @@ class HumanEval(Benchmark):
         return CheckProgram(code=code, test=task.data["test"],
                             entry_point=task.data["entry_point"], check="check")
 
-    def reference_code(self, task: Task) -> str:
-        return task.data["prompt"] + task.data["canonical_solution"]
+

@@ -39,9 +39,10 @@ def score(workdir: Path, shared_data: Path, name: str, benchmark: str, version: 
     assert prov["dataset"]["version"] == version and len(prov["dataset"]["md5"]) == 32
     for row in rows:
         assert row["passed"] == (row["base_status"] == row["plus_status"] == "pass")
-        if row["base_status"] == "fail":
-            assert row["base_fail_input"] is not None or row["failure_mode"] in (
-                "syntax_error", "runtime_error", "timeout", "memory", "killed", "crash")
+        for suite in ("base", "plus"):  # a wrong answer always names its input
+            if row[f"{suite}_status"] == "fail" and row["failure_mode"] == "wrong_answer" \
+                    and row["detail"].startswith(f"[{suite}]"):
+                assert row[f"{suite}_fail_input"] is not None
     return {r["task_id"]: (r["base_status"], r["plus_status"]) for r in rows}
 
 

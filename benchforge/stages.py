@@ -86,13 +86,16 @@ def load_benchmark(cfg: DictConfig) -> Benchmark:
 
 
 def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
-                 n_samples: int | None = None) -> Cell:
+                 n_samples: int | None = None,
+                 loaded: tuple[Benchmark, Dataset] | None = None) -> Cell:
     """Create or reopen the cell dir: config.yaml, provenance.json and its manifest row.
 
     Refuses to reuse a dir whose rows came from a different config (a mixed score is wrong).
     """
-    benchmark = load_benchmark(cfg)
-    dataset = benchmark.load()
+    if loaded is None:
+        benchmark = load_benchmark(cfg)
+        loaded = benchmark, benchmark.load()
+    benchmark, dataset = loaded
     cell_dir = cell_path(cfg)
     if external is not None:
         identity = {"benchmark": cell_identity(cfg)["benchmark"],
@@ -291,7 +294,8 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
         raise BenchforgeError(
             f"{source}: tasks have different sample counts ({sorted(counts)}); pass@k needs "
             "the same number of samples per task")
-    cell = prepare_cell(cfg, external=source, n_samples=counts.pop())
+    cell = prepare_cell(cfg, external=source, n_samples=counts.pop(),
+                        loaded=(benchmark, dataset))
     source_sha = sha256_file(source)
     if cell.dir.generate_done.exists():
         if read_json(cell.dir.generate_done).get("source_sha256") == source_sha:
@@ -332,8 +336,7 @@ def reference_samples(cfg: DictConfig) -> DictConfig:
 
 
 def has_reference(cfg: DictConfig) -> bool:
-    benchmark = load_benchmark(cfg)
-    return all(benchmark.reference_code(t) is not None for t in benchmark.load().tasks[:1])
+    return load_benchmark(cfg).has_references
 
 
 def report_reference(cell: Cell) -> None:

@@ -50,6 +50,7 @@ class Benchmark(ABC):
     # True where the benchmark sets its own per-test time limits (EvalPlus); otherwise each
     # task's reference solution is timed through the sandbox to derive one limit per sample.
     per_test_time_limits = False
+    has_references = True  # reference_code() gives a solution for every task
 
     def __init__(self, cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> None:
         self.cfg = cfg

@@ -86,6 +86,7 @@ def extract_last_block(text: str) -> str:
 @register("livecodebench")
 class LiveCodeBench(Benchmark):
     per_test_time_limits = True
+    has_references = False
 
     def load(self) -> Dataset:
         folder = (Path(str(self.cfg.path)).expanduser() if self.cfg.get("path")

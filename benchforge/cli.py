@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -22,9 +23,13 @@ STAGES = {
     "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
     "status": "table of the run's cells: progress, markers, pass@1",
     "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
+    "probe": "ask SLURM (sinfo, sacctmgr, scontrol) for a compute profile's PLACEHOLDER_* values",
 }
 # Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
-RUN_LEVEL = {"status", "verify"}
+RUN_LEVEL = {"status", "verify", "probe"}
+# Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
+SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
+                  "aggregate": "score"}
 
 USAGE = """usage: benchforge <stage> [key=value ...] [-m]
 
@@ -38,6 +43,7 @@ examples:
   benchforge run model=endpoint model.base_url=http://gpu01:8000/v1 model.served_name=my-model
   benchforge run -m model=oracle,endpoint ...      # sweep: one cell per combination
   benchforge score benchmark=humaneval score.samples=samples.jsonl run.dir=rescored/
+  benchforge run -m model=a,b benchmark=humanevalplus,mbppplus compute=slurm compute.partition=gpu
   benchforge status run.name=default
   benchforge run --cfg job                         # print the composed config (Hydra flags work)
 """
@@ -58,7 +64,17 @@ def hydra_task(cfg: Any) -> Any:
     """The task function Hydra runs per job (module-level so launchers can pickle it)."""
     from benchforge.stages import STAGES as RUNNERS
 
-    result = RUNNERS[cfg.stage](cfg)
+    runner = RUNNERS[cfg.stage]
+    if (cfg.compute.launcher == "slurm" and cfg.stage not in RUN_LEVEL
+            and "SLURM_JOB_ID" in os.environ):
+        from benchforge.shard import run_as_shard
+        from benchforge.stages import cell_path, run_root
+
+        cell_dir = cell_path(cfg)
+        run_as_shard(cfg, cell_dir, run_root(cfg), lambda: runner(cfg))
+        # submitit pickles the return value back to the submitting process: keep it small.
+        return {"stage": str(cfg.stage), "cell": str(cell_dir.path)}
+    result = runner(cfg)
     if cfg.stage == "verify" and result:
         raise VerifyFailed(result)
     return result
@@ -136,6 +152,16 @@ def run_stage(stage: str, overrides: Sequence[str]) -> int:
 
     register_configs()
     extra = [f"stage={stage}"]
+    if stage in SHARD_OF_STAGE:
+        extra.append(f"compute.shard={SHARD_OF_STAGE[stage]}")
+    if is_multirun(overrides) and stage not in RUN_LEVEL:
+        from benchforge.launch import plan_launch
+
+        try:
+            extra += plan_launch(stage, [*overrides, f"compute.shard={SHARD_OF_STAGE[stage]}"])
+        except BenchforgeError as exc:
+            print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
+            return 2
     if stage in RUN_LEVEL:
         extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + stage
                      + "-${now:%Y%m%dT%H%M%S}")
@@ -161,6 +187,33 @@ def run_stage(stage: str, overrides: Sequence[str]) -> int:
     return 0
 
 
+def is_multirun(overrides: Sequence[str]) -> bool:
+    return "-m" in overrides or "--multirun" in overrides
+
+
+def run_sweep(overrides: Sequence[str]) -> int:
+    """``benchforge run -m``. Locally: every stage per cell, in one sweep. On SLURM: a job
+    array of GPU generate shards, then one of CPU-only score (+ aggregate) shards, so no GPU
+    idles while samples are scored."""
+    from benchforge.launch import first_job_config
+
+    cfg = first_job_config(overrides, "run")
+    if cfg is None or cfg.compute.launcher != "slurm":
+        return run_stage("run", overrides)
+    phases: list[tuple[str, list[str]]] = [("generate", []), ("score", ["score.aggregate=true"])]
+    if cfg.score.samples or cfg.score.reference:  # nothing to generate: CPU shards only
+        phases = phases[1:]
+    for stage, extra in phases:
+        print(f"benchforge run: {stage} sweep", file=sys.stderr)
+        code = subprocess.call([sys.executable, "-m", "benchforge", stage, *overrides, *extra])
+        if code:
+            if code != 2:  # 2: a user mistake, already explained in one line
+                print(f"benchforge run: the {stage} sweep failed (exit {code}); rerun the "
+                      "same command to resume", file=sys.stderr)
+            return code
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -177,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(see benchforge --help)", file=sys.stderr)
         return 2
     try:
+        if stage == "run" and is_multirun(overrides):
+            return run_sweep(overrides)
         return run_stage(stage, overrides)
     except KeyboardInterrupt:
         print(f"benchforge {stage}: interrupted; rerun the same command to resume",

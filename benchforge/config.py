@@ -42,6 +42,9 @@ class ModelConfig:
     request_timeout_s: float = 600.0
     max_retries: int = 4
     startup_timeout_s: float = 120.0
+    # oracle only: seconds the built-in server waits per request, like a real model's latency
+    # (rehearses preemption and requeue of a generate shard on a cluster without a GPU)
+    oracle_latency_s: float = 0.0
 
 
 @dataclass
@@ -58,10 +61,35 @@ class BenchmarkConfig:
 
 
 @dataclass
+class ShardShape:
+    """Resources of one SLURM shard (one cell of one stage)."""
+
+    gpus: int = 0
+    cpus: int = 1
+    mem_gb: int = 4
+
+
+@dataclass
 class ComputeConfig:
     name: str = MISSING
-    gpus_per_generate: int = 0
-    cpus_per_score: int = 0  # 0 = all cores of the host
+    launcher: str = "local"  # local (in-process) | slurm (hydra-submitit-launcher)
+    # SLURM fields (compute/slurm.yaml); PLACEHOLDER_* values must be resolved before a sweep.
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str = "04:00:00"  # [D-]HH:MM:SS per attempt
+    nice: int = 0
+    requeue: bool = True
+    signal: str = "USR2"  # pre-timeout / preemption signal submitit catches
+    signal_delay_s: int = 120  # sent this long before the time limit
+    headroom: int = 2  # idle GPUs left to others when sizing the job array
+    array_parallelism: int | None = None  # null = idle GPUs - headroom (at least 1)
+    setup: list[str] = field(default_factory=list)  # shell lines before the job (module load)
+    generate: ShardShape = field(default_factory=lambda: ShardShape(gpus=1, cpus=4, mem_gb=32))
+    score: ShardShape = field(default_factory=lambda: ShardShape(gpus=0, cpus=8, mem_gb=16))
+    shard: str = "generate"  # which shape this launch uses; set by the CLI from the stage
+    max_requeue_per_shard: int = 5
+    gpu_hour_budget: float = 2000.0
 
 
 @dataclass
@@ -105,6 +133,7 @@ class ScoreConfig:
     workers: int = 0  # 0 = one per CPU core
     audit_timeouts: bool = True  # rerun timed-out samples alone with a doubled limit
     reference: bool = False  # self-check: score the benchmark's own reference solutions
+    aggregate: bool = False  # also aggregate once scored (the score shards of `run -m`)
 
 
 @dataclass
@@ -141,13 +170,37 @@ def register_configs() -> None:
     cs.store(name="benchforge_schema", node=BenchforgeConfig)
     if not OmegaConf.has_resolver("slug"):
         OmegaConf.register_new_resolver("slug", slug)
+    if not OmegaConf.has_resolver("slurm_minutes"):
+        OmegaConf.register_new_resolver("slurm_minutes", slurm_minutes)
+    if not OmegaConf.has_resolver("gres"):
+        OmegaConf.register_new_resolver("gres", lambda gpus: f"gpu:{gpus}" if gpus else None)
+
+
+def slurm_minutes(time: str) -> int:
+    """SLURM's ``[D-]HH:MM:SS`` / ``HH:MM`` / ``MM`` time limit in whole minutes (rounded up)."""
+    text = str(time).strip()
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not match:
+        from benchforge.errors import BenchforgeError
+
+        raise BenchforgeError(f"compute.time={text!r}: expected [D-]HH:MM:SS")
+    days, first, second, third = match.groups()
+    if second is None:  # "MM"
+        hours, minutes, seconds = 0, int(first), 0
+    elif third is None:  # "HH:MM" (with a day) or "MM:SS" (SLURM's reading without one)
+        hours, minutes, seconds = ((int(first), int(second), 0) if days
+                                   else (0, int(first), int(second)))
+    else:
+        hours, minutes, seconds = int(first), int(second), int(third)
+    total = int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    return max(total, 1)
 
 
 # Fields that change how a cell is executed but not what it computes; kept out of the cell id
 # so that e.g. raising concurrency does not orphan a half-finished cell.
 _OPERATIONAL_MODEL_KEYS = frozenset(
     {"base_url", "api_key_env", "concurrency", "request_timeout_s", "max_retries",
-     "startup_timeout_s"}
+     "startup_timeout_s", "oracle_latency_s"}
 )
 
 

@@ -14,9 +14,14 @@ def stderr_console() -> Any:
 
 
 def stdout_console() -> Any:
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    # Piped output (logs, CI) would otherwise wrap every table at 80 columns.
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=160 if wide else None)
 
 
 @contextmanager

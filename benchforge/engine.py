@@ -133,6 +133,7 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
         write_answers(answers, oracle_answers(benchmark, tasks, str(model.mode)))
         port = free_port()
         cmd = [sys.executable, "-m", "benchforge.mock_server", "--port", str(port),
-               "--answers", str(answers), "--served-model-name", str(model.served_name)]
+               "--answers", str(answers), "--served-model-name", str(model.served_name),
+               "--delay-s", str(float(model.oracle_latency_s))]
         with launch_server(cmd, port, logs / "server.log", model.startup_timeout_s) as url:
             yield url

@@ -66,3 +66,24 @@ def upsert_cell(run_root: Path, row: dict[str, Any]) -> None:
         else:
             rows.append({**row, "planned_utc": utc_now()})
         write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def annotate_cell(run_root: Path, cell_dir: str, fields: dict[str, Any]) -> bool:
+    """Merge operational fields (SLURM job, shard state) into an existing cell's row.
+
+    A cell that has no row yet (its shard has not planned it) is left alone: the row is born
+    with the cell's identity in ``upsert_cell``, never from a job's side note.
+    """
+    path = manifest_path(run_root)
+    if not path.exists():
+        return False
+    with _locked(path):
+        rows = read_rows(path)
+        for row in rows:
+            if row["dir"] == cell_dir:
+                row.update(fields)
+                break
+        else:
+            return False
+        write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return True

@@ -349,6 +349,15 @@ def report_reference(cell: Cell) -> None:
         log.info("reference self-check: all %d reference solutions pass", len(cell.dataset.tasks))
 
 
+def default_workers() -> int:
+    """One sandbox worker per CPU this process may use: a SLURM shard's allocation, else the
+    CPUs in its affinity mask."""
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if allocated.isdigit() and int(allocated) > 0:
+        return int(allocated)
+    return len(os.sched_getaffinity(0)) or 1
+
+
 def run_score(cfg: DictConfig) -> Cell | None:
     from benchforge import scoring
     from benchforge.console import progress_bar
@@ -387,7 +396,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
     done = first_rows_by_key(read_rows(cell.dir.results, torn_tail="repair"))
     _check_rows_belong(done, cell, cell.dir.results)
     todo = [row for key, row in samples.items() if key not in done]
-    workers = int(cfg.score.workers) or os.cpu_count() or 1
+    workers = int(cfg.score.workers) or default_workers()
     tasks = {t.task_id: t for t in cell.dataset.tasks}
     sb = cfg.sandbox
     cache = Path(str(cfg.data.cache)).expanduser()
@@ -428,6 +437,8 @@ def run_score(cfg: DictConfig) -> Cell | None:
         "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": mode,
         "finished_utc": utc_now(),
     })
+    if cfg.score.aggregate:
+        run_aggregate(cfg)
     return cell
 
 
@@ -565,11 +576,14 @@ def _count_rows(path: Path) -> int:
 
 def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     from benchforge.console import print_table
+    from benchforge.shard import shard_summaries
 
     root = run_root(cfg)
     table = []
     statuses = []
-    for cell in read_manifest(root):
+    cells = read_manifest(root)
+    shards = shard_summaries(cells)
+    for cell in cells:
         cdir = CellDir(Path(cell["dir"]))
         expected = int(cell["n_tasks"]) * int(cell["n_samples"])
         metrics = read_json(cdir.metrics) if cdir.metrics.exists() else {}
@@ -579,15 +593,26 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             "generate_done": cdir.generate_done.exists(), "scored": _count_rows(cdir.results),
             "score_done": cdir.score_done.exists(), "pass@1": metrics.get("pass@1"),
         }
+        shard = shards.get(cell["dir"])
+        if shard:
+            status["slurm"] = shard
         statuses.append(status)
-        table.append([
+        row = [
             status["model"], status["benchmark"], status["cell_id"],
             f"{status['generated']}/{expected}" + (" ✓" if status["generate_done"] else ""),
             f"{status['scored']}/{expected}" + (" ✓" if status["score_done"] else ""),
             _fmt_estimate(status["pass@1"]),
-        ])
-    print_table(f"run {root}", ["model", "benchmark", "cell", "generated", "scored",
-                                "pass@1 [95% CI]"], table)
+        ]
+        if shards:
+            row += [f"{shard['job_id']} {shard['job_state']}".strip() if shard else "",
+                    str(shard["attempts"]) if shard else "",
+                    f"{shard['gpu_hours']:.3f}" if shard else "",
+                    shard["shard_state"] if shard else ""]
+        table.append(row)
+    columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]"]
+    if shards:
+        columns += ["slurm job", "attempts", "GPU-h", "shard"]
+    print_table(f"run {root}", columns, table)
     return statuses
 
 
@@ -652,12 +677,23 @@ def verify_cell(cell: dict[str, Any], cfg_aggregate: DictConfig) -> list[str]:
 
 
 def run_verify(cfg: DictConfig) -> list[str]:
+    from benchforge.shard import ended_without_marker, shard_summaries
+
     problems: list[str] = []
     cells = read_manifest(run_root(cfg))
+    shards = shard_summaries(cells)
     for cell in cells:
         problems.extend(verify_cell(cell, cfg.aggregate))
+        if cell["dir"] in shards:
+            problems.extend(ended_without_marker(cell, shards[cell["dir"]]))
     log.info("verify: %d cell(s), %d problem(s)", len(cells), len(problems))
     return problems
+
+
+def _run_probe(cfg: DictConfig) -> list[dict[str, str]]:
+    from benchforge.launch import run_probe
+
+    return run_probe(cfg)
 
 
 STAGES = {
@@ -668,4 +704,5 @@ STAGES = {
     "run": run_run,
     "status": run_status,
     "verify": run_verify,
+    "probe": _run_probe,
 }

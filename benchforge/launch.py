@@ -1,0 +1,248 @@
+"""Launching sweeps on SLURM: the checks before a job array is submitted, and ``probe``.
+
+``compute/slurm.yaml`` points ``hydra/launcher`` at hydra-submitit-launcher. Before the CLI
+hands a ``-m`` sweep to Hydra, :func:`plan_launch` composes its first job and, for a SLURM
+profile, runs :func:`preflight`: it refuses unresolved ``PLACEHOLDER_*`` values and launches
+beyond the GPU-hour budget, and sizes the job array from the partition's idle GPUs. (Hydra
+only instantiates launchers from the ``hydra_plugins`` namespace, which editable installs do
+not expose, so the checks run here rather than in a launcher subclass.)
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from benchforge import slurm
+from benchforge.config import slurm_minutes
+from benchforge.errors import BenchforgeError
+from benchforge.rundir import RowAppender, utc_now
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "PLACEHOLDER_"
+# The command that tells each cluster-specific value (shown when one is unresolved).
+PROBE_COMMANDS = {
+    "partition": "sinfo -h -o '%R %G %a %l' (a partition with gres gpu)",
+    "account": "sacctmgr -nP show assoc user=$USER format=account",
+    "qos": "sacctmgr -nP show assoc user=$USER format=qos (and: sacctmgr -nP show qos)",
+    "time": "scontrol show partition <partition> (MaxTime)",
+}
+
+
+def placeholders(compute: DictConfig) -> list[tuple[str, str]]:
+    """``(key, value)`` of every compute value still set to a ``PLACEHOLDER_*`` string."""
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{prefix}[{i}]")
+        elif isinstance(node, str) and node.startswith(PLACEHOLDER):
+            found.append((prefix, node))
+
+    walk(OmegaConf.to_container(compute, resolve=True), "compute")
+    return found
+
+
+def placeholder_error(found: list[tuple[str, str]], profile: str) -> BenchforgeError:
+    lines = [f"compute={profile} has {len(found)} unresolved placeholder(s); nothing was "
+             f"submitted. Run `benchforge probe compute={profile}` or set them:"]
+    for key, value in found:
+        field = key.split(".")[-1]
+        how = PROBE_COMMANDS.get(field, "ask your cluster's documentation")
+        lines.append(f"  {key}={value}  <- {how}")
+    return BenchforgeError("\n".join(lines))
+
+
+def array_width(compute: DictConfig, shape: DictConfig) -> tuple[int, str]:
+    """How many shards may run at once, and why.
+
+    GPU shards: idle GPUs on the partition minus ``headroom`` (at least 1), so a sweep fills
+    the free GPUs without taking the last ones. CPU shards: idle CPUs / CPUs per shard.
+    """
+    if compute.array_parallelism is not None:
+        width = int(compute.array_parallelism)
+        return max(width, 1), f"compute.array_parallelism={width}"
+    load = slurm.partition_load(compute.partition)
+    if load is None:
+        return 1, "sinfo unavailable: 1 at a time"
+    if int(shape.gpus) > 0:
+        width = max(load.idle_gpus - int(compute.headroom), 1)
+        return width, (f"{load.idle_gpus} idle GPUs on {compute.partition} - headroom "
+                       f"{compute.headroom}")
+    width = max(load.idle_cpus // max(int(shape.cpus), 1), 1)
+    return width, f"{load.idle_cpus} idle CPUs on {compute.partition} / {shape.cpus} per shard"
+
+
+def check_budget(config: DictConfig, n_shards: int, shape: DictConfig) -> str:
+    """Refuse a launch whose worst case (every GPU shard using its whole time limit once)
+    exceeds what is left of ``compute.gpu_hour_budget``; return the budget line."""
+    from benchforge.shard import run_gpu_hours
+    from benchforge.stages import run_root
+
+    compute = config.compute
+    budget = float(compute.gpu_hour_budget)
+    used, source = run_gpu_hours(run_root(config))
+    left = budget - used
+    hours = slurm_minutes(str(compute.time)) / 60
+    need = n_shards * int(shape.gpus) * hours
+    line = (f"GPU-hours: {used:.2f} used ({source}), {left:.2f} of {budget:g} left; this launch "
+            f"needs up to {need:.2f} ({n_shards} shards x {shape.gpus} GPU x {hours:g} h)")
+    if need > 0 and need > left:
+        raise BenchforgeError(
+            f"refusing to launch: {line}. Raise compute.gpu_hour_budget, shorten compute.time, "
+            "or sweep fewer cells")
+    return line
+
+
+def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
+    """Everything checked and decided before a SLURM job array of ``n_shards`` is submitted;
+    returns the launch record (also appended to the run's ``logs/launches.jsonl``)."""
+    compute = config.compute
+    found = placeholders(compute)
+    if found:
+        raise placeholder_error(found, str(compute.name))
+    shard = str(compute.shard)
+    shape = compute[shard]
+    budget = check_budget(config, n_shards, shape)
+    width, why = array_width(compute, shape)
+    # submitit reads the signal name from the environment, here (sbatch --signal) and in the
+    # job (its handler); sbatch passes the environment on.
+    os.environ["SUBMITIT_PREEMPT_SIGNAL"] = str(compute.signal)
+    record = {
+        "utc": utc_now(), "stage": str(config.stage), "shard": shard, "shards": n_shards,
+        "partition": compute.partition, "qos": compute.qos, "account": compute.account,
+        "array_parallelism": width, "array_parallelism_from": why, "gpus_per_shard": shape.gpus,
+        "time": str(compute.time), "signal": f"{compute.signal}@{compute.signal_delay_s}",
+        "budget": budget,
+    }
+    from benchforge.stages import run_root
+
+    launches = run_root(config) / "logs" / "launches.jsonl"
+    with RowAppender(launches) as appender:
+        appender.append(record)
+    log.info("slurm: %d %s shard(s), array width %d (%s); %s", n_shards, shard, width, why,
+             budget)
+    return record
+
+
+# ------------------------------------------------------------------------------------ probe
+def _lines(argv: list[str]) -> list[str] | None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.splitlines() if proc.returncode == 0 else None
+
+
+def probe_values(compute: DictConfig) -> list[dict[str, str]]:
+    """What the cluster says about each placeholder-able value: one row per key with the value
+    found and the command it came from."""
+    user = os.environ.get("USER") or getpass.getuser()
+    rows: list[dict[str, str]] = []
+
+    partitions = _lines(["sinfo", "-h", "-o", "%R|%G|%a|%l|%D"]) or []
+    gpu_parts = []
+    for line in partitions:
+        name, gres, avail, limit, nodes = [*line.split("|"), "", "", "", ""][:5]
+        if "gpu" in gres and avail == "up":
+            gpu_parts.append((name, limit, nodes))
+    rows.append({"key": "compute.partition", "current": str(compute.partition),
+                 "found": ",".join(p[0] for p in gpu_parts) or "(no partition with GPUs)",
+                 "command": "sinfo -h -o '%R|%G|%a|%l|%D'"})
+    assoc = _lines(["sacctmgr", "-nP", "show", "assoc", f"user={user}",
+                    "format=account,qos"]) or []
+    accounts = sorted({line.split("|")[0] for line in assoc if line.split("|")[0]})
+    qos = sorted({q for line in assoc for q in line.split("|")[-1].split(",") if q})
+    rows.append({"key": "compute.account", "current": str(compute.account),
+                 "found": ",".join(accounts) or "(no association)",
+                 "command": f"sacctmgr -nP show assoc user={user} format=account,qos"})
+    rows.append({"key": "compute.qos", "current": str(compute.qos),
+                 "found": ",".join(qos) or "(none listed)",
+                 "command": f"sacctmgr -nP show assoc user={user} format=account,qos"})
+    if gpu_parts:
+        limit = gpu_parts[0][1]
+        rows.append({"key": "compute.time", "current": str(compute.time),
+                     "found": f"MaxTime={limit} on {gpu_parts[0][0]}",
+                     "command": f"scontrol show partition {gpu_parts[0][0]}"})
+    return rows
+
+
+def run_probe(cfg: DictConfig) -> list[dict[str, str]]:
+    from benchforge.console import print_table
+
+    if not slurm.available("sinfo"):
+        raise BenchforgeError("probe: sinfo not found; run it on a SLURM login node")
+    rows = probe_values(cfg.compute)
+    print_table(f"compute={cfg.compute.name}: what the cluster says",
+                ["key", "current", "found", "command"],
+                [[r["key"], r["current"], r["found"], r["command"]] for r in rows])
+    suggestions = []
+    for row in rows:
+        if row["current"].startswith(PLACEHOLDER) and row["found"] and \
+                not row["found"].startswith("("):
+            suggestions.append(f"{row['key']}={row['found'].split(',')[0]}")
+    if suggestions:
+        print("overrides: " + " ".join(suggestions))
+    unresolved = [k for k, _ in placeholders(cfg.compute)]
+    if unresolved:
+        print(f"still unresolved in compute={cfg.compute.name}: {', '.join(unresolved)}")
+    return rows
+
+
+# ------------------------------------------------------------------------------ run phases
+def first_job_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides of a sweep's first job (each sweep reduced to its first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [o for o in overrides if "=" in o and not o.startswith("-")]
+    result = []
+    for override in OverridesParser.create().parse_overrides(plain):
+        if not override.is_sweep_override():
+            result.append(override.input_line or "")
+            continue
+        first = next(iter(override.sweep_string_iterator()))
+        result.append(f"{override.get_key_element()}={first}")  # the key keeps its +/++
+    return result
+
+
+def sweep_size(overrides: Sequence[str]) -> int:
+    """How many jobs Hydra's basic sweeper makes of these overrides (its own expansion)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [o for o in overrides if "=" in o and not o.startswith("-")]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(plain), None)
+    return sum(len(batch) for batch in batches)
+
+
+def first_job_config(overrides: Sequence[str], stage: str) -> DictConfig | None:
+    """The composed config of the sweep's first job; None if it does not compose (the real
+    launch then reports the config error itself, as one line)."""
+    from benchforge.config import compose
+
+    try:
+        return compose(first_job_overrides(overrides), stage=stage)
+    except Exception:  # the real launch reports config errors properly
+        return None
+
+
+def plan_launch(stage: str, overrides: Sequence[str]) -> list[str]:
+    """Checks before a ``-m`` sweep of ``stage`` is handed to Hydra; returns the extra
+    overrides the launch needs (the array width). Nothing for a local sweep."""
+    cfg = first_job_config(overrides, stage)
+    if cfg is None or str(cfg.compute.launcher) != "slurm":
+        return []
+    record = preflight(cfg, sweep_size(overrides))
+    return [f"hydra.launcher.array_parallelism={record['array_parallelism']}"]
+

@@ -23,10 +23,13 @@ STAGES = {
     "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
     "status": "table of the run's cells: progress, markers, pass@1",
     "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
+    "stage": "login node: download the model at its pinned revision into paths.hf_cache",
+    "pull-image": "login node: apptainer pull the vLLM image (and build the scorer image)",
+    "smoke": "start the engine; check served name, prompt identity, greedy determinism; tokens/s",
     "probe": "ask SLURM (sinfo, sacctmgr, scontrol) for a compute profile's PLACEHOLDER_* values",
 }
 # Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
-RUN_LEVEL = {"status", "verify", "probe"}
+RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke"}
 # Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
 SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
                   "aggregate": "score"}

@@ -46,6 +46,8 @@ class ClientSettings:
     concurrency: int = 16
     timeout_s: float = 600.0
     max_retries: int = 4
+    # chat template switches (e.g. {"enable_thinking": False}), sent as vLLM expects them
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 OnCompletion = Callable[[Request, Completion], None]
@@ -141,8 +143,10 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
             resp = await client.completions.create(prompt=request.prompt.text, **common)
             text = resp.choices[0].text
         else:
+            extra = ({"extra_body": {"chat_template_kwargs": settings.chat_template_kwargs}}
+                     if settings.chat_template_kwargs else {})
             resp = await client.chat.completions.create(
-                messages=request.prompt.as_messages(), **common)
+                messages=request.prompt.as_messages(), **common, **extra)
             text = resp.choices[0].message.content or ""
     except openai.OpenAIError as exc:
         raise _explain(exc, settings, f"generating {request.task_id}#{request.sample_idx}") from exc

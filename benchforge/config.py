@@ -24,7 +24,13 @@ CONFIG_NAME = "config"
 @dataclass
 class ModelConfig:
     name: str = MISSING  # directory-safe name of the model in the run dir
-    provider: str = MISSING  # oracle | endpoint
+    provider: str = MISSING  # oracle | endpoint | hf (a Hugging Face model the engine serves)
+    hf_repo: str | None = None  # hf: the repo id (or a local snapshot dir)
+    revision: str | None = None  # hf: the pinned commit of hf_repo
+    trust_remote_code: bool = False  # hf: pass --trust-remote-code (only if the model needs it)
+    license: str | None = None  # SPDX id, or the name of the model's custom licence
+    osi_approved: bool | None = None  # false: tagged non-OSI in provenance and metrics
+    thinking: str | None = None  # on | off for models with a thinking switch (Qwen3); else null
     served_name: str = MISSING  # the `model` field sent to the OpenAI-compatible server
     # MISSING, not None, so endpoint.yaml's `???` is enforced (merging ??? keeps a default).
     base_url: str | None = MISSING  # e.g. http://gpu-node:8000/v1 (endpoint only)
@@ -38,13 +44,31 @@ class ModelConfig:
     stop: list[str] = field(default_factory=list)
     chat_template: str | None = None  # file whose sha256 goes into provenance and rows
     release_date: str | None = None  # training cutoff / release (YYYY-MM-DD): LCB window
-    concurrency: int = 16
+    concurrency: int | None = None  # requests in flight; null = engine.max_num_seqs (or 16)
     request_timeout_s: float = 600.0
     max_retries: int = 4
     startup_timeout_s: float = 120.0
     # oracle only: seconds the built-in server waits per request, like a real model's latency
     # (rehearses preemption and requeue of a generate shard on a cluster without a GPU)
     oracle_latency_s: float = 0.0
+
+
+@dataclass
+class EngineConfig:
+    """How a model server is run for provider=hf models (see conf/engine/)."""
+
+    name: str = MISSING  # vllm_apptainer | vllm_native | endpoint
+    launch: str = "none"  # apptainer | native | none (the server already runs at base_url)
+    executable: str = "vllm"  # `vllm` (native) or `apptainer`
+    image: str | None = None  # the vLLM SIF (apptainer)
+    image_source: str | None = None  # what pull-image pulls into image (docker://...)
+    apptainer_args: list[str] = field(default_factory=lambda: ["--nv"])
+    # the seed's pinned server flags
+    max_model_len: int = 16384
+    gpu_memory_utilization: float = 0.90
+    max_num_seqs: int = 64
+    extra_args: list[str] = field(default_factory=list)
+    startup_timeout_s: float = 900.0  # weights loading + CUDA graphs on a cold node
 
 
 @dataclass
@@ -116,6 +140,13 @@ class RunConfig:
 
 
 @dataclass
+class PathsConfig:
+    hf_cache: str = MISSING  # staged model snapshots (shared filesystem)
+    images: str = MISSING  # pulled Apptainer images
+    offline: str = "auto"  # never contact the hub: true | false | auto (= inside a SLURM job)
+
+
+@dataclass
 class DataConfig:
     root: str = MISSING
     cache: str = MISSING  # expected outputs and other derived data, per host
@@ -124,6 +155,11 @@ class DataConfig:
 @dataclass
 class GenerateConfig:
     progress: bool = True
+
+
+@dataclass
+class SmokeConfig:
+    prompts: int = 3  # benchmark prompts sent (twice, greedy) by `benchforge smoke`
 
 
 @dataclass
@@ -151,10 +187,13 @@ class BenchforgeConfig:
     model: ModelConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
     compute: ComputeConfig = MISSING
+    engine: EngineConfig = MISSING
     sandbox: SandboxConfig = MISSING
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
 

@@ -61,22 +61,42 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
+    """SIGTERM the server's whole process group, SIGKILL what is left after ``grace_s``.
+
+    The group is signalled even when its leader has already exited: a server that crashed
+    can leave its workers (vLLM's engine core, apptainer's children) behind.
+    """
+    pgid = proc.pid
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader
+        if proc.returncode is not None and not group_members(pgid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
 def launch_server(cmd: Sequence[str], port: int, log_path: Path,
-                  startup_timeout_s: float) -> Iterator[str]:
+                  startup_timeout_s: float, env: dict[str, str] | None = None) -> Iterator[str]:
     """Start ``cmd`` (which must listen on ``port``), wait for /health, yield its /v1 URL."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
@@ -86,6 +106,7 @@ def launch_server(cmd: Sequence[str], port: int, log_path: Path,
         proc = subprocess.Popen(
             list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,
+            env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.monotonic() + startup_timeout_s
@@ -119,15 +140,121 @@ def write_answers(path: Path, rows: list[dict[str, str]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+def vllm_command(engine: DictConfig, model: DictConfig, port: int,
+                 snapshot: Path | None = None) -> list[str]:
+    """The server command line: ``vllm serve`` with the seed's pinned flags, inside
+    ``apptainer exec`` for the apptainer engine. A staged ``snapshot`` is served from disk;
+    otherwise vLLM fetches ``hf_repo`` at ``revision`` itself."""
+    if not model.hf_repo:
+        raise BenchforgeError(f"model={model.name}: provider=hf needs model.hf_repo")
+    source = str(snapshot) if snapshot is not None else str(model.hf_repo)
+    serve = ["vllm", "serve", source, "--host", "127.0.0.1", "--port", str(port),
+             "--served-model-name", str(model.served_name),
+             "--max-model-len", str(engine.max_model_len),
+             "--gpu-memory-utilization", f"{float(engine.gpu_memory_utilization):.2f}",
+             "--max-num-seqs", str(engine.max_num_seqs), "--seed", str(model.seed)]
+    if model.revision and snapshot is None:
+        serve += ["--revision", str(model.revision)]
+    if model.chat_template:
+        serve += ["--chat-template", str(model.chat_template)]
+    if model.trust_remote_code:
+        serve.append("--trust-remote-code")
+    serve += [str(a) for a in engine.extra_args]
+    if engine.launch == "native":
+        return [str(engine.executable), *serve[1:]]
+    if engine.launch == "apptainer":
+        image = Path(str(engine.image)).expanduser()
+        if not image.is_file():
+            raise BenchforgeError(f"engine.image={image}: no such SIF; run `benchforge "
+                                  "pull-image` on the login node, or set engine.image")
+        return [str(engine.executable), "exec", *map(str, engine.apptainer_args), str(image),
+                *serve]
+    raise BenchforgeError(f"engine.launch={engine.launch}: expected native, apptainer or none")
+
+
+def served_models(base_url: str) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=10) as resp:
+            return [m["id"] for m in json.load(resp).get("data", [])]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return []
+
+
+@contextlib.contextmanager
+def _stop_on_usr1() -> Iterator[None]:
+    """SLURM's USR1 would kill benchforge on the spot (its default action) and orphan the
+    server's workers: turn it into SystemExit, so the server's whole group is terminated.
+    A handler already installed (submitit's) is left alone."""
+    if signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGUSR1, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
+def resolve_snapshot(model: DictConfig,
+                     paths: DictConfig | None) -> tuple[Path | None, dict[str, str]]:
+    """The staged snapshot to serve and the server's hub environment. Offline (a compute
+    node) the snapshot must have been staged, and the server may not contact the hub."""
+    from benchforge.hub import offline, require_staged, staged_snapshot
+
+    if paths is None:
+        return None, {}
+    cache = Path(str(paths.hf_cache)).expanduser()
+    root = {"paths": paths}
+    if offline(DictConfig(root)):
+        entry = require_staged(model, cache)
+        return Path(entry["path"]), {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    entry = staged_snapshot(model, cache)
+    return (Path(entry["path"]) if entry else None), {"HF_HUB_CACHE": str(cache)}
+
+
+def concurrency(model: DictConfig, engine: DictConfig) -> int:
+    """Requests in flight: the model's setting, else as many as the server batches."""
+    if model.concurrency is not None:
+        return int(model.concurrency)
+    if model.provider == "hf" and engine.launch != "none":
+        return int(engine.max_num_seqs)
+    return 16
+
+
 @contextlib.contextmanager
 def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
-                   logs: Path) -> Iterator[str]:
+                   logs: Path, engine: DictConfig | None = None,
+                   paths: DictConfig | None = None) -> Iterator[str]:
     """Yield the base URL of a server for ``model``, launching one if the provider needs it."""
-    if model.provider == "endpoint":
+    if model.provider == "endpoint" or (model.provider == "hf" and
+                                        (engine is None or engine.launch == "none")):
+        if not model.base_url:
+            raise BenchforgeError(f"model={model.name}: no server to talk to; set "
+                                  "model.base_url, or engine=vllm_native|vllm_apptainer")
         yield str(model.base_url)
         return
+    if model.provider == "hf":
+        assert engine is not None
+        snapshot, env = resolve_snapshot(model, paths)
+        port = free_port()
+        cmd = vllm_command(engine, model, port, snapshot)
+        with (_stop_on_usr1(),
+              launch_server(cmd, port, logs / "server.log", float(engine.startup_timeout_s),
+                            env) as url):
+            names = served_models(url)
+            if str(model.served_name) not in names:
+                raise BenchforgeError(
+                    f"server at {url} serves {names or 'no models'}, not "
+                    f"model.served_name={model.served_name}; see {logs / 'server.log'}")
+            yield url
+        return
     if model.provider != "oracle":
-        raise BenchforgeError(f"model.provider={model.provider}: expected oracle or endpoint")
+        raise BenchforgeError(
+            f"model.provider={model.provider}: expected oracle, endpoint or hf")
     with tempfile.TemporaryDirectory(prefix="benchforge-oracle-") as tmp:
         answers = Path(tmp) / "answers.jsonl"
         write_answers(answers, oracle_answers(benchmark, tasks, str(model.mode)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import uuid
@@ -24,8 +25,16 @@ from benchforge.prompts import messages_sha256, text_sha256
 
 class MockState:
     def __init__(self, answers: dict[str, str], served_name: str, delay_s: float,
-                 fail_first: int) -> None:
+                 fail_first: int, die_after: int = 0, log_requests: Path | None = None) -> None:
         self.answers = answers
+        self.log_requests = log_requests  # append every completion request body (tests)
+        # /tokenize: the chat template (None: the model has none) and its special tokens; the
+        # "tokenizer" maps characters to code points, so equal tokens mean equal text.
+        self.chat_template: str | None = None
+        self.special_tokens: dict[str, Any] = {}
+        self.template_suffix = ""  # a server whose rendering drifts (tests)
+        self.die_after = die_after  # exit the process after this many answers (0: never)
+        self.answered = 0
         self.served_name = served_name
         self.delay_s = delay_s
         self._fail_left = fail_first
@@ -99,9 +108,15 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self._error(400, "body is not JSON")
             return
+        if self.path == "/tokenize":
+            self._tokenize(body)
+            return
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             self._error(404, f"no route {self.path}")
             return
+        if self.state.log_requests:
+            with self.state._lock, open(self.state.log_requests, "a") as fh:
+                fh.write(json.dumps({"path": self.path, "body": body}) + "\n")
         if self.state.take_failure():
             self._error(503, "transient failure (mock --fail-first)")
             return
@@ -136,11 +151,39 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": obj,
                          "created": int(time.time()), "model": self.state.served_name,
                          "choices": choices, "usage": usage})
+        with self.state._lock:
+            self.state.answered += 1
+            dying = 0 < self.state.die_after <= self.state.answered
+        if dying:  # a server crashing mid-run (GPU fault, OOM kill)
+            self.wfile.flush()
+            os._exit(1)
+
+
+    def _tokenize(self, body: dict[str, Any]) -> None:
+        """vLLM's ``POST /tokenize``: a prompt, or messages rendered by the chat template."""
+        if "messages" in body:
+            if self.state.chat_template is None:
+                self._error(400, "this model has no chat template")
+                return
+            from benchforge.chat_template import render
+
+            text = render(self.state.chat_template, body["messages"], self.state.special_tokens,
+                          add_generation_prompt=bool(body.get("add_generation_prompt", True)),
+                          **(body.get("chat_template_kwargs") or {}))
+            text += self.state.template_suffix
+        else:
+            text = str(body.get("prompt", ""))
+        tokens = [ord(c) for c in text]
+        self._send(200, {"count": len(tokens), "max_model_len": 16384, "tokens": tokens})
 
 
 def make_server(host: str, port: int, state: MockState) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer((host, port), handler)
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 2048  # uvicorn's (vLLM's) backlog; the stdlib default is 5
+
+    server = Server((host, port), handler)
     server.daemon_threads = True
     return server
 

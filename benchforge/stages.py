@@ -72,12 +72,20 @@ def _hydra_overrides() -> list[str]:
 
 
 def chat_template_sha256(cfg: DictConfig) -> str | None:
-    if not cfg.model.chat_template:
+    """SHA-256 of the one chat template the server uses: the override file
+    ``model.chat_template``, else the staged snapshot's tokenizer template."""
+    if cfg.model.chat_template:
+        path = Path(str(cfg.model.chat_template)).expanduser()
+        if not path.is_file():
+            raise BenchforgeError(f"model.chat_template={path}: file not found")
+        return sha256_file(path)
+    if cfg.model.provider != "hf" or cfg.model.mode != "chat":
         return None
-    path = Path(str(cfg.model.chat_template)).expanduser()
-    if not path.is_file():
-        raise BenchforgeError(f"model.chat_template={path}: file not found")
-    return sha256_file(path)
+    from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot, template_sha256
+
+    entry = staged_snapshot(cfg.model, hf_cache(cfg))
+    found = snapshot_chat_template(Path(entry["path"])) if entry else None
+    return template_sha256(found[0]) if found else None
 
 
 def load_benchmark(cfg: DictConfig) -> Benchmark:
@@ -106,6 +114,15 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
     else:
         cid = cell_id(cfg)
         model_info = {k: cfg.model[k] for k in ("name", "provider", "served_name", "mode")}
+        model_info |= {k: cfg.model[k] for k in ("hf_repo", "revision", "license",
+                                                 "osi_approved", "thinking")
+                       if cfg.model[k] is not None}
+        if cfg.model.provider == "hf":
+            from benchforge.hub import hf_cache, staged_snapshot
+
+            entry = staged_snapshot(cfg.model, hf_cache(cfg))
+            if entry:
+                model_info |= {"commit": entry["commit"], "snapshot": entry["path"]}
     if cell_dir.provenance.exists():
         previous = read_json(cell_dir.provenance).get("cell_id")
         if previous not in (None, cid):
@@ -177,15 +194,25 @@ def mark_generate_done(cell: Cell, **extra: Any) -> bool:
     return True
 
 
+def thinking_kwargs(model: DictConfig) -> dict[str, Any] | None:
+    """``thinking: on|off`` as the chat template of Qwen3-style models reads it."""
+    if model.thinking is None:
+        return None
+    if str(model.thinking) not in ("on", "off"):
+        raise BenchforgeError(f"model.thinking={model.thinking}: expected on, off or null")
+    return {"enable_thinking": str(model.thinking) == "on"}
+
+
 def run_generate(cfg: DictConfig) -> Cell:
     from benchforge.client import ClientSettings, Completion, Request, generate
     from benchforge.console import progress_bar
-    from benchforge.engine import model_endpoint
+    from benchforge.engine import concurrency, model_endpoint
 
-    cell = prepare_cell(cfg)
     mode = str(cfg.model.mode)
     if mode not in ("chat", "completion"):
         raise BenchforgeError(f"model.mode={mode}: expected chat or completion")
+    template_kwargs = thinking_kwargs(cfg.model)  # a bad value fails before any cell is made
+    cell = prepare_cell(cfg)
     have = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="repair"))
     _check_rows_belong(have, cell, cell.dir.samples)
     todo = [Request(t.task_id, i, cell.benchmark.prompt(t, mode))
@@ -198,16 +225,26 @@ def run_generate(cfg: DictConfig) -> Cell:
         record_stage(cell.dir, "generate", started_utc=utc_now(), finished_utc=None)
         template_sha = chat_template_sha256(cfg)
         tasks = {t.task_id: t for t in cell.dataset.tasks}
-        with (model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs)
-              as base_url, RowAppender(cell.dir.samples) as appender,
+        if cfg.model.provider == "hf" and cfg.engine.launch == "apptainer":
+            from benchforge.images import verify_image
+
+            sif = Path(str(cfg.engine.image)).expanduser()
+            update_provenance(cell.dir, engine_image={
+                "path": str(sif), "source": cfg.engine.image_source,
+                "sha256": verify_image(sif, Path(str(cfg.paths.images)).expanduser())})
+        with (model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs,
+                            cfg.engine, cfg.paths) as base_url,
+              RowAppender(cell.dir.samples) as appender,
               progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
             settings = ClientSettings(
                 base_url=base_url, served_name=str(cfg.model.served_name), api_key=_api_key(cfg),
                 mode=mode, temperature=cfg.model.temperature, top_p=cfg.model.top_p,
                 max_tokens=cfg.model.max_tokens, seed=cfg.model.seed,
                 stop=[*cfg.model.stop, *cell.benchmark.stop_sequences(mode)],
-                concurrency=cfg.model.concurrency, timeout_s=cfg.model.request_timeout_s,
+                concurrency=concurrency(cfg.model, cfg.engine),
+                timeout_s=cfg.model.request_timeout_s,
                 max_retries=cfg.model.max_retries,
+                chat_template_kwargs=template_kwargs,
             )
 
             def on_completion(request: Request, completion: Completion) -> None:
@@ -487,6 +524,9 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
     return {
         "cell_id": provenance.get("cell_id"),
         "model": provenance.get("model", {}).get("name"),
+        # non-OSI licences are shown next to every score, never hidden
+        "license": provenance.get("model", {}).get("license"),
+        "osi_approved": provenance.get("model", {}).get("osi_approved"),
         "benchmark": provenance.get("dataset", {}).get("name"),
         "n_tasks": len(headline),
         "n_samples": counts.pop(),
@@ -690,6 +730,61 @@ def run_verify(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def run_stage_models(cfg: DictConfig) -> dict[str, Any]:
+    """``benchforge stage`` (login node, online): download the selected model at its revision
+    into ``paths.hf_cache`` and record the resolved commit."""
+    from benchforge.console import print_table
+    from benchforge.hub import hf_cache, offline, stage_model
+
+    if cfg.model.provider != "hf":
+        log.info("model=%s (provider=%s) has nothing to stage", cfg.model.name,
+                 cfg.model.provider)
+        return {}
+    if offline(cfg):
+        raise BenchforgeError("stage runs on the login node: this looks like a compute node "
+                              "(paths.offline); set paths.offline=false to force it")
+    entry = stage_model(cfg.model, hf_cache(cfg))
+    print_table("staged", ["model", "repo", "revision", "commit", "path"],
+                [[cfg.model.name, entry["repo"], entry["requested_revision"], entry["commit"],
+                  entry["path"]]])
+    return entry
+
+
+def run_pull_image(cfg: DictConfig) -> list[dict[str, Any]]:
+    """``benchforge pull-image`` (login node): the engine's vLLM SIF, and the scorer SIF when
+    the sandbox runs in Apptainer; each recorded with its sha256."""
+    from benchforge.images import fetch_image
+
+    images = Path(str(cfg.paths.images)).expanduser()
+    pulled = []
+    if cfg.engine.launch == "apptainer":
+        if not cfg.engine.image_source:
+            raise BenchforgeError(f"engine={cfg.engine.name}: engine.image_source is not set")
+        sif = Path(str(cfg.engine.image)).expanduser()
+        pulled.append({"image": str(sif), **fetch_image(str(cfg.engine.executable), sif,
+                                                         str(cfg.engine.image_source), images)})
+    if str(cfg.sandbox.name).startswith("apptainer") and cfg.sandbox.image:
+        definition = Path(__file__).resolve().parents[1] / "containers" / "scorer.def"
+        if not definition.is_file():
+            raise BenchforgeError(f"{definition}: missing; build the scorer image from a "
+                                  "benchforge checkout")
+        sif = Path(str(cfg.sandbox.image)).expanduser()
+        pulled.append({"image": str(sif), **fetch_image("apptainer", sif, str(definition),
+                                                         images, build=True)})
+    if not pulled:
+        raise BenchforgeError("nothing to pull: use engine=vllm_apptainer and/or an apptainer "
+                              "sandbox with sandbox.image")
+    for entry in pulled:  # plain lines: digests must stay copyable, never wrapped
+        print(f"{entry['image']}  sha256:{entry['sha256']}  from {entry['source']}")
+    return pulled
+
+
+def _run_smoke(cfg: DictConfig) -> dict[str, Any]:
+    from benchforge.smoke import run_smoke
+
+    return run_smoke(cfg)
+
+
 def _run_probe(cfg: DictConfig) -> list[dict[str, str]]:
     from benchforge.launch import run_probe
 
@@ -705,4 +800,7 @@ STAGES = {
     "status": run_status,
     "verify": run_verify,
     "probe": _run_probe,
+    "stage": run_stage_models,
+    "pull-image": run_pull_image,
+    "smoke": _run_smoke,
 }

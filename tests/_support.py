@@ -19,3 +19,8 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | N
     return subprocess.run([sys.executable, "-m", "benchforge", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+# A registry-style model served by the engine (tests/test_engine.py, test_stage.py).
+QWEN = {"model.name": "qwen-coder-7b", "model.provider": "hf",
+        "model.hf_repo": "Qwen/Qwen2.5-Coder-7B-Instruct", "model.served_name": "qwen-coder",
+        "model.revision": "0123abcd", "model.seed": 7, "model.concurrency": None}

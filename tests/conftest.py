@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _support import SHARED
+from _support import REPO, SHARED
 from omegaconf import DictConfig, OmegaConf
 
 from benchforge.benchmarks import get_benchmark
 from benchforge.config import compose
 from benchforge.engine import free_port, launch_server, oracle_answers, write_answers
+from benchforge.rundir import read_rows
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +87,34 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "work"
     path.mkdir()
     yield path
+
+
+@pytest.fixture
+def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, humaneval):
+    """Put fake `vllm` and `apptainer` on PATH, serving HumanEval's canonical answers."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, script in (("vllm", "fake_vllm.py"), ("apptainer", "fake_apptainer.py")):
+        path = bin_dir / name
+        target = REPO / "tests" / "fakes" / script
+        path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{target}" "$@"\n')
+        path.chmod(0o755)
+    bench, dataset = humaneval
+    answers = tmp_path / "answers.jsonl"
+    write_answers(answers, oracle_answers(bench, dataset.tasks, "chat"))
+    record = tmp_path / "vllm-record.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_REQUESTS", str(tmp_path / "requests.jsonl"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_VLLM_ANSWERS", str(answers))
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
+    sif = tmp_path / "vllm-openai.sif"
+    sif.write_bytes(b"fake SIF image")
+
+    def launches() -> list[dict]:
+        return read_rows(record) if record.exists() else []
+
+    def requests() -> list[dict]:
+        path = tmp_path / "requests.jsonl"
+        return read_rows(path) if path.exists() else []
+
+    return {"launches": launches, "sif": sif, "requests": requests}

@@ -16,7 +16,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from benchforge.config import cell_id, compose
 
-GROUPS = ("model", "benchmark", "compute", "sandbox", "experiment")
+GROUPS = ("model", "benchmark", "compute", "engine", "sandbox", "experiment")
 
 
 def options(group: str) -> list[str]:

@@ -1,0 +1,112 @@
+"""Model snapshots: staged on the (online) login node, used offline on compute nodes.
+
+``benchforge stage`` downloads each selected model at its requested revision with
+``huggingface_hub.snapshot_download`` into ``paths.hf_cache`` and records the resolved commit
+in ``<hf_cache>/benchforge-staged.json``. Generation then serves that local snapshot; on a
+compute node (``paths.offline=auto`` inside a SLURM job) it sets ``HF_HUB_OFFLINE=1`` and
+fails fast, naming the missing path, if the model was not staged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from benchforge.errors import BenchforgeError
+from benchforge.rundir import utc_now, write_atomic
+
+STAGED_NAME = "benchforge-staged.json"
+
+
+def hf_cache(cfg: DictConfig) -> Path:
+    return Path(str(cfg.paths.hf_cache)).expanduser()
+
+
+def offline(cfg: DictConfig) -> bool:
+    """Whether the hub must not be contacted: ``paths.offline``, where ``auto`` means inside a
+    SLURM job (compute nodes have no internet)."""
+    setting = str(cfg.paths.offline).lower()
+    if setting == "auto":
+        return "SLURM_JOB_ID" in os.environ
+    return setting in ("true", "1", "yes")
+
+
+def _staged_key(model: DictConfig) -> str:
+    return f"{model.hf_repo}@{model.revision or 'main'}"
+
+
+def read_staged(cache: Path) -> dict[str, dict[str, Any]]:
+    path = cache / STAGED_NAME
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise BenchforgeError(f"{path}: not valid JSON ({exc}); rerun `benchforge stage`") from exc
+
+
+def stage_model(model: DictConfig, cache: Path) -> dict[str, Any]:
+    """Download ``model`` at its revision (on the login node) and record the commit."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not model.hf_repo:
+        raise BenchforgeError(f"model={model.name}: only provider=hf models are staged")
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        path = Path(snapshot_download(str(model.hf_repo), revision=str(model.revision or "main"),
+                                      cache_dir=str(cache)))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BenchforgeError(f"stage model={model.name} ({model.hf_repo}@"
+                              f"{model.revision or 'main'}): {first}") from exc
+    entry = {"repo": str(model.hf_repo), "requested_revision": str(model.revision or "main"),
+             "commit": path.name, "path": str(path), "staged_utc": utc_now()}
+    with open(cache / (STAGED_NAME + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        staged = read_staged(cache)
+        staged[_staged_key(model)] = entry
+        write_atomic(cache / STAGED_NAME, json.dumps(staged, indent=2, sort_keys=True) + "\n")
+    return entry
+
+
+def staged_snapshot(model: DictConfig, cache: Path) -> dict[str, Any] | None:
+    entry = read_staged(cache).get(_staged_key(model))
+    if entry and Path(entry["path"]).is_dir():
+        return entry
+    return None
+
+
+def require_staged(model: DictConfig, cache: Path) -> dict[str, Any]:
+    entry = staged_snapshot(model, cache)
+    if entry is None:
+        expected = cache / f"models--{str(model.hf_repo).replace('/', '--')}" / "snapshots"
+        raise BenchforgeError(
+            f"model={model.name} ({model.hf_repo}@{model.revision or 'main'}) is not staged: "
+            f"no snapshot under {expected} recorded in {cache / STAGED_NAME}; run "
+            f"`benchforge stage model={model.name}` on the login node (compute nodes are offline)")
+    return entry
+
+
+def snapshot_chat_template(snapshot: Path) -> tuple[str, str] | None:
+    """The tokenizer's chat template in a snapshot, and where it was found: the
+    ``chat_template.jinja`` file, else ``tokenizer_config.json``'s ``chat_template``."""
+    jinja = snapshot / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8"), str(jinja)
+    config = snapshot / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, str):
+            return template, f"{config}#chat_template"
+    return None
+
+
+def template_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,102 @@
+"""Apptainer images: pulled (or built) once on the login node, verified before every use.
+
+``benchforge pull-image`` pulls the engine's pinned vLLM image (``engine.image_source``) into
+``engine.image`` and builds the scorer image from ``containers/scorer.def`` when the sandbox
+uses one; each SIF's sha256 and its source go into ``<paths.images>/benchforge-images.json``.
+Generation refuses a SIF whose sha256 differs from the recorded one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from benchforge.errors import BenchforgeError
+from benchforge.rundir import sha256_file, utc_now, write_atomic
+
+RECORD_NAME = "benchforge-images.json"
+
+
+def record_path(images: Path) -> Path:
+    return images / RECORD_NAME
+
+
+def read_records(images: Path) -> dict[str, dict[str, Any]]:
+    path = record_path(images)
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise BenchforgeError(f"{path}: not valid JSON ({exc}); rerun `benchforge pull-image`")\
+            from exc
+
+
+def _record(images: Path, sif: Path, entry: dict[str, Any]) -> None:
+    images.mkdir(parents=True, exist_ok=True)
+    with open(images / (RECORD_NAME + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = read_records(images)
+        records[str(sif.resolve())] = entry
+        write_atomic(record_path(images),
+                     json.dumps(records, indent=2, sort_keys=True) + "\n")
+
+
+def source_digest(source: str) -> str | None:
+    """The content digest a source pins (``docker://repo@sha256:...``), else None (a tag)."""
+    match = re.search(r"@(sha256:[0-9a-f]{64})$", source)
+    return match.group(1) if match else None
+
+
+def _apptainer(executable: str, args: list[str], what: str) -> None:
+    if shutil.which(executable) is None:
+        raise BenchforgeError(f"{executable} not found: install Apptainer on the login node "
+                              f"to {what}")
+    proc = subprocess.run([executable, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise BenchforgeError(f"`{executable} {' '.join(args)}` failed ({proc.returncode}): "
+                              f"{tail}")
+
+
+def fetch_image(executable: str, sif: Path, source: str, images: Path, *,
+                build: bool = False) -> dict[str, Any]:
+    """``apptainer pull`` (or ``build`` from a definition file) into ``sif``, atomically, and
+    record its sha256."""
+    sif.parent.mkdir(parents=True, exist_ok=True)
+    partial = sif.with_name(sif.name + ".partial")
+    partial.unlink(missing_ok=True)
+    verb = "build" if build else "pull"
+    _apptainer(executable, [verb, "--force", str(partial), source], f"{verb} {source}")
+    os.replace(partial, sif)
+    stat = sif.stat()
+    entry = {"source": source, "source_digest": source_digest(source),
+             "sha256": sha256_file(sif), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+             "pulled_utc": utc_now()}
+    _record(images, sif, entry)
+    return entry
+
+
+def verify_image(sif: Path, images: Path) -> str:
+    """The SIF's sha256, checked against what pull-image recorded. A file that changed since
+    (same path, other bytes) is refused; an unrecorded one is hashed and reported."""
+    if not sif.is_file():
+        raise BenchforgeError(f"{sif}: no such image; run `benchforge pull-image` on the "
+                              "login node")
+    entry = read_records(images).get(str(sif.resolve()))
+    stat = sif.stat()
+    if entry and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        return str(entry["sha256"])  # unchanged since it was hashed: skip re-reading GBs
+    digest = sha256_file(sif)
+    if entry and entry["sha256"] != digest:
+        raise BenchforgeError(
+            f"{sif}: sha256 {digest[:16]}… differs from {entry['sha256'][:16]}… recorded by "
+            f"`benchforge pull-image` ({entry['pulled_utc']}, {entry['source']}); refusing a "
+            "changed image: pull it again or restore it")
+    return digest

@@ -23,7 +23,7 @@ STAGES = {
     "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
     "status": "table of the run's cells: progress, markers, pass@1",
     "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
-    "stage": "login node: download the model at its pinned revision into paths.hf_cache",
+    "stage": "login node: fetch the model (paths.hf_cache) and benchmark data (data.root)",
     "pull-image": "login node: apptainer pull the vLLM image (and build the scorer image)",
     "smoke": "start the engine; check served name, prompt identity, greedy determinism; tokens/s",
     "probe": "ask SLURM (sinfo, sacctmgr, scontrol) for a compute profile's PLACEHOLDER_* values",
@@ -32,7 +32,7 @@ STAGES = {
 RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke"}
 # Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
 SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
-                  "aggregate": "score"}
+                  "aggregate": "score", "smoke": "generate"}
 
 USAGE = """usage: benchforge <stage> [key=value ...] [-m]
 
@@ -157,7 +157,7 @@ def run_stage(stage: str, overrides: Sequence[str]) -> int:
     extra = [f"stage={stage}"]
     if stage in SHARD_OF_STAGE:
         extra.append(f"compute.shard={SHARD_OF_STAGE[stage]}")
-    if is_multirun(overrides) and stage not in RUN_LEVEL:
+    if is_multirun(overrides) and (stage not in RUN_LEVEL or stage == "smoke"):
         from benchforge.launch import plan_launch
 
         try:
@@ -201,6 +201,10 @@ def run_sweep(overrides: Sequence[str]) -> int:
     from benchforge.launch import first_job_config
 
     cfg = first_job_config(overrides, "run")
+    if cfg is not None and cfg.smoke.gate:
+        code = smoke_gate(overrides)
+        if code:
+            return code
     if cfg is None or cfg.compute.launcher != "slurm":
         return run_stage("run", overrides)
     phases: list[tuple[str, list[str]]] = [("generate", []), ("score", ["score.aggregate=true"])]
@@ -215,6 +219,20 @@ def run_sweep(overrides: Sequence[str]) -> int:
                       "same command to resume", file=sys.stderr)
             return code
     return 0
+
+
+def smoke_gate(overrides: Sequence[str]) -> int:
+    """``smoke.gate=true``: smoke every model of the sweep (on its first benchmark) before any
+    shard starts; a failed smoke stops the run."""
+    from benchforge.launch import collapse_sweep
+
+    print("benchforge run: smoke gate", file=sys.stderr)
+    code = subprocess.call([sys.executable, "-m", "benchforge", "smoke",
+                            *collapse_sweep(overrides, "benchmark")])
+    if code:
+        print(f"benchforge run: smoke gate failed (exit {code}); no shard was started",
+              file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -150,6 +150,7 @@ class PathsConfig:
 class DataConfig:
     root: str = MISSING
     cache: str = MISSING  # expected outputs and other derived data, per host
+    mirror: str = "https://raw.githubusercontent.com"  # where `stage` fetches pinned data files
 
 
 @dataclass
@@ -160,6 +161,7 @@ class GenerateConfig:
 @dataclass
 class SmokeConfig:
     prompts: int = 3  # benchmark prompts sent (twice, greedy) by `benchforge smoke`
+    gate: bool = False  # `run -m`: smoke every model first; a failure stops the sweep
 
 
 @dataclass

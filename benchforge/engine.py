@@ -181,22 +181,23 @@ def served_models(base_url: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _stop_on_usr1() -> Iterator[None]:
-    """SLURM's USR1 would kill benchforge on the spot (its default action) and orphan the
-    server's workers: turn it into SystemExit, so the server's whole group is terminated.
-    A handler already installed (submitit's) is left alone."""
-    if signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL:
-        yield
-        return
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SLURM's USR1 would kill benchforge on the spot (their default action) and
+    orphan the server's workers: turn them into SystemExit, so the server's whole group is
+    terminated on the way out. Handlers already installed (submitit's, a shard's) stay."""
+    replaced = {}
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGUSR1, stop)
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            replaced[signum] = signal.signal(signum, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        for signum, previous in replaced.items():
+            signal.signal(signum, previous)
 
 
 def resolve_snapshot(model: DictConfig,
@@ -242,7 +243,7 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
         snapshot, env = resolve_snapshot(model, paths)
         port = free_port()
         cmd = vllm_command(engine, model, port, snapshot)
-        with (_stop_on_usr1(),
+        with (_exit_on_signals(),
               launch_server(cmd, port, logs / "server.log", float(engine.startup_timeout_s),
                             env) as url):
             names = served_models(url)

@@ -1,10 +1,12 @@
-"""Model snapshots: staged on the (online) login node, used offline on compute nodes.
+"""Staging on the (online) login node: model snapshots and benchmark data, used offline on
+compute nodes.
 
 ``benchforge stage`` downloads each selected model at its requested revision with
 ``huggingface_hub.snapshot_download`` into ``paths.hf_cache`` and records the resolved commit
 in ``<hf_cache>/benchforge-staged.json``. Generation then serves that local snapshot; on a
 compute node (``paths.offline=auto`` inside a SLURM job) it sets ``HF_HUB_OFFLINE=1`` and
-fails fast, naming the missing path, if the model was not staged.
+fails fast, naming the missing path, if the model was not staged. Benchmark data files are
+fetched into ``data.root`` from pinned sources and checked against their pinned sha256.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import fcntl
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.benchmarks import Benchmark, Download
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import utc_now, write_atomic
+from benchforge.rundir import sha256_file, utc_now, write_atomic
 
 STAGED_NAME = "benchforge-staged.json"
 
@@ -110,3 +115,59 @@ def snapshot_chat_template(snapshot: Path) -> tuple[str, str] | None:
 
 def template_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _fetch_url(download: Download, data_root: Path, mirror: str) -> dict[str, Any]:
+    dest = data_root / download.dest
+    if dest.is_file() and download.sha256 in (None, sha256_file(dest)):
+        return {"file": str(dest), "status": "present", "sha256": sha256_file(dest)}
+    url = f"{mirror.rstrip('/')}/{download.source}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as resp, open(partial, "wb") as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise BenchforgeError(f"download {url}: {exc}; check data.mirror or the network") \
+            from exc
+    digest = sha256_file(partial)
+    if download.sha256 and digest != download.sha256:
+        partial.unlink()
+        raise BenchforgeError(f"{url}: sha256 {digest} is not the pinned {download.sha256}; "
+                              f"nothing written to {dest}")
+    os.replace(partial, dest)
+    return {"file": str(dest), "status": "downloaded", "sha256": digest, "source": url}
+
+
+def _fetch_hf_dataset(download: Download, data_root: Path) -> list[dict[str, Any]]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    folder = data_root / download.dest
+    try:
+        snapshot_download(download.source, repo_type="dataset", local_dir=str(folder),
+                          allow_patterns=list(download.files))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BenchforgeError(f"stage dataset {download.source}: {first}") from exc
+    missing = [f for f in download.files if not (folder / f).is_file()]
+    if missing:
+        raise BenchforgeError(f"dataset {download.source} has no {', '.join(missing)}: is "
+                              "benchmark.version newer than the dataset?")
+    return [{"file": str(folder / f), "status": "downloaded", "sha256": sha256_file(folder / f),
+             "source": f"hf://datasets/{download.source}"} for f in download.files]
+
+
+def stage_data(benchmark: Benchmark, data_root: Path, mirror: str) -> list[dict[str, Any]]:
+    """Fetch the benchmark's data files for its version into ``data_root``."""
+    staged: list[dict[str, Any]] = []
+    for download in benchmark.downloads():
+        if download.kind == "url":
+            staged.append(_fetch_url(download, data_root, mirror))
+        elif download.kind == "hf_dataset":
+            staged.extend(_fetch_hf_dataset(download, data_root))
+        else:
+            raise BenchforgeError(f"unknown download kind {download.kind!r}")
+    return staged

@@ -216,6 +216,22 @@ def first_job_overrides(overrides: Sequence[str]) -> list[str]:
     return result
 
 
+def collapse_sweep(overrides: Sequence[str], key: str) -> list[str]:
+    """The overrides with the sweep over ``key`` (e.g. ``benchmark=a,b``) reduced to its first
+    value; everything else, flags included, unchanged."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    result = []
+    for item in overrides:
+        if "=" in item and not item.startswith("-"):
+            override = parser.parse_overrides([item])[0]
+            if override.get_key_element().lstrip("+~") == key and override.is_sweep_override():
+                item = f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
+        result.append(item)
+    return result
+
+
 def sweep_size(overrides: Sequence[str]) -> int:
     """How many jobs Hydra's basic sweeper makes of these overrides (its own expansion)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper

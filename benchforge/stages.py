@@ -731,23 +731,30 @@ def run_verify(cfg: DictConfig) -> list[str]:
 
 
 def run_stage_models(cfg: DictConfig) -> dict[str, Any]:
-    """``benchforge stage`` (login node, online): download the selected model at its revision
-    into ``paths.hf_cache`` and record the resolved commit."""
+    """``benchforge stage`` (login node, online): the selected model at its revision into
+    ``paths.hf_cache`` (recording the resolved commit), and the benchmark's data files for
+    ``benchmark.version`` into ``data.root`` (checked against their pinned sha256)."""
     from benchforge.console import print_table
-    from benchforge.hub import hf_cache, offline, stage_model
+    from benchforge.hub import hf_cache, offline, stage_data, stage_model
 
-    if cfg.model.provider != "hf":
-        log.info("model=%s (provider=%s) has nothing to stage", cfg.model.name,
-                 cfg.model.provider)
-        return {}
     if offline(cfg):
         raise BenchforgeError("stage runs on the login node: this looks like a compute node "
                               "(paths.offline); set paths.offline=false to force it")
-    entry = stage_model(cfg.model, hf_cache(cfg))
-    print_table("staged", ["model", "repo", "revision", "commit", "path"],
-                [[cfg.model.name, entry["repo"], entry["requested_revision"], entry["commit"],
-                  entry["path"]]])
-    return entry
+    result: dict[str, Any] = {"model": None, "data": []}
+    if cfg.model.provider == "hf":
+        entry = stage_model(cfg.model, hf_cache(cfg))
+        result["model"] = entry
+        print_table("staged model", ["model", "repo", "revision", "commit", "path"],
+                    [[cfg.model.name, entry["repo"], entry["requested_revision"],
+                      entry["commit"], entry["path"]]])
+    result["data"] = stage_data(load_benchmark(cfg), Path(str(cfg.data.root)).expanduser(),
+                                str(cfg.data.mirror))
+    for item in result["data"]:
+        print(f"{item['file']}  {item['status']}  sha256:{item['sha256']}")
+    if result["model"] is None and not result["data"]:
+        log.info("nothing to stage: model=%s is not a hub model and benchmark=%s ships with "
+                 "benchforge", cfg.model.name, cfg.benchmark.name)
+    return result
 
 
 def run_pull_image(cfg: DictConfig) -> list[dict[str, Any]]:

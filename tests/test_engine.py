@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -180,3 +181,57 @@ def test_licence_is_in_provenance_and_metrics(cfg_with, fake_engine) -> None:
     assert provenance["model"]["license"] == "llama3.1"
     assert provenance["model"]["osi_approved"] is False
     assert provenance["model"]["revision"] == "0123abcd"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_signal_mid_generate_takes_the_server_group_down(tmp_path: Path, fake_engine,
+                                                           signum: int) -> None:
+    """SLURM's USR1 (pre-timeout) or TERM during generation: benchforge exits and leaves no
+    server or server worker behind; the rows written so far stay for the rerun."""
+    import subprocess
+    import time
+
+    args = [f"{key}={'null' if value is None else value}" for key, value in QWEN.items()]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchforge", "generate", *args, "benchmark.limit=40",
+         "model.concurrency=1", f"run.root={tmp_path / 'runs'}", "generate.progress=false"],
+        cwd=tmp_path, env={**os.environ, "FAKE_VLLM_DELAY": "0.2"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples = tmp_path / "runs" / "default" / "qwen-coder-7b" / "humaneval" / "samples.jsonl"
+    deadline = time.monotonic() + 60
+    while not (samples.exists() and len(samples.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "generation did not start"
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    (launched,) = fake_engine["launches"]()
+    deadline = time.monotonic() + 15
+    while alive(launched["pid"]) or alive(launched["engine_pid"]):
+        assert time.monotonic() < deadline, "server processes outlived benchforge"
+        time.sleep(0.1)
+    assert 3 <= len(read_rows(samples)) < 40
+
+
+def test_smoke_gate_stops_a_sweep_before_any_shard(tmp_path: Path, fake_engine,
+                                                   shared_data: Path) -> None:
+    from _support import run_cli
+
+    template = tmp_path / "template.jinja"
+    template.write_text("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}")
+    args = [f"{key}={'null' if value is None else value}" for key, value in QWEN.items()]
+    common = ["-m", *args, f"model.chat_template={template}", "smoke.gate=true",
+              "benchmark=humaneval,humanevalplus", "benchmark.limit=2",
+              f"data.root={shared_data}",
+              f"run.root={tmp_path / 'runs'}", "generate.progress=false"]
+    drift = run_cli("run", *common, cwd=tmp_path, env={"FAKE_VLLM_MODE": "template_drift"})
+    assert drift.returncode != 0
+    assert "smoke gate failed" in drift.stderr and "prompt identity" in drift.stderr
+    assert not list((tmp_path / "runs").rglob("samples.jsonl"))  # nothing generated
+    smoked = run_cli("run", *common, cwd=tmp_path,
+                     env={"FAKE_VLLM_MODE": "ok"})
+    assert smoked.returncode == 0, smoked.stderr[-2000:]
+    # one smoke (first benchmark only), then both cells ran
+    assert len(list((tmp_path / "runs" / "default" / "logs").glob("smoke-*.json"))) == 1
+    assert len(list((tmp_path / "runs").rglob("metrics.json"))) == 2

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _support import QWEN, run_cli
+from _support import QWEN, REPO, run_cli
 from fakes.fake_hub import FakeHub
 
 from benchforge.errors import BenchforgeError
@@ -118,3 +118,63 @@ def test_smoke_needs_a_known_template_for_chat_models(cfg_with, fake_engine) -> 
     cfg = cfg_with(**QWEN, smoke__prompts=1)  # not staged, no override file
     with pytest.raises(BenchforgeError, match="no chat template known to benchforge"):
         run_smoke(cfg)
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, shared_data: Path):
+    """A raw-GitHub stand-in serving the shared data files at their pinned source paths."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchforge.benchmarks._cruxeval import SOURCE
+
+    root = tmp_path / "mirror"
+    target = root / SOURCE[0]
+    target.parent.mkdir(parents=True)
+    shutil.copy(shared_data / "cruxeval" / "cruxeval.jsonl", target)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"url": f"http://127.0.0.1:{server.server_address[1]}", "file": target}
+    server.shutdown()
+    server.server_close()
+
+
+def test_stage_fetches_pinned_benchmark_data_and_checks_its_sha256(tmp_path: Path,
+                                                                    mirror) -> None:
+    data = tmp_path / "data"
+    args = ["benchmark=cruxeval_o", f"data.root={data}", f"data.mirror={mirror['url']}",
+            f"run.root={tmp_path / 'runs'}"]
+    proc = run_cli("stage", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    staged = data / "cruxeval" / "cruxeval.jsonl"
+    digest = "8368b81047dc5014e4caf5a2f97604eff7644e0ecd7415e3ceeb184bbc2e0c96"
+    assert hashlib.sha256(staged.read_bytes()).hexdigest() == digest
+    assert "downloaded" in proc.stdout
+    assert "present" in run_cli("stage", *args, cwd=tmp_path).stdout  # idempotent
+
+    staged.unlink()
+    mirror["file"].write_bytes(mirror["file"].read_bytes() + b"\n")  # the mirror changed
+    proc = run_cli("stage", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"is not the pinned {digest}; nothing written" in proc.stderr
+    assert not staged.exists() and not list(staged.parent.glob("*.partial"))
+
+
+def test_stage_fetches_livecodebench_from_the_hub(tmp_path: Path) -> None:
+    fixture = REPO / "tests" / "fixtures" / "livecodebench" / "code_generation_lite"
+    files = {p.name: p.read_bytes() for p in fixture.glob("test*.jsonl")}
+    assert list(files) == ["test6.jsonl"]  # the fixture is release v6's own file
+    repos = {"datasets/livecodebench/code_generation_lite": {"sha": "c" * 40, "files": files}}
+    version = "v6"
+    with FakeHub(repos) as server:
+        proc = run_cli("stage", "benchmark=livecodebench", f"benchmark.version={version}",
+                       f"data.root={tmp_path / 'data'}", f"run.root={tmp_path / 'runs'}",
+                       cwd=tmp_path, env={"HF_ENDPOINT": server.url})
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "data" / "livecodebench" / "code_generation_lite"
+    for name, content in files.items():
+        assert (folder / name).read_bytes() == content

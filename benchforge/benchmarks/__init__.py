@@ -44,6 +44,22 @@ class Dataset:
         raise KeyError(task_id)
 
 
+@dataclass(frozen=True)
+class Download:
+    """One data file (or HF dataset) ``benchforge stage`` fetches into ``data.root``.
+
+    ``kind="url"``: ``source`` is a path under ``data.mirror`` (raw GitHub files at a pinned
+    commit), checked against ``sha256``. ``kind="hf_dataset"``: ``source`` is a Hub dataset id
+    whose ``files`` go into the ``dest`` folder.
+    """
+
+    kind: str
+    source: str
+    dest: str
+    sha256: str | None = None
+    files: tuple[str, ...] = ()
+
+
 class Benchmark(ABC):
     """How one benchmark loads its data, prompts a model, extracts code and builds its check."""
 
@@ -56,6 +72,10 @@ class Benchmark(ABC):
         self.cfg = cfg
         self.data_root = data_root
         self.cache_dir = cache_dir or Path.home() / ".cache" / "benchforge"
+
+    def downloads(self) -> list[Download]:
+        """What ``benchforge stage`` fetches for ``benchmark.version`` (nothing: shipped)."""
+        return []
 
     @abstractmethod
     def load(self) -> Dataset: ...

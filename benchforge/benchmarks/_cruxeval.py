@@ -15,13 +15,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from benchforge.benchmarks import Benchmark, Dataset, Task
+from benchforge.benchmarks import Benchmark, Dataset, Download, Task
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
 
 DATA_FILE = "cruxeval/cruxeval.jsonl"
+# The official data file at a pinned commit of facebookresearch/cruxeval, and its sha256.
+SOURCE = ("facebookresearch/cruxeval/190faf16d175b5847b0af05d937872b1fb395942/data/cruxeval.jsonl",
+          "8368b81047dc5014e4caf5a2f97604eff7644e0ecd7415e3ceeb184bbc2e0c96")
 TIME_LIMIT_S = 3.0  # the official evaluator's check_correctness(timeout=3)
 STOP = "[/ANSWER]"
 
@@ -146,6 +149,9 @@ def guard_source() -> str:
 class CruxEval(Benchmark):
     mode: str  # "input" | "output"
     per_test_time_limits = True  # the official fixed 3 s, not a per-host reference time
+
+    def downloads(self) -> list[Download]:
+        return [Download("url", SOURCE[0], DATA_FILE, SOURCE[1])]
 
     def load(self) -> Dataset:
         path = (Path(str(self.cfg.path)).expanduser() if self.cfg.get("path")

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchforge.benchmarks import Dataset, Task
+from benchforge.benchmarks import Dataset, Download, Task
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file, write_atomic
@@ -60,9 +60,19 @@ def support_source() -> str:
 class EvalPlusBenchmark(FunctionBenchmark):
     kind: str  # "humaneval" | "mbpp" (evalplus's dataset names)
     files: ClassVar[dict[str, str]]  # version -> path under data.root
+    # version -> (path under data.mirror: the release repo's file at a pinned commit, sha256)
+    sources: ClassVar[dict[str, tuple[str, str]]]
     required = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input",
                 "plus_input", "atol")
     per_test_time_limits = True  # per-input limits; no whole-program reference timing
+
+    def downloads(self) -> list[Download]:
+        version = str(self.cfg.version)
+        if version not in self.sources:
+            raise BenchforgeError(f"benchmark.version={version}: no download known for "
+                                  f"{self.cfg.name}; available: {', '.join(self.sources)}")
+        source, sha256 = self.sources[version]
+        return [Download("url", source, self.files[version], sha256)]
 
     def data_file(self) -> Path:
         version = str(self.cfg.version)

@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from benchforge.benchmarks import Benchmark, Dataset, Task, register
+from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
 from benchforge.benchmarks import _lcb_grader as grader
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
@@ -30,6 +30,7 @@ from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
 
 DATA_DIR = "livecodebench/code_generation_lite"
+HF_DATASET = "livecodebench/code_generation_lite"
 TEST_TIMEOUT_S = 6  # lcb_runner's per-test timeout
 SYSTEM = ("You are an expert Python programmer. You will be given a question (problem "
           "specification) and will generate a correct Python program that matches the "
@@ -88,6 +89,10 @@ class LiveCodeBench(Benchmark):
     per_test_time_limits = True
     has_references = False
 
+    def downloads(self) -> list[Download]:
+        return [Download("hf_dataset", HF_DATASET, DATA_DIR,
+                         files=tuple(version_files(str(self.cfg.version))))]
+
     def load(self) -> Dataset:
         folder = (Path(str(self.cfg.path)).expanduser() if self.cfg.get("path")
                   else self.data_root / DATA_DIR)
@@ -96,8 +101,8 @@ class LiveCodeBench(Benchmark):
         if missing:
             raise BenchforgeError(
                 f"{missing[0]}: LiveCodeBench {self.cfg.version} data not found; run "
-                "`benchforge stage benchmark=livecodebench` (HF dataset "
-                "livecodebench/code_generation_lite) or set data.root")
+                f"`benchforge stage benchmark=livecodebench` (HF dataset {HF_DATASET}) or set "
+                "data.root")
         tasks = []
         for path in files:
             with open(path, encoding="utf-8") as fh:

@@ -11,6 +11,14 @@ class MbppPlus(EvalPlusBenchmark):
     kind = "mbpp"
     files: ClassVar[dict[str, str]] = {"v0.2.0": "mbppplus/MbppPlus.jsonl.gz",
              "v0.1.0": "mbppplus/v0.1.0/MbppPlus.jsonl.gz"}
+    sources: ClassVar[dict[str, tuple[str, str]]] = {
+        "v0.2.0": ("evalplus/mbppplus_release/dadf43da556a00f7bacd71cb154f2932757d9144/"
+                   "MbppPlus.jsonl.gz",
+                   "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63"),
+        "v0.1.0": ("evalplus/mbppplus_release/f995b084ce4658b7647d6f4a91cd93626faeee75/"
+                   "MbppPlus.jsonl.gz",
+                   "57d639e77667d88930052b2b07212011c25c0bab94dfc1f19d15e1f7f558bfa9"),
+    }
 
     def serialize_input(self, task: Task, value: Any) -> str:
         from evalplus.data.mbpp import mbpp_serialize_inputs

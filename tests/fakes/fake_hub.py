@@ -1,8 +1,9 @@
 """A tiny Hugging Face Hub over HTTP, enough for ``huggingface_hub.snapshot_download``.
 
-It serves repos given as ``{repo_id: {"sha": commit, "files": {path: bytes}}}``:
-``/api/models/{repo}/revision/{rev}`` (repo info), ``/api/models/{repo}/tree/{rev}`` (file
-listing) and ``/{repo}/resolve/{rev}/{path}`` (HEAD + GET with the Hub's headers). Point
+It serves repos given as ``{repo_id: {"sha": commit, "files": {path: bytes}}}`` (dataset
+repos keyed ``datasets/<id>``): ``/api/{models|datasets}/{repo}/revision/{rev}`` (repo info),
+``/api/{models|datasets}/{repo}/tree/{rev}`` (file listing) and
+``/[datasets/]{repo}/resolve/{rev}/{path}`` (HEAD + GET with the Hub's headers). Point
 ``HF_ENDPOINT`` at it. Every request path is recorded in ``requests``.
 """
 
@@ -51,20 +52,24 @@ class FakeHub:
         return repo
 
     def _serve(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
-        path = handler.path.split("?", 1)[0]
+        from urllib.parse import unquote
+
+        path = unquote(handler.path.split("?", 1)[0])
         self.requests.append(f"{handler.command} {path}")
-        info = re.fullmatch(r"/api/models/(.+?)/revision/([^/]+)", path)
-        tree = re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)", path)
+        info = re.fullmatch(r"/api/(models|datasets)/(.+?)/revision/([^/]+)", path)
+        tree = re.fullmatch(r"/api/(models|datasets)/(.+?)/tree/([^/]+)", path)
         resolve = re.fullmatch(r"/(.+?)/resolve/([^/]+)/(.+)", path)
         if info or tree:
             match = info or tree
             assert match is not None
-            repo = self._repo(match.group(1), match.group(2))
+            kind, repo_id, revision = match.groups()
+            key = repo_id if kind == "models" else f"datasets/{repo_id}"
+            repo = self._repo(key, revision)
             if repo is None:
                 return self._send(handler, 404, b'{"error": "Repository not found"}',
                                   {"X-Error-Code": "RepoNotFound"}, body)
             if info:
-                data: Any = {"id": match.group(1), "modelId": match.group(1), "sha": repo["sha"],
+                data: Any = {"id": repo_id, "modelId": repo_id, "sha": repo["sha"],
                              "siblings": [{"rfilename": f} for f in repo["files"]],
                              "private": False, "gated": False, "disabled": False}
             else:

@@ -6,8 +6,8 @@ serves the real OpenAI HTTP API through :mod:`benchforge.mock_server`, and start
 
 Environment: FAKE_VLLM_ANSWERS (answers file, see mock_server), FAKE_VLLM_RECORD (append one
 JSON line: argv, pid, engine pid), FAKE_VLLM_REQUESTS (append each request body),
-FAKE_VLLM_MODE = ok | crash | hang | die_after:N | template_drift (renders chat prompts
-with one extra character, as a server using another template would).
+FAKE_VLLM_DELAY (seconds per request), FAKE_VLLM_MODE = ok | crash | hang | die_after:N |
+template_drift (renders chat prompts with one extra character, as another template would).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def main() -> None:
     answers = load_answers(Path(os.environ["FAKE_VLLM_ANSWERS"]))
     die_after = int(mode.split(":", 1)[1]) if mode.startswith("die_after:") else 0
     requests = os.environ.get("FAKE_VLLM_REQUESTS")
-    state = MockState(answers, args.served_model_name[0], 0.0, 0, die_after=die_after,
+    delay = float(os.environ.get("FAKE_VLLM_DELAY", "0"))  # seconds per request
+    state = MockState(answers, args.served_model_name[0], delay, 0, die_after=die_after,
                       log_requests=Path(requests) if requests else None)
     from benchforge.chat_template import special_tokens
     from benchforge.hub import snapshot_chat_template

@@ -70,9 +70,12 @@ def hydra_task(cfg: Any) -> Any:
     runner = RUNNERS[cfg.stage]
     if (cfg.compute.launcher == "slurm" and cfg.stage not in RUN_LEVEL
             and "SLURM_JOB_ID" in os.environ):
+        from benchforge.hub import offline
         from benchforge.shard import run_as_shard
         from benchforge.stages import cell_path, run_root
 
+        if offline(cfg):  # compute nodes: no library of this process may try the hub either
+            os.environ["HF_HUB_OFFLINE"] = "1"
         cell_dir = cell_path(cfg)
         run_as_shard(cfg, cell_dir, run_root(cfg), lambda: runner(cfg))
         # submitit pickles the return value back to the submitting process: keep it small.

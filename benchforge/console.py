@@ -57,11 +57,13 @@ def progress_bar(description: str, total: int,
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    # Values are data, never markup: "[non-OSI: ...]" or a path with brackets must show as is.
+    table = Table(title=escape(title))
     for column in columns:
-        table.add_column(column)
+        table.add_column(escape(column))
     for row in rows:
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(escape(str(v)) for v in row))
     stdout_console().print(table)

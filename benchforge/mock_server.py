@@ -75,6 +75,8 @@ def count_tokens(text: str) -> int:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "benchforge-mock/1"
+    protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn (vLLM) serves; every reply is sized
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     state: MockState  # set on the subclass made in make_server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet; the launcher keeps the log

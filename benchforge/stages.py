@@ -563,6 +563,13 @@ def _fmt_estimate(est: dict[str, Any] | None) -> str:
     return f"{est['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def licence_tag(model: dict[str, Any]) -> str:
+    """`` [non-OSI: <licence>]`` for a model whose licence is not OSI-approved, else ''."""
+    if model.get("osi_approved") is False:
+        return f" [non-OSI: {model.get('license') or 'unknown licence'}]"
+    return ""
+
+
 def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.console import print_table
 
@@ -580,7 +587,7 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
     for window, values in (metrics.get("windows") or {}).items():
         rows += [[f"{k} ({window})", _fmt_estimate(values.get(k)), values["n_tasks"],
                   metrics["n_samples"], ""] for k in pass_keys]
-    print_table(f"{metrics['model']} on {metrics['benchmark']}",
+    print_table(f"{metrics['model']}{licence_tag(metrics)} on {metrics['benchmark']}",
                 ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
     return metrics
 
@@ -614,6 +621,10 @@ def _count_rows(path: Path) -> int:
         return -1
 
 
+def provenance_model(cdir: CellDir) -> dict[str, Any]:
+    return read_json(cdir.provenance).get("model", {}) if cdir.provenance.exists() else {}
+
+
 def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     from benchforge.console import print_table
     from benchforge.shard import shard_summaries
@@ -638,7 +649,8 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             status["slurm"] = shard
         statuses.append(status)
         row = [
-            status["model"], status["benchmark"], status["cell_id"],
+            status["model"] + licence_tag(provenance_model(cdir)), status["benchmark"],
+            status["cell_id"],
             f"{status['generated']}/{expected}" + (" ✓" if status["generate_done"] else ""),
             f"{status['scored']}/{expected}" + (" ✓" if status["score_done"] else ""),
             _fmt_estimate(status["pass@1"]),

@@ -169,13 +169,20 @@ def test_registry_has_the_seed_models_with_licences() -> None:
     assert compose(["model=starcoder2-15b"]).model.mode == "completion"
 
 
-def test_licence_is_in_provenance_and_metrics(cfg_with, fake_engine) -> None:
+def test_licence_is_in_provenance_and_metrics(cfg_with, fake_engine, capsys) -> None:
     from benchforge.stages import run_run
 
     cfg = cfg_with(**QWEN, model__license="llama3.1", model__osi_approved=False,
                    benchmark__limit=3, generate__progress=False)
     metrics = run_run(cfg)
     assert metrics["license"] == "llama3.1" and metrics["osi_approved"] is False
+    from benchforge.stages import run_status
+
+    cfg.stage = "status"
+    assert run_status(cfg)[0]["model"] == "qwen-coder-7b"
+    shown = capsys.readouterr().out
+    assert "qwen-coder-7b [non-OSI: llama3.1] on humaneval" in shown  # aggregate's table
+    assert "qwen-coder-7b [non-OSI: llama3.1]" in shown.split("run ")[-1]  # status row
     provenance = json.loads((Path(str(cfg.run.root)) / "default" / "qwen-coder-7b" / "humaneval"
                              / "provenance.json").read_text())
     assert provenance["model"]["license"] == "llama3.1"

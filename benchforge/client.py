@@ -51,6 +51,7 @@ class ClientSettings:
 
 
 OnCompletion = Callable[[Request, Completion], None]
+CONNECTIONS_PER_POOL = 8
 
 
 def generate(requests: list[Request], settings: ClientSettings, on_completion: OnCompletion,
@@ -64,15 +65,26 @@ async def _generate_all(requests: list[Request], settings: ClientSettings,
                         on_progress: Callable[[], None] | None) -> None:
     import openai  # lazy: keeps `benchforge --help` instant
 
-    client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key,
-                                max_retries=settings.max_retries, timeout=settings.timeout_s)
+    # httpx scans every connection of its pool on each request (an O(connections) liveness
+    # check), so one pool of 64 connections costs more CPU than the request itself: the
+    # in-flight slots are spread over small pools, one client each.
+    concurrency = max(1, settings.concurrency)
+    clients = [openai.AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key,
+                                  max_retries=settings.max_retries, timeout=settings.timeout_s)
+               for _ in range(-(-concurrency // CONNECTIONS_PER_POOL))]
     try:
-        await _check_served(client, settings)
-        semaphore = asyncio.Semaphore(max(1, settings.concurrency))
+        await _check_served(clients[0], settings)
+        slots: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(concurrency):
+            slots.put_nowait(slot)
 
         async def bounded(request: Request) -> tuple[Request, Completion]:
-            async with semaphore:
+            slot = await slots.get()
+            try:
+                client = clients[slot % len(clients)]
                 return request, await _complete(client, settings, request)
+            finally:
+                slots.put_nowait(slot)
 
         pending = [asyncio.ensure_future(bounded(r)) for r in requests]
         try:
@@ -86,7 +98,8 @@ async def _generate_all(requests: list[Request], settings: ClientSettings,
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
     finally:
-        await client.close()
+        for client in clients:
+            await client.close()
 
 
 def _explain(exc: Exception, settings: ClientSettings, what: str) -> BenchforgeError:

@@ -26,10 +26,12 @@ STAGES = {
     "stage": "login node: fetch the model (paths.hf_cache) and benchmark data (data.root)",
     "pull-image": "login node: apptainer pull the vLLM image (and build the scorer image)",
     "smoke": "start the engine; check served name, prompt identity, greedy determinism; tokens/s",
+    "compare": "compare A B: paired bootstrap of pass@1 over shared problems, win/loss, verdict",
+    "inspect": "inspect CELL [--failed] [--diff OTHER]: failure modes, failed samples, flips",
     "probe": "ask SLURM (sinfo, sacctmgr, scontrol) for a compute profile's PLACEHOLDER_* values",
 }
 # Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
-RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke"}
+RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke", "compare", "inspect"}
 # Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
 SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
                   "aggregate": "score", "smoke": "generate"}
@@ -182,6 +184,11 @@ def run_stage(stage: str, overrides: Sequence[str]) -> int:
             print(f"benchforge verify: {exc}", file=sys.stderr)
             return 1
         except BenchforgeError as exc:
+            from benchforge.stages import RegressionDetected
+
+            if isinstance(exc, RegressionDetected):
+                print(f"benchforge {stage}: regression: {exc}", file=sys.stderr)
+                return 3
             print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
             return 2
         except Exception as exc:
@@ -191,6 +198,28 @@ def run_stage(stage: str, overrides: Sequence[str]) -> int:
             print(f"benchforge {stage}: {message}", file=sys.stderr)
             return 2
     return 0
+
+
+def positional_overrides(stage: str, args: Sequence[str]) -> list[str]:
+    """``compare A B``, ``inspect CELL --failed --diff OTHER`` and ``--exit-on-regression`` as
+    the Hydra overrides they stand for; everything else passes through."""
+    out: list[str] = []
+    positional: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--exit-on-regression":
+            out.append("aggregate.exit_on_regression=true")
+        elif stage == "inspect" and arg == "--failed":
+            out.append("inspect.failed=true")
+        elif stage == "inspect" and arg == "--diff" and rest:
+            out.append(f"inspect.diff={rest.pop(0)}")
+        elif stage in ("compare", "inspect") and "=" not in arg and not arg.startswith("-"):
+            positional.append(arg)
+        else:
+            out.append(arg)
+    names = {"compare": ["compare.a", "compare.b"], "inspect": ["inspect.cell"]}.get(stage, [])
+    return [*(f"{k}={v}" for k, v in zip(names, positional, strict=False)), *out]
 
 
 def is_multirun(overrides: Sequence[str]) -> bool:
@@ -248,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"benchforge {version('benchforge')}")
         return 0
-    stage, overrides = args[0], args[1:]
+    stage, overrides = args[0], positional_overrides(args[0], args[1:])
     if stage not in STAGES:
         print(f"benchforge: unknown stage '{stage}'; stages: {', '.join(STAGES)} "
               "(see benchforge --help)", file=sys.stderr)

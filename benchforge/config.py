@@ -181,6 +181,22 @@ class AggregateConfig:
     confidence: float = 0.95
     ks: list[int] = field(default_factory=lambda: [1])
     exclude_contaminated: bool = True  # headline without problems older than the model
+    baseline: str | None = None  # cell dir(s), comma-separated: flag a significant drop
+    exit_on_regression: bool = False  # ... and exit non-zero (CI use)
+
+
+@dataclass
+class CompareConfig:
+    a: str | None = None  # run or cell dir (`benchforge compare A B`)
+    b: str | None = None
+
+
+@dataclass
+class InspectConfig:
+    cell: str | None = None  # `benchforge inspect <cell> [--failed] [--diff <other cell>]`
+    failed: bool = False
+    diff: str | None = None
+    limit: int = 20  # failed samples shown
 
 
 @dataclass
@@ -198,6 +214,8 @@ class BenchforgeConfig:
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    inspect: InspectConfig = field(default_factory=InspectConfig)
 
 
 def slug(value: str) -> str:

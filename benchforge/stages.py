@@ -483,7 +483,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
 def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
     from benchforge.scoring import audit_summary
-    from benchforge.stats import pass_at_k_estimates
+    from benchforge.stats import mean_at_n, pass_at_k_estimates
 
     results = read_rows(cell_dir.results, torn_tail="error")
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -538,14 +538,37 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         "sandbox_mode": provenance.get("sandbox_mode"),
         "bootstrap": {"resamples": int(cfg_aggregate.bootstrap), "seed": int(cfg_aggregate.seed),
                       "confidence": float(cfg_aggregate.confidence), "over": "problems"},
-        "cost": {
-            "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in samples),
-            "completion_tokens": sum(r.get("completion_tokens") or 0 for r in samples),
-            "generate_wall_s": provenance.get("stages", {}).get("generate", {}).get("wall_s"),
-            "score_wall_s": provenance.get("stages", {}).get("score", {}).get("wall_s"),
-        },
+        **({"mean@n": mean_n} if (mean_n := mean_at_n(
+            {t: verdicts[t] for t in headline})) else {}),
+        "cost": cell_cost(cell_dir, provenance, samples),
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
+    }
+
+
+def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
+              samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the cell cost, from its own records: GPU-hours from the SLURM attempt log (else
+    generate wall time x GPUs is unknown: null), CPU-hours of scoring (wall x workers),
+    tokens, wall time per stage and generation tokens/s."""
+    from benchforge.shard import attempt_gpu_hours, read_attempts
+
+    stages = provenance.get("stages", {})
+    generate_wall = stages.get("generate", {}).get("wall_s")
+    score = stages.get("score", {})
+    completion_tokens = sum(r.get("completion_tokens") or 0 for r in samples)
+    attempts = read_attempts(cell_dir)
+    return {
+        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in samples),
+        "completion_tokens": completion_tokens,
+        "generate_wall_s": generate_wall,
+        "score_wall_s": score.get("wall_s"),
+        "tokens_per_s": (round(completion_tokens / generate_wall, 1)
+                         if generate_wall else None),
+        "gpu_hours": round(attempt_gpu_hours(attempts), 6) if attempts else None,
+        "cpu_hours": (round(score["wall_s"] * score.get("workers", 1) / 3600, 6)
+                      if score.get("wall_s") else None),
+        "slurm_attempts": sum(1 for a in attempts if a.get("event") == "start"),
     }
 
 
@@ -561,6 +584,10 @@ def _fmt_estimate(est: dict[str, Any] | None) -> str:
         return "-"
     lo, hi = est["ci95"]
     return f"{est['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+class RegressionDetected(BenchforgeError):
+    """aggregate.exit_on_regression: the score dropped below the baseline's CI."""
 
 
 def licence_tag(model: dict[str, Any]) -> str:
@@ -579,6 +606,11 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
             f"{cell_dir.score_done} is missing: scoring of this cell is not complete; "
             "run `benchforge score` with the same overrides first")
     metrics = compute_metrics(cell_dir, cfg.aggregate)
+    from benchforge.compare import check_baseline
+
+    baseline = check_baseline(cell_dir, cfg)
+    if baseline:
+        metrics["baseline"] = baseline
     write_json_atomic(cell_dir.metrics, metrics)
     pass_keys = [k for k in metrics if k.startswith("pass@")]
     failures = ", ".join(f"{m}={c}" for m, c in metrics["failure_modes"].items()) or "none"
@@ -589,6 +621,12 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
                   metrics["n_samples"], ""] for k in pass_keys]
     print_table(f"{metrics['model']}{licence_tag(metrics)} on {metrics['benchmark']}",
                 ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
+    if baseline:
+        print(f"vs baseline: {baseline['verdict']}"
+              + (" — REGRESSION" if baseline["regression"] else ""))
+        if baseline["regression"] and cfg.aggregate.exit_on_regression:
+            raise RegressionDetected(f"{cell_dir.path}: {baseline['verdict']} (baseline "
+                                     f"{', '.join(baseline['baselines'])})")
     return metrics
 
 
@@ -798,6 +836,18 @@ def run_pull_image(cfg: DictConfig) -> list[dict[str, Any]]:
     return pulled
 
 
+def _run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
+    from benchforge.compare import run_compare
+
+    return run_compare(cfg)
+
+
+def _run_inspect(cfg: DictConfig) -> dict[str, Any]:
+    from benchforge.inspect_cell import run_inspect
+
+    return run_inspect(cfg)
+
+
 def _run_smoke(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.smoke import run_smoke
 
@@ -822,4 +872,6 @@ STAGES = {
     "stage": run_stage_models,
     "pull-image": run_pull_image,
     "smoke": _run_smoke,
+    "compare": _run_compare,
+    "inspect": _run_inspect,
 }

@@ -65,3 +65,66 @@ def pass_at_k_estimates(verdicts: Mapping[str, Sequence[bool]], ks: Sequence[int
             ci95=bootstrap_ci(per_task, resamples, seed, confidence),
         )
     return estimates
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """B - A in pass@1 over the problems both were scored on."""
+
+    n_tasks: int
+    a: float
+    b: float
+    diff: float
+    ci95: tuple[float, float]
+    prob_not_better: float  # share of resamples where B - A <= 0 (one-sided, "p-value-like")
+    prob_not_worse: float  # share of resamples where B - A >= 0
+    wins: int  # problems where B's pass rate is higher
+    losses: int
+    ties: int
+
+    @property
+    def significant(self) -> bool:
+        return self.ci95[0] > 0 or self.ci95[1] < 0
+
+    def verdict(self, a_name: str = "A", b_name: str = "B") -> str:
+        points = f"{100 * self.diff:+.1f} points [{100 * self.ci95[0]:+.1f}, " \
+                 f"{100 * self.ci95[1]:+.1f}]"
+        if self.ci95[0] > 0:
+            return f"{b_name} better than {a_name} by {points}"
+        if self.ci95[1] < 0:
+            return f"{b_name} worse than {a_name} by {points}"
+        return f"no significant difference ({b_name} - {a_name}: {points})"
+
+
+def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], resamples: int,
+                     seed: int, confidence: float) -> PairedDifference:
+    """Paired bootstrap over the shared problems of per-problem pass rates (seeded)."""
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise BenchforgeError("the two results share no problem: nothing to compare")
+    va = np.array([a[t] for t in shared], dtype=np.float64)
+    vb = np.array([b[t] for t in shared], dtype=np.float64)
+    delta = vb - va
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, delta.size, size=(resamples, delta.size))
+    means = delta[idx].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return PairedDifference(
+        n_tasks=len(shared), a=float(va.mean()), b=float(vb.mean()), diff=float(delta.mean()),
+        ci95=(float(lo), float(hi)), prob_not_better=float(np.mean(means <= 0)),
+        prob_not_worse=float(np.mean(means >= 0)), wins=int(np.sum(delta > 0)),
+        losses=int(np.sum(delta < 0)), ties=int(np.sum(delta == 0)))
+
+
+def mean_at_n(verdicts: Mapping[str, Sequence[bool]]) -> dict[str, float] | None:
+    """mean@N (the mean pass rate over all N samples) and its standard error across the N
+    sample indices; None with a single sample per task."""
+    tasks = sorted(verdicts)
+    n = min(len(verdicts[t]) for t in tasks)
+    if n < 2:
+        return None
+    matrix = np.array([[bool(v) for v in verdicts[t][:n]] for t in tasks], dtype=np.float64)
+    per_run = matrix.mean(axis=0)  # one score per sample index, as if N separate runs
+    return {"value": float(per_run.mean()), "stderr": float(per_run.std(ddof=1) / np.sqrt(n)),
+            "n": int(n)}

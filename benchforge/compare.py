@@ -1,0 +1,129 @@
+"""``benchforge compare`` and regression baselines: which differences between runs are real.
+
+Both sides are read from their raw ``results.jsonl`` (never from ``metrics.json``); the
+difference in pass@1 is a paired bootstrap over the problems both sides scored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from benchforge.errors import BenchforgeError
+from benchforge.rundir import CellDir, first_rows_by_key, read_json, read_rows
+from benchforge.stats import PairedDifference, paired_bootstrap
+
+
+def cell_dirs(path: Path) -> dict[str, CellDir]:
+    """``benchmark -> cell`` of a cell dir, or of every cell of a run dir (its manifest)."""
+    path = path.expanduser()
+    if (path / "results.jsonl").exists() or (path / "score.done").exists():
+        return {_benchmark(CellDir(path)): CellDir(path)}
+    manifest = path / "manifest.jsonl"
+    if manifest.exists():
+        cells: dict[str, CellDir] = {}
+        for row in read_rows(manifest):
+            key = str(row["benchmark"])
+            if key in cells:
+                key = f"{row['model']}/{row['benchmark']}"
+            cells[key] = CellDir(Path(row["dir"]))
+        return cells
+    raise BenchforgeError(f"{path}: neither a scored cell dir (results.jsonl) nor a run dir "
+                          "(manifest.jsonl)")
+
+
+def _benchmark(cell: CellDir) -> str:
+    if cell.provenance.exists():
+        return str(read_json(cell.provenance).get("dataset", {}).get("name", cell.path.name))
+    return cell.path.name
+
+
+def _model(cell: CellDir) -> str:
+    if cell.provenance.exists():
+        return str(read_json(cell.provenance).get("model", {}).get("name", cell.path.parent.name))
+    return cell.path.parent.name
+
+
+def task_pass_rates(cell: CellDir) -> dict[str, float]:
+    """Per-problem pass rate (the pass@1 estimate of each problem) from the raw rows."""
+    from benchforge.stages import counted_verdicts
+
+    if not cell.results.exists():
+        raise BenchforgeError(f"{cell.results}: missing; score this cell first")
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in first_rows_by_key(read_rows(cell.results, torn_tail="error")).values():
+        by_task[str(row["task_id"])].append(row)
+    rates = {}
+    for task, rows in by_task.items():
+        verdicts = counted_verdicts(rows)
+        rates[task] = sum(verdicts) / len(verdicts)
+    return rates
+
+
+def compare_cells(a: CellDir, b: CellDir, agg: DictConfig) -> PairedDifference:
+    return paired_bootstrap(task_pass_rates(a), task_pass_rates(b), int(agg.bootstrap),
+                            int(agg.seed), float(agg.confidence))
+
+
+def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
+    from benchforge.console import print_table
+
+    if not cfg.compare.a or not cfg.compare.b:
+        raise BenchforgeError("usage: benchforge compare <run or cell A> <run or cell B>")
+    side_a, side_b = cell_dirs(Path(str(cfg.compare.a))), cell_dirs(Path(str(cfg.compare.b)))
+    shared = sorted(set(side_a) & set(side_b))
+    if not shared:
+        raise BenchforgeError(f"{cfg.compare.a} and {cfg.compare.b} have no benchmark in "
+                              f"common ({', '.join(side_a)} vs {', '.join(side_b)})")
+    results = []
+    for key in shared:
+        a, b = side_a[key], side_b[key]
+        diff = compare_cells(a, b, cfg.aggregate)
+        name_a, name_b = _model(a), _model(b)
+        if name_a == name_b:
+            name_a, name_b = f"A ({name_a})", f"B ({name_b})"
+        results.append({"benchmark": key, "a": str(a.path), "b": str(b.path),
+                        "n_tasks": diff.n_tasks, "pass@1_a": diff.a, "pass@1_b": diff.b,
+                        "diff": diff.diff, "ci95": list(diff.ci95),
+                        "prob_not_better": diff.prob_not_better,
+                        "prob_not_worse": diff.prob_not_worse, "wins": diff.wins,
+                        "losses": diff.losses, "ties": diff.ties,
+                        "verdict": diff.verdict(name_a, name_b)})
+    print_table("paired bootstrap over shared problems (B - A, pass@1)",
+                ["benchmark", "tasks", "A", "B", "B - A [95% CI]", "P(B<=A)", "win/loss/tie"],
+                [[r["benchmark"], r["n_tasks"], f"{r['pass@1_a']:.3f}", f"{r['pass@1_b']:.3f}",
+                  f"{100 * r['diff']:+.1f} [{100 * r['ci95'][0]:+.1f}, "
+                  f"{100 * r['ci95'][1]:+.1f}]", f"{r['prob_not_better']:.3f}",
+                  f"{r['wins']}/{r['losses']}/{r['ties']}"] for r in results])
+    for r in results:
+        print(f"{r['benchmark']}: {r['verdict']}")
+    return results
+
+
+def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
+    """``aggregate.baseline``: compare this cell with a baseline cell (or several, pooled);
+    a drop whose CI excludes zero is a regression."""
+    agg = cfg.aggregate
+    if not agg.baseline:
+        return None
+    baselines = [CellDir(Path(p.strip()).expanduser()) for p in str(agg.baseline).split(",")
+                 if p.strip()]
+    greedy = float(cfg.model.temperature) == 0.0
+    if not greedy and len(baselines) < 3:
+        raise BenchforgeError(
+            f"aggregate.baseline: sampled runs (temperature {cfg.model.temperature}) vary "
+            f"from run to run; give at least 3 baseline runs (comma-separated cell dirs), "
+            f"got {len(baselines)}")
+    pooled: dict[str, list[float]] = defaultdict(list)
+    for base in baselines:
+        for task, rate in task_pass_rates(base).items():
+            pooled[task].append(rate)
+    base_rates = {t: sum(v) / len(v) for t, v in pooled.items()}
+    diff = paired_bootstrap(base_rates, task_pass_rates(cell), int(agg.bootstrap),
+                            int(agg.seed), float(agg.confidence))
+    return {"baselines": [str(b.path) for b in baselines], "n_tasks": diff.n_tasks,
+            "diff": diff.diff, "ci95": list(diff.ci95), "regression": diff.ci95[1] < 0,
+            "verdict": diff.verdict("baseline", "this run")}

@@ -28,10 +28,13 @@ STAGES = {
     "smoke": "start the engine; check served name, prompt identity, greedy determinism; tokens/s",
     "compare": "compare A B: paired bootstrap of pass@1 over shared problems, win/loss, verdict",
     "inspect": "inspect CELL [--failed] [--diff OTHER]: failure modes, failed samples, flips",
+    "publish": "Hive-partitioned Parquet + leaderboard table; upload to HF Hub (dry run default)",
+    "report": "pass@1 with CI bars per model x benchmark (PNG) and a Markdown summary",
     "probe": "ask SLURM (sinfo, sacctmgr, scontrol) for a compute profile's PLACEHOLDER_* values",
 }
 # Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
-RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke", "compare", "inspect"}
+RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke", "compare", "inspect",
+             "publish", "report"}
 # Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
 SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
                   "aggregate": "score", "smoke": "generate"}

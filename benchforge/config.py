@@ -192,6 +192,15 @@ class CompareConfig:
 
 
 @dataclass
+class PublishConfig:
+    dir: str | None = None  # null: <run>/publish
+    dry_run: bool = True  # write the folders only; false uploads them to the Hub
+    org: str | None = None  # Hub organisation or user owning the datasets
+    results_repo: str = "benchforge-results"
+    leaderboard_repo: str = "benchforge-leaderboard"
+
+
+@dataclass
 class InspectConfig:
     cell: str | None = None  # `benchforge inspect <cell> [--failed] [--diff <other cell>]`
     failed: bool = False
@@ -216,6 +225,7 @@ class BenchforgeConfig:
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
 
 def slug(value: str) -> str:

@@ -132,24 +132,26 @@ def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
     data = path.read_bytes()
     lines = data.split(b"\n")
     complete, tail = lines[:-1], lines[-1]  # tail is b"" when the file ends with a newline
-    rows: list[dict[str, Any]] = []
-    for lineno, raw in enumerate(complete, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if lineno == len(complete) and not tail and torn_tail != "error":
-                # A corrupt final line is a torn write, not data.
-                if torn_tail == "repair":
-                    _truncate(path, len(data) - len(raw) - 1)
-                return rows
-            raise BenchforgeError(
-                f"{path}:{lineno}: corrupt row ({exc}); fix or delete that line, then rerun"
-            ) from exc
-        if not isinstance(row, dict):
-            raise BenchforgeError(f"{path}:{lineno}: expected a JSON object per line")
-        rows.append(row)
+    rows = _parse_all(complete)
+    if rows is None:  # something is off: parse line by line to find and name it
+        rows = []
+        for lineno, raw in enumerate(complete, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if lineno == len(complete) and not tail and torn_tail != "error":
+                    # A corrupt final line is a torn write, not data.
+                    if torn_tail == "repair":
+                        _truncate(path, len(data) - len(raw) - 1)
+                    return rows
+                raise BenchforgeError(
+                    f"{path}:{lineno}: corrupt row ({exc}); fix or delete that line, then rerun"
+                ) from exc
+            if not isinstance(row, dict):
+                raise BenchforgeError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(row)
     if tail.strip():
         if torn_tail == "error":
             try:
@@ -160,6 +162,19 @@ def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
                 ) from exc
         elif torn_tail == "repair":
             _truncate(path, len(data) - len(tail))
+    return rows
+
+
+def _parse_all(lines: list[bytes]) -> list[dict[str, Any]] | None:
+    """All complete lines in one C-level JSON parse (a million rows: seconds faster than one
+    ``json.loads`` per line); None if any line is not exactly one JSON object."""
+    nonempty = [raw for raw in lines if raw.strip()]
+    try:
+        rows = json.loads(b"[" + b",".join(nonempty) + b"]")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if len(rows) != len(nonempty) or not all(isinstance(r, dict) for r in rows):
+        return None
     return rows
 
 
@@ -176,8 +191,9 @@ def row_key(row: dict[str, Any]) -> RowKey:
 
 def first_rows_by_key(rows: Iterable[dict[str, Any]]) -> dict[RowKey, dict[str, Any]]:
     keyed: dict[RowKey, dict[str, Any]] = {}
+    setdefault = keyed.setdefault  # row_key inlined: this runs once per row of a cell
     for row in rows:
-        keyed.setdefault(row_key(row), row)
+        setdefault((str(row["task_id"]), int(row["sample_idx"])), row)
     return keyed
 
 

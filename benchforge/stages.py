@@ -848,6 +848,18 @@ def _run_inspect(cfg: DictConfig) -> dict[str, Any]:
     return run_inspect(cfg)
 
 
+def _run_report(cfg: DictConfig) -> dict[str, Any]:
+    from benchforge.report import run_report
+
+    return run_report(cfg)
+
+
+def _run_publish(cfg: DictConfig) -> dict[str, Any]:
+    from benchforge.publish import run_publish
+
+    return run_publish(cfg)
+
+
 def _run_smoke(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.smoke import run_smoke
 
@@ -874,4 +886,6 @@ STAGES = {
     "smoke": _run_smoke,
     "compare": _run_compare,
     "inspect": _run_inspect,
+    "publish": _run_publish,
+    "report": _run_report,
 }

@@ -31,9 +31,15 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
             f"{int(n.min())}; raise model.n_samples or drop k={k} from aggregate.ks"
         )
     out = np.ones(n.shape, dtype=np.float64)
-    # Product form of the ratio of binomials; numerically stable for large n.
-    for i in np.nonzero(n - c >= k)[0]:
-        out[i] = 1.0 - np.prod(1.0 - k / np.arange(n[i] - c[i] + 1, n[i] + 1))
+    # Product form of the ratio of binomials (numerically stable for large n), computed once
+    # per distinct (n, c) pair: runs have one or a few sample counts, so this is vectorised.
+    for n_value in np.unique(n):
+        table = np.ones(n_value + 1, dtype=np.float64)  # pass@k for c = 0..n
+        for c_value in range(0, n_value - k + 1):
+            table[c_value] = 1.0 - np.prod(1.0 - k / np.arange(n_value - c_value + 1,
+                                                               n_value + 1))
+        mask = n == n_value
+        out[mask] = table[c[mask]]
     return out
 
 
@@ -124,7 +130,8 @@ def mean_at_n(verdicts: Mapping[str, Sequence[bool]]) -> dict[str, float] | None
     n = min(len(verdicts[t]) for t in tasks)
     if n < 2:
         return None
-    matrix = np.array([[bool(v) for v in verdicts[t][:n]] for t in tasks], dtype=np.float64)
+    matrix = np.fromiter((bool(v) for t in tasks for v in verdicts[t][:n]), dtype=np.float64,
+                         count=len(tasks) * n).reshape(len(tasks), n)
     per_run = matrix.mean(axis=0)  # one score per sample index, as if N separate runs
     return {"value": float(per_run.mean()), "stderr": float(per_run.std(ddof=1) / np.sqrt(n)),
             "n": int(n)}

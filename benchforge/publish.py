@@ -1,0 +1,148 @@
+"""``benchforge publish``: a run's raw verdicts as Hive-partitioned Parquet plus a leaderboard
+table, uploaded to Hugging Face Hub datasets (or only written locally with a dry run).
+
+    <publish.dir>/results/data/benchmark=<b>/model=<m>/part-0.parquet   one row per sample
+    <publish.dir>/leaderboard/leaderboard.parquet                       one row per cell
+
+Every sample row carries the provenance a reader needs to trust it: model revision and
+licence, dataset version and hashes, chat-template SHA, image digest, sandbox mode and the
+benchforge version. Both tables are recomputed from ``results.jsonl``, never copied from
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from benchforge.errors import BenchforgeError
+from benchforge.manifest import read_manifest
+from benchforge.rundir import CellDir, first_rows_by_key, read_json, read_rows
+
+SAMPLE_COLUMNS = ("task_id", "sample_idx", "passed", "failure_mode", "duration_s",
+                  "sandbox_mode")
+
+
+def _provenance_columns(cell: CellDir, run_name: str) -> dict[str, Any]:
+    prov = read_json(cell.provenance) if cell.provenance.exists() else {}
+    model, dataset = prov.get("model", {}), prov.get("dataset", {})
+    return {
+        "run": run_name, "cell_id": prov.get("cell_id"),
+        "model_repo": model.get("hf_repo"),
+        "model_revision": model.get("commit") or model.get("revision"),
+        "license": model.get("license"), "osi_approved": model.get("osi_approved"),
+        "dataset_version": dataset.get("version"), "dataset_sha256": dataset.get("sha256"),
+        "dataset_md5": dataset.get("md5") or dataset.get("hash"),
+        "chat_template_sha256": prov.get("chat_template_sha256"),
+        "image_digest": (prov.get("engine_image") or {}).get("sha256") or prov.get("image_digest"),
+        "benchforge_version": package_version("benchforge"),
+    }
+
+
+def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> list[dict[str, Any]]:
+    from benchforge.stages import counted_verdicts
+
+    results = first_rows_by_key(read_rows(cell.results, torn_tail="error"))
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in results.values():
+        by_task.setdefault(str(row["task_id"]), []).append(row)
+    counted = {task: counted_verdicts(rows) for task, rows in by_task.items()}
+    extra = _provenance_columns(cell, run_name)
+    rows = []
+    for key in sorted(results):
+        row = results[key]
+        rows.append({**{c: row.get(c) for c in SAMPLE_COLUMNS},
+                     "skipped": bool(row.get("skipped", False)),
+                     # the verdict pass@k counts (CRUXEval's skip rule applied)
+                     "counted_pass": None if row.get("skipped") and any(
+                         counted[str(row["task_id"])]) else bool(row["passed"]),
+                     "model": model, "benchmark": benchmark, **extra})
+    return rows
+
+
+def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
+                    agg: DictConfig) -> dict[str, Any]:
+    from benchforge.stages import compute_metrics
+
+    metrics = compute_metrics(cell, agg)
+    row: dict[str, Any] = {"model": model, "benchmark": benchmark, "run": run_name,
+                           "license": metrics.get("license"),
+                           "osi_approved": metrics.get("osi_approved"),
+                           "n_tasks": metrics["n_tasks"], "n_samples": metrics["n_samples"]}
+    for key, value in metrics.items():
+        if key.startswith("pass@") and isinstance(value, dict):
+            row[key] = value["value"]
+            row[f"{key}_ci_lo"], row[f"{key}_ci_hi"] = value["ci95"]
+    for window, values in (metrics.get("windows") or {}).items():
+        if isinstance(values, dict) and isinstance(values.get("pass@1"), dict):
+            row[f"pass@1_{window}"] = values["pass@1"]["value"]
+    for key, value in (metrics.get("cost") or {}).items():
+        row[f"cost_{key}"] = value
+    row["provenance"] = str(cell.provenance)
+    return row
+
+
+def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchforge.stages import run_root
+
+    cells = [c for c in read_manifest(run_root(cfg))
+             if CellDir(Path(c["dir"])).score_done.exists()]
+    if not cells:
+        raise BenchforgeError(f"{run_root(cfg)}: no scored cell to publish; run `benchforge run`")
+    run_name = str(cfg.run.name)
+    samples: list[dict[str, Any]] = []
+    board: list[dict[str, Any]] = []
+    for entry in cells:
+        cell = CellDir(Path(entry["dir"]))
+        samples += sample_rows(cell, str(entry["model"]), str(entry["benchmark"]), run_name)
+        board.append(leaderboard_row(cell, str(entry["model"]), str(entry["benchmark"]),
+                                     run_name, cfg.aggregate))
+    results_dir, board_dir = out / "results", out / "leaderboard"
+    for folder in (results_dir, board_dir):
+        if folder.exists():
+            shutil.rmtree(folder)  # a publish is a snapshot of the run, not an append
+    pq.write_to_dataset(pa.Table.from_pylist(samples), root_path=str(results_dir / "data"),
+                        partition_cols=["benchmark", "model"],
+                        basename_template="part-{i}.parquet")
+    board_dir.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(board), board_dir / "leaderboard.parquet")
+    return {"results": results_dir, "leaderboard": board_dir, "samples": len(samples),
+            "cells": len(board)}
+
+
+def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Write the tables; upload them unless ``publish.dry_run`` (the default)."""
+    from benchforge.stages import run_root
+
+    out = Path(str(cfg.publish.dir)).expanduser() if cfg.publish.dir else \
+        run_root(cfg) / "publish"
+    written = write_tables(cfg, out)
+    uploads = []
+    if not cfg.publish.dry_run:
+        if not cfg.publish.org:
+            raise BenchforgeError("publish.org is required to upload (or publish.dry_run=true)")
+        if api_factory is None:
+            from huggingface_hub import HfApi
+
+            api_factory = HfApi
+        api = api_factory()
+        for folder, repo in ((written["results"], cfg.publish.results_repo),
+                             (written["leaderboard"], cfg.publish.leaderboard_repo)):
+            repo_id = f"{cfg.publish.org}/{repo}"
+            api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+            upload = getattr(api, "upload_large_folder", None) or api.upload_folder
+            upload(repo_id=repo_id, folder_path=str(folder), repo_type="dataset")
+            uploads.append({"repo_id": repo_id, "folder": str(folder)})
+    print(f"published {written['samples']} samples of {written['cells']} cells to {out}"
+          + ("" if uploads else " (dry run: nothing uploaded)"))
+    for upload in uploads:
+        print(f"uploaded {upload['folder']} -> hf://datasets/{upload['repo_id']}")
+    return {**{k: str(v) for k, v in written.items()}, "uploads": uploads}

@@ -198,6 +198,7 @@ class PublishConfig:
     org: str | None = None  # Hub organisation or user owning the datasets
     results_repo: str = "benchforge-results"
     leaderboard_repo: str = "benchforge-leaderboard"
+    space_repo: str | None = "benchforge-leaderboard-space"  # the Gradio Space (null: none)
 
 
 @dataclass

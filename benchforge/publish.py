@@ -118,6 +118,24 @@ def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
             "cells": len(board)}
 
 
+SPACE_SOURCE = Path(__file__).resolve().parents[1] / "space"  # the Gradio app, in a checkout
+
+
+def stage_space(out: Path, cfg: DictConfig) -> Path | None:
+    """Copy the leaderboard Space app next to the tables, pointed at the leaderboard dataset
+    (or, in a dry run, at the local table)."""
+    if not (SPACE_SOURCE / "app.py").exists():
+        return None  # an installed wheel has no space/: tables only
+    space = out / "space"
+    if space.exists():
+        shutil.rmtree(space)
+    shutil.copytree(SPACE_SOURCE, space, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (f"hf://datasets/{cfg.publish.org}/{cfg.publish.leaderboard_repo}"
+              if cfg.publish.org and not cfg.publish.dry_run else str(out / "leaderboard"))
+    (space / "leaderboard_source.txt").write_text(source + "\n")
+    return space
+
+
 def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Write the tables; upload them unless ``publish.dry_run`` (the default)."""
     from benchforge.stages import run_root
@@ -125,6 +143,7 @@ def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -
     out = Path(str(cfg.publish.dir)).expanduser() if cfg.publish.dir else \
         run_root(cfg) / "publish"
     written = write_tables(cfg, out)
+    written["space"] = stage_space(out, cfg)
     uploads = []
     if not cfg.publish.dry_run:
         if not cfg.publish.org:
@@ -140,9 +159,17 @@ def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -
             api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
             upload = getattr(api, "upload_large_folder", None) or api.upload_folder
             upload(repo_id=repo_id, folder_path=str(folder), repo_type="dataset")
-            uploads.append({"repo_id": repo_id, "folder": str(folder)})
+            uploads.append({"repo_id": repo_id, "folder": str(folder), "type": "dataset"})
+        if cfg.publish.space_repo and written.get("space"):
+            repo_id = f"{cfg.publish.org}/{cfg.publish.space_repo}"
+            api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+            api.upload_folder(repo_id=repo_id, folder_path=str(written["space"]),
+                              repo_type="space")
+            uploads.append({"repo_id": repo_id, "folder": str(written["space"]),
+                            "type": "space"})
     print(f"published {written['samples']} samples of {written['cells']} cells to {out}"
           + ("" if uploads else " (dry run: nothing uploaded)"))
     for upload in uploads:
-        print(f"uploaded {upload['folder']} -> hf://datasets/{upload['repo_id']}")
-    return {**{k: str(v) for k, v in written.items()}, "uploads": uploads}
+        print(f"uploaded {upload['folder']} -> hf://{upload['type']}s/{upload['repo_id']}")
+    return {**{k: (None if v is None else str(v)) for k, v in written.items()},
+            "uploads": uploads}

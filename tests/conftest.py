@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from _support import REPO, SHARED
+from _support import run_cli as _run_cli
 from omegaconf import DictConfig, OmegaConf
 
 from benchforge.benchmarks import get_benchmark
@@ -118,3 +119,17 @@ def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, humaneval):
         return read_rows(path) if path.exists() else []
 
     return {"launches": launches, "sif": sif, "requests": requests}
+
+
+@pytest.fixture
+def scored_run(tmp_path: Path, mock_server) -> Path:
+    root = tmp_path / "runs"
+    oracle = _run_cli("run", "benchmark.limit=12", f"run.root={root}", "generate.progress=false",
+                     cwd=tmp_path)
+    assert oracle.returncode == 0, oracle.stderr
+    url = mock_server(wrong={f"HumanEval/{i}" for i in range(0, 12, 3)})  # 4 of 12 wrong
+    mock = _run_cli("run", "model=endpoint", f"model.base_url={url}",
+                   "model.served_name=mock-model", "benchmark.limit=12", f"run.root={root}",
+                   "generate.progress=false", cwd=tmp_path)
+    assert mock.returncode == 0, mock.stderr
+    return root

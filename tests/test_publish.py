@@ -16,26 +16,13 @@ from benchforge.publish import run_publish
 from benchforge.rundir import read_json
 
 
-@pytest.fixture
-def scored_run(tmp_path: Path, mock_server) -> Path:
-    root = tmp_path / "runs"
-    oracle = run_cli("run", "benchmark.limit=12", f"run.root={root}", "generate.progress=false",
-                     cwd=tmp_path)
-    assert oracle.returncode == 0, oracle.stderr
-    url = mock_server(wrong={f"HumanEval/{i}" for i in range(0, 12, 3)})  # 4 of 12 wrong
-    mock = run_cli("run", "model=endpoint", f"model.base_url={url}",
-                   "model.served_name=mock-model", "benchmark.limit=12", f"run.root={root}",
-                   "generate.progress=false", cwd=tmp_path)
-    assert mock.returncode == 0, mock.stderr
-    return root
-
-
 def test_dry_run_layout_and_parquet_round_trip(scored_run: Path, tmp_path: Path) -> None:
     proc = run_cli("publish", f"run.root={scored_run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "dry run: nothing uploaded" in proc.stdout
     out = scored_run / "default" / "publish"
     parts = sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet"))
+    assert (out / "space" / "app.py").is_file()
     assert parts == ["leaderboard/leaderboard.parquet",
                      "results/data/benchmark=humaneval/model=mock-model/part-0.parquet",
                      "results/data/benchmark=humaneval/model=oracle/part-0.parquet"]
@@ -64,12 +51,17 @@ class FakeHfApi:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def create_repo(self, repo_id: str, *, repo_type: str, exist_ok: bool) -> None:
+    def create_repo(self, repo_id: str, *, repo_type: str, exist_ok: bool,
+                    space_sdk: str | None = None) -> None:
         self.calls.append(("create_repo", repo_id, repo_type, exist_ok))
 
     def upload_large_folder(self, *, repo_id: str, folder_path: str, repo_type: str) -> None:
         assert Path(folder_path).is_dir()
         self.calls.append(("upload_large_folder", repo_id, folder_path, repo_type))
+
+    def upload_folder(self, *, repo_id: str, folder_path: str, repo_type: str) -> None:
+        assert (Path(folder_path) / "app.py").is_file()
+        self.calls.append(("upload_folder", repo_id, folder_path, repo_type))
 
 
 def test_upload_sends_each_folder_to_its_dataset_repo(scored_run: Path) -> None:
@@ -84,7 +76,11 @@ def test_upload_sends_each_folder_to_its_dataset_repo(scored_run: Path) -> None:
         ("create_repo", "lab/benchforge-leaderboard", "dataset", True),
         ("upload_large_folder", "lab/benchforge-leaderboard", str(out / "leaderboard"),
          "dataset"),
+        ("create_repo", "lab/benchforge-leaderboard-space", "space", True),
+        ("upload_folder", "lab/benchforge-leaderboard-space", str(out / "space"), "space"),
     ]
+    assert (out / "space" / "leaderboard_source.txt").read_text().strip() == \
+        "hf://datasets/lab/benchforge-leaderboard"
     no_org = compose([f"run.root={scored_run}", "publish.dry_run=false"], stage="publish")
     with pytest.raises(BenchforgeError, match=r"publish\.org is required"):
         run_publish(no_org, api_factory=lambda: api)

@@ -480,6 +480,9 @@ def run_score(cfg: DictConfig) -> Cell | None:
 
 
 # ---------------------------------------------------------------------------------- aggregate
+BREAKDOWN_FIELDS = ("difficulty", "category", "platform")  # results-row labels to split by
+
+
 def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
     from benchforge.scoring import audit_summary
@@ -518,6 +521,18 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
                     f"{cell_dir.results}: every problem predates the model's release_date; "
                     "use a later benchmark.version or aggregate.exclude_contaminated=false")
     estimates = estimate(headline)
+    # Per-category breakdowns where the benchmark labels its problems (LiveCodeBench's
+    # difficulty), over the headline problems.
+    breakdown: dict[str, dict[str, Any]] = {}
+    for field_name in BREAKDOWN_FIELDS:
+        labels = {t: by_task[t][0].get(field_name) for t in headline}
+        if all(label is None for label in labels.values()):
+            continue
+        groups_by_label: dict[str, list[str]] = defaultdict(list)
+        for task, label in labels.items():
+            groups_by_label[str(label)].append(task)
+        breakdown[field_name] = {label: {"n_tasks": len(tasks), **estimate(tasks)}
+                                 for label, tasks in sorted(groups_by_label.items())}
     samples = read_rows(cell_dir.samples)
     provenance = read_json(cell_dir.provenance)
     failure_modes = Counter(str(r["failure_mode"]) for r in results if not r["passed"])
@@ -533,6 +548,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         **estimates,
         **({"windows": windows, "contaminated_excluded": bool(cfg_aggregate.exclude_contaminated)}
            if windows else {}),
+        **({"breakdown": breakdown} if breakdown else {}),
         "failure_modes": dict(sorted(failure_modes.items())),
         "timeout_audit": audit_summary(cell_dir.logs / "timeout_audit.jsonl"),
         "sandbox_mode": provenance.get("sandbox_mode"),
@@ -619,6 +635,10 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
     for window, values in (metrics.get("windows") or {}).items():
         rows += [[f"{k} ({window})", _fmt_estimate(values.get(k)), values["n_tasks"],
                   metrics["n_samples"], ""] for k in pass_keys]
+    for field_name, groups in (metrics.get("breakdown") or {}).items():
+        rows += [[f"pass@1 ({field_name}={label})", _fmt_estimate(values.get("pass@1")),
+                  values["n_tasks"], metrics["n_samples"], ""]
+                 for label, values in groups.items()]
     print_table(f"{metrics['model']}{licence_tag(metrics)} on {metrics['benchmark']}",
                 ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
     if baseline:

@@ -148,3 +148,26 @@ def test_metrics_carry_cost(tmp_path: Path) -> None:
     assert cost["completion_tokens"] > 0 and cost["prompt_tokens"] > 0
     assert cost["generate_wall_s"] > 0 and cost["tokens_per_s"] > 0
     assert cost["cpu_hours"] > 0 and cost["gpu_hours"] is None  # no SLURM attempt: unknown
+
+
+def test_breakdown_by_difficulty(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from benchforge.rundir import CellDir
+    from benchforge.stages import compute_metrics
+
+    verdicts = {f"T/{i}": [i % 3 != 0] for i in range(30)}
+    cell = write_cell(tmp_path / "cell", verdicts, "m")
+    labels = ["easy", "medium", "hard"]
+    rows = [json.loads(line) for line in (cell / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["difficulty"] = labels[int(row["task_id"].split("/")[1]) % 3]
+    (cell / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    agg = OmegaConf.create({"bootstrap": 200, "seed": 1, "confidence": 0.95, "ks": [1],
+                           "exclude_contaminated": True})
+    metrics = compute_metrics(CellDir(cell), agg)
+    by = metrics["breakdown"]["difficulty"]
+    assert {k: v["n_tasks"] for k, v in by.items()} == {"easy": 10, "hard": 10, "medium": 10}
+    assert by["easy"]["pass@1"]["value"] == 0.0  # i % 3 == 0: every easy task fails here
+    assert by["medium"]["pass@1"]["value"] == 1.0
+    assert metrics["pass@1"]["value"] == pytest.approx(20 / 30)

@@ -169,11 +169,19 @@ def _parse_all(lines: list[bytes]) -> list[dict[str, Any]] | None:
     """All complete lines in one C-level JSON parse (a million rows: seconds faster than one
     ``json.loads`` per line); None if any line is not exactly one JSON object."""
     nonempty = [raw for raw in lines if raw.strip()]
+    blob = b"[" + b",".join(nonempty) + b"]"
     try:
-        rows = json.loads(b"[" + b",".join(nonempty) + b"]")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        import orjson  # 3x faster than json on big files; same results for JSON data
+
+        rows = orjson.loads(blob)
+    except ImportError:
+        try:
+            rows = json.loads(blob)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    except ValueError:  # orjson.JSONDecodeError (also for NaN/Infinity, which json accepts)
         return None
-    if len(rows) != len(nonempty) or not all(isinstance(r, dict) for r in rows):
+    if len(rows) != len(nonempty) or set(map(type, rows)) - {dict}:
         return None
     return rows
 

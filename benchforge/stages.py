@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
 import time
 from collections import Counter, defaultdict
@@ -490,8 +491,14 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
 
     results = read_rows(cell_dir.results, torn_tail="error")
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in first_rows_by_key(results).values():
-        by_task[str(row["task_id"])].append(row)
+    keys = list(map(operator.itemgetter("task_id", "sample_idx"), results))
+    if (len(set(keys)) == len(keys) and set(map(type, map(operator.itemgetter(0), keys))) == {str}
+            and set(map(type, map(operator.itemgetter(1), keys))) == {int}):
+        for (task, _), row in zip(keys, results, strict=True):  # no duplicates: just group
+            by_task[task].append(row)
+    else:  # the first row of each (task_id, sample_idx) counts, as everywhere else
+        for row in first_rows_by_key(results).values():
+            by_task[str(row["task_id"])].append(row)
     if not by_task:
         raise BenchforgeError(f"{cell_dir.results}: no results to aggregate")
     counts = {len(v) for v in by_task.values()}

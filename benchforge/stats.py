@@ -46,14 +46,25 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
 def bootstrap_ci(per_task: np.ndarray, resamples: int, seed: int,
                  confidence: float) -> tuple[float, float]:
     """Percentile CI of the mean, resampling problems with replacement (seeded, vectorised)."""
-    if per_task.size == 0:
+    return bootstrap_cis([per_task], resamples, seed, confidence)[0]
+
+
+def bootstrap_cis(per_task: list[np.ndarray], resamples: int, seed: int,
+                  confidence: float) -> list[tuple[float, float]]:
+    """:func:`bootstrap_ci` of several per-problem metrics over the same problems, with one
+    shared resample of the problems (the same draws a separate call with ``seed`` makes)."""
+    size = per_task[0].size
+    if size == 0:
         raise BenchforgeError("no tasks to aggregate")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, per_task.size, size=(resamples, per_task.size))
-    means = per_task[idx].mean(axis=1)
+    idx = rng.integers(0, size, size=(resamples, size))
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    cis = []
+    for values in per_task:
+        means = values[idx].mean(axis=1)
+        lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+        cis.append((float(lo), float(hi)))
+    return cis
 
 
 def pass_at_k_estimates(verdicts: Mapping[str, Sequence[bool]], ks: Sequence[int],
@@ -62,15 +73,12 @@ def pass_at_k_estimates(verdicts: Mapping[str, Sequence[bool]], ks: Sequence[int
     """``{"pass@k": Estimate}`` over tasks, from per-task lists of sample verdicts."""
     task_ids = sorted(verdicts)
     n = np.array([len(verdicts[t]) for t in task_ids])
-    c = np.array([sum(bool(v) for v in verdicts[t]) for t in task_ids])
-    estimates = {}
-    for k in sorted(set(ks)):
-        per_task = pass_at_k(n, c, k)
-        estimates[f"pass@{k}"] = Estimate(
-            value=float(per_task.mean()),
-            ci95=bootstrap_ci(per_task, resamples, seed, confidence),
-        )
-    return estimates
+    c = np.array([sum(map(bool, verdicts[t])) for t in task_ids])
+    ordered = sorted(set(ks))
+    per_k = [pass_at_k(n, c, k) for k in ordered]
+    cis = bootstrap_cis(per_k, resamples, seed, confidence)
+    return {f"pass@{k}": Estimate(value=float(values.mean()), ci95=ci)
+            for k, values, ci in zip(ordered, per_k, cis, strict=True)}
 
 
 @dataclass(frozen=True)

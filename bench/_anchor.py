@@ -33,3 +33,13 @@ def row(label: str, key: str, value: float, ref: float | None) -> str:
 
 
 HEADER = f"{'':<16}{'metric':<22}{'anchor':>10}{'now':>10}{'ratio':>8}"
+
+
+def report(path: Path, label: str, now: dict[str, float], record_it: bool) -> None:
+    """Print a flat measurement next to its anchor (and make it the anchor with --record)."""
+    anchor = load(path)
+    print(HEADER)
+    for key, value in now.items():
+        print(row(label, key, value, anchor.get(key)))
+    if record_it:
+        record(path, now)

@@ -62,12 +62,7 @@ def main() -> None:
     print(f"aggregate: {rows:,} rows, pass@1 {metrics['pass@1']['value']:.4f} "
           f"{metrics['pass@1']['ci95']}")
     now = {"aggregate_s": seconds, "rows_per_s": rows / seconds}
-    anchor = _anchor.load(ANCHOR)
-    print(_anchor.HEADER)
-    for key, value in now.items():
-        print(_anchor.row("aggregate", key, value, anchor.get(key)))
-    if args.record:
-        _anchor.record(ANCHOR, now)
+    _anchor.report(ANCHOR, "aggregate", now, args.record)
 
 
 if __name__ == "__main__":

@@ -58,13 +58,8 @@ def main() -> None:
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     now = measure(args.requests, args.concurrency)
-    anchor = _anchor.load(ANCHOR)
     print(f"client: {args.requests} requests at concurrency {args.concurrency} (loopback)")
-    print(_anchor.HEADER)
-    for key, value in now.items():
-        print(_anchor.row("client", key, value, anchor.get(key)))
-    if args.record:
-        _anchor.record(ANCHOR, now)
+    _anchor.report(ANCHOR, "client", now, args.record)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def hydra_task(cfg: Any) -> Any:
         from benchforge.shard import run_as_shard
         from benchforge.stages import cell_path, run_root
 
-        if offline(cfg):  # compute nodes: no library of this process may try the hub either
+        if offline(cfg.paths):  # compute nodes: no library of this process may try the hub either
             os.environ["HF_HUB_OFFLINE"] = "1"
         cell_dir = cell_path(cfg)
         run_as_shard(cfg, cell_dir, run_root(cfg), lambda: runner(cfg))
@@ -155,7 +155,9 @@ def describe_config_error(exc: BaseException) -> str | None:
     return None
 
 
-def run_stage(stage: str, overrides: Sequence[str]) -> int:
+def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False) -> int:
+    """Run one stage through Hydra; ``launch_checked``: the caller already composed the
+    sweep and found it local, so the SLURM pre-launch checks are skipped."""
     import hydra
 
     from benchforge.config import CONFIG_MODULE, CONFIG_NAME, register_configs
@@ -165,7 +167,8 @@ def run_stage(stage: str, overrides: Sequence[str]) -> int:
     extra = [f"stage={stage}"]
     if stage in SHARD_OF_STAGE:
         extra.append(f"compute.shard={SHARD_OF_STAGE[stage]}")
-    if is_multirun(overrides) and (stage not in RUN_LEVEL or stage == "smoke"):
+    if (is_multirun(overrides) and not launch_checked
+            and (stage not in RUN_LEVEL or stage == "smoke")):
         from benchforge.launch import plan_launch
 
         try:
@@ -241,7 +244,7 @@ def run_sweep(overrides: Sequence[str]) -> int:
         if code:
             return code
     if cfg is None or cfg.compute.launcher != "slurm":
-        return run_stage("run", overrides)
+        return run_stage("run", overrides, launch_checked=cfg is not None)
     phases: list[tuple[str, list[str]]] = [("generate", []), ("score", ["score.aggregate=true"])]
     if cfg.score.samples or cfg.score.reference:  # nothing to generate: CPU shards only
         phases = phases[1:]

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import CellDir, first_rows_by_key, read_json, read_rows
+from benchforge.rundir import CellDir, read_json, read_rows
 from benchforge.stats import PairedDifference, paired_bootstrap
 
 
@@ -21,7 +21,7 @@ def cell_dirs(path: Path) -> dict[str, CellDir]:
     """``benchmark -> cell`` of a cell dir, or of every cell of a run dir (its manifest)."""
     path = path.expanduser()
     if (path / "results.jsonl").exists() or (path / "score.done").exists():
-        return {_benchmark(CellDir(path)): CellDir(path)}
+        return {_names(CellDir(path))[1]: CellDir(path)}
     manifest = path / "manifest.jsonl"
     if manifest.exists():
         cells: dict[str, CellDir] = {}
@@ -35,29 +35,21 @@ def cell_dirs(path: Path) -> dict[str, CellDir]:
                           "(manifest.jsonl)")
 
 
-def _benchmark(cell: CellDir) -> str:
-    if cell.provenance.exists():
-        return str(read_json(cell.provenance).get("dataset", {}).get("name", cell.path.name))
-    return cell.path.name
-
-
-def _model(cell: CellDir) -> str:
-    if cell.provenance.exists():
-        return str(read_json(cell.provenance).get("model", {}).get("name", cell.path.parent.name))
-    return cell.path.parent.name
+def _names(cell: CellDir) -> tuple[str, str]:
+    """(model, benchmark) of a cell, from its provenance, else from its path."""
+    prov = read_json(cell.provenance) if cell.provenance.exists() else {}
+    return (str(prov.get("model", {}).get("name", cell.path.parent.name)),
+            str(prov.get("dataset", {}).get("name", cell.path.name)))
 
 
 def task_pass_rates(cell: CellDir) -> dict[str, float]:
     """Per-problem pass rate (the pass@1 estimate of each problem) from the raw rows."""
-    from benchforge.stages import counted_verdicts
+    from benchforge.stages import counted_verdicts, rows_by_task
 
     if not cell.results.exists():
         raise BenchforgeError(f"{cell.results}: missing; score this cell first")
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in first_rows_by_key(read_rows(cell.results, torn_tail="error")).values():
-        by_task[str(row["task_id"])].append(row)
     rates = {}
-    for task, rows in by_task.items():
+    for task, rows in rows_by_task(read_rows(cell.results, torn_tail="error")).items():
         verdicts = counted_verdicts(rows)
         rates[task] = sum(verdicts) / len(verdicts)
     return rates
@@ -82,7 +74,7 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
     for key in shared:
         a, b = side_a[key], side_b[key]
         diff = compare_cells(a, b, cfg.aggregate)
-        name_a, name_b = _model(a), _model(b)
+        name_a, name_b = _names(a)[0], _names(b)[0]
         if name_a == name_b:
             name_a, name_b = f"A ({name_a})", f"B ({name_b})"
         results.append({"benchmark": key, "a": str(a.path), "b": str(b.path),

@@ -209,8 +209,7 @@ def resolve_snapshot(model: DictConfig,
     if paths is None:
         return None, {}
     cache = Path(str(paths.hf_cache)).expanduser()
-    root = {"paths": paths}
-    if offline(DictConfig(root)):
+    if offline(paths):
         entry = require_staged(model, cache)
         return Path(entry["path"]), {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     entry = staged_snapshot(model, cache)

@@ -11,7 +11,6 @@ fetched into ``data.root`` from pinned sources and checked against their pinned 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 
 from benchforge.benchmarks import Benchmark, Download
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import sha256_file, utc_now, write_atomic
+from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
 
 STAGED_NAME = "benchforge-staged.json"
 
@@ -33,10 +32,10 @@ def hf_cache(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.hf_cache)).expanduser()
 
 
-def offline(cfg: DictConfig) -> bool:
+def offline(paths: DictConfig) -> bool:
     """Whether the hub must not be contacted: ``paths.offline``, where ``auto`` means inside a
     SLURM job (compute nodes have no internet)."""
-    setting = str(cfg.paths.offline).lower()
+    setting = str(paths.offline).lower()
     if setting == "auto":
         return "SLURM_JOB_ID" in os.environ
     return setting in ("true", "1", "yes")
@@ -47,13 +46,12 @@ def _staged_key(model: DictConfig) -> str:
 
 
 def read_staged(cache: Path) -> dict[str, dict[str, Any]]:
-    path = cache / STAGED_NAME
-    if not path.exists():
-        return {}
-    try:
-        return dict(json.loads(path.read_text()))
-    except ValueError as exc:
-        raise BenchforgeError(f"{path}: not valid JSON ({exc}); rerun `benchforge stage`") from exc
+    return read_record_map(cache / STAGED_NAME, "rerun `benchforge stage`")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def stage_model(model: DictConfig, cache: Path) -> dict[str, Any]:
@@ -68,16 +66,11 @@ def stage_model(model: DictConfig, cache: Path) -> dict[str, Any]:
         path = Path(snapshot_download(str(model.hf_repo), revision=str(model.revision or "main"),
                                       cache_dir=str(cache)))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchforgeError(f"stage model={model.name} ({model.hf_repo}@"
-                              f"{model.revision or 'main'}): {first}") from exc
+                              f"{model.revision or 'main'}): {_first_line(exc)}") from exc
     entry = {"repo": str(model.hf_repo), "requested_revision": str(model.revision or "main"),
              "commit": path.name, "path": str(path), "staged_utc": utc_now()}
-    with open(cache / (STAGED_NAME + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        staged = read_staged(cache)
-        staged[_staged_key(model)] = entry
-        write_atomic(cache / STAGED_NAME, json.dumps(staged, indent=2, sort_keys=True) + "\n")
+    update_record_map(cache / STAGED_NAME, _staged_key(model), entry, "rerun `benchforge stage`")
     return entry
 
 
@@ -150,8 +143,7 @@ def _fetch_hf_dataset(download: Download, data_root: Path) -> list[dict[str, Any
         snapshot_download(download.source, repo_type="dataset", local_dir=str(folder),
                           allow_patterns=list(download.files))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BenchforgeError(f"stage dataset {download.source}: {first}") from exc
+        raise BenchforgeError(f"stage dataset {download.source}: {_first_line(exc)}") from exc
     missing = [f for f in download.files if not (folder / f).is_file()]
     if missing:
         raise BenchforgeError(f"dataset {download.source} has no {', '.join(missing)}: is "

@@ -8,8 +8,6 @@ Generation refuses a SIF whose sha256 differs from the recorded one.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shutil
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import sha256_file, utc_now, write_atomic
+from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
 
 RECORD_NAME = "benchforge-images.json"
 
@@ -27,25 +25,11 @@ def record_path(images: Path) -> Path:
     return images / RECORD_NAME
 
 
+REMEDY = "rerun `benchforge pull-image`"
+
+
 def read_records(images: Path) -> dict[str, dict[str, Any]]:
-    path = record_path(images)
-    if not path.exists():
-        return {}
-    try:
-        return dict(json.loads(path.read_text()))
-    except ValueError as exc:
-        raise BenchforgeError(f"{path}: not valid JSON ({exc}); rerun `benchforge pull-image`")\
-            from exc
-
-
-def _record(images: Path, sif: Path, entry: dict[str, Any]) -> None:
-    images.mkdir(parents=True, exist_ok=True)
-    with open(images / (RECORD_NAME + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        records = read_records(images)
-        records[str(sif.resolve())] = entry
-        write_atomic(record_path(images),
-                     json.dumps(records, indent=2, sort_keys=True) + "\n")
+    return read_record_map(record_path(images), REMEDY)
 
 
 def source_digest(source: str) -> str | None:
@@ -79,7 +63,7 @@ def fetch_image(executable: str, sif: Path, source: str, images: Path, *,
     entry = {"source": source, "source_digest": source_digest(source),
              "sha256": sha256_file(sif), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
              "pulled_utc": utc_now()}
-    _record(images, sif, entry)
+    update_record_map(record_path(images), str(sif.resolve()), entry, REMEDY)
     return entry
 
 

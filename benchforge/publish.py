@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest
-from benchforge.rundir import CellDir, first_rows_by_key, read_json, read_rows
+from benchforge.rundir import CellDir, read_json, read_rows
 
 SAMPLE_COLUMNS = ("task_id", "sample_idx", "passed", "failure_mode", "duration_s",
                   "sandbox_mode")
@@ -45,17 +45,14 @@ def _provenance_columns(cell: CellDir, run_name: str) -> dict[str, Any]:
 
 
 def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> list[dict[str, Any]]:
-    from benchforge.stages import counted_verdicts
+    from benchforge.stages import counted_verdicts, rows_by_task
 
-    results = first_rows_by_key(read_rows(cell.results, torn_tail="error"))
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for row in results.values():
-        by_task.setdefault(str(row["task_id"]), []).append(row)
+    by_task = rows_by_task(read_rows(cell.results, torn_tail="error"))
     counted = {task: counted_verdicts(rows) for task, rows in by_task.items()}
     extra = _provenance_columns(cell, run_name)
     rows = []
-    for key in sorted(results):
-        row = results[key]
+    for row in sorted((r for task_rows in by_task.values() for r in task_rows),
+                      key=lambda r: (str(r["task_id"]), int(r["sample_idx"]))):
         rows.append({**{c: row.get(c) for c in SAMPLE_COLUMNS},
                      "skipped": bool(row.get("skipped", False)),
                      # the verdict pass@k counts (CRUXEval's skip rule applied)

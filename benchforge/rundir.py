@@ -7,6 +7,7 @@ else, because silently skipping a row would change a score.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -117,6 +118,27 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BenchforgeError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def read_record_map(path: Path, remedy: str) -> dict[str, dict[str, Any]]:
+    """A ``{key: record}`` JSON file (what stage/pull-image recorded); {} if absent."""
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        raise BenchforgeError(f"{path}: not valid JSON ({exc}); {remedy}") from exc
+
+
+def update_record_map(path: Path, key: str, record: dict[str, Any], remedy: str) -> None:
+    """Set one record of a ``{key: record}`` JSON file, under a lock: concurrent stage or
+    pull-image runs on a shared cache never lose each other's entries."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = read_record_map(path, remedy)
+        records[key] = record
+        write_json_atomic(path, records)
 
 
 def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:

@@ -276,7 +276,10 @@ def shard_summaries(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     latest = {d: str(s[-1]["job_id"]) for d, s in starts.items() if s}
     all_ids = sorted({str(a["job_id"]) for attempts in logs.values() for a in attempts
                       if a.get("job_id")})
-    states = slurm.job_states(list(latest.values()))
+    stage_jobs = {c["dir"]: {stage: str(c[f"{stage}_job"]) for stage in ("generate", "score", "run")
+                             if c.get(f"{stage}_job")} for c in cells}
+    states = slurm.job_states([*latest.values(),
+                               *(job for jobs in stage_jobs.values() for job in jobs.values())])
     runs = slurm.job_runs(all_ids)
     summaries = {}
     for cell in cells:
@@ -294,8 +297,8 @@ def shard_summaries(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "stage": next((a["stage"] for a in reversed(attempts) if a.get("stage")), ""),
             "attempts": len(starts[cell["dir"]]), "gpu_hours": round(gpu_hours, 4),
             "shard_state": cell.get("shard_state", ""),
-            "jobs": {stage: cell[f"{stage}_job"] for stage in ("generate", "score", "run")
-                     if cell.get(f"{stage}_job")},
+            "jobs": stage_jobs[cell["dir"]],
+            "job_states": {job: states.get(job, "") for job in stage_jobs[cell["dir"]].values()},
         }
     return summaries
 
@@ -304,12 +307,10 @@ def ended_without_marker(cell: dict[str, Any], summary: dict[str, Any]) -> list[
     """Problems of a cell whose shard's job has ended but whose stage marker is missing."""
     cdir = CellDir(Path(cell["dir"]))
     problems = []
-    states = slurm.job_states(list(summary.get("jobs", {}).values()))
-    for stage, job in summary.get("jobs", {}).items():
-        state = states.get(job, "")
-        marker = cdir.score_done if stage == "score" else cdir.generate_done
-        if stage == "run" and not cdir.score_done.exists():
-            marker = cdir.score_done
+    for stage, job in summary["jobs"].items():
+        state = summary["job_states"].get(job, "")
+        # a run job ends with score.done too (score.done is never written before generate.done)
+        marker = cdir.generate_done if stage == "generate" else cdir.score_done
         if state and state not in slurm.ACTIVE_STATES and not marker.exists():
             problems.append(f"{cdir.path}: {stage} job {job} ended ({state}) but "
                             f"{marker.name} is missing; rerun the sweep to resume it")

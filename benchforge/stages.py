@@ -484,21 +484,28 @@ def run_score(cfg: DictConfig) -> Cell | None:
 BREAKDOWN_FIELDS = ("difficulty", "category", "platform")  # results-row labels to split by
 
 
-def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
-    """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
-    from benchforge.scoring import audit_summary
-    from benchforge.stats import mean_at_n, pass_at_k_estimates
-
-    results = read_rows(cell_dir.results, torn_tail="error")
+def rows_by_task(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Result rows grouped by task, in file order; the first row of a duplicated
+    ``(task_id, sample_idx)`` counts, as everywhere else."""
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     keys = list(map(operator.itemgetter("task_id", "sample_idx"), results))
     if (len(set(keys)) == len(keys) and set(map(type, map(operator.itemgetter(0), keys))) == {str}
             and set(map(type, map(operator.itemgetter(1), keys))) == {int}):
         for (task, _), row in zip(keys, results, strict=True):  # no duplicates: just group
             by_task[task].append(row)
-    else:  # the first row of each (task_id, sample_idx) counts, as everywhere else
+    else:
         for row in first_rows_by_key(results).values():
             by_task[str(row["task_id"])].append(row)
+    return by_task
+
+
+def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
+    """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
+    from benchforge.scoring import audit_summary
+    from benchforge.stats import mean_at_n, pass_at_k_estimates
+
+    results = read_rows(cell_dir.results, torn_tail="error")
+    by_task = rows_by_task(results)
     if not by_task:
         raise BenchforgeError(f"{cell_dir.results}: no results to aggregate")
     counts = {len(v) for v in by_task.values()}
@@ -814,7 +821,7 @@ def run_stage_models(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.console import print_table
     from benchforge.hub import hf_cache, offline, stage_data, stage_model
 
-    if offline(cfg):
+    if offline(cfg.paths):
         raise BenchforgeError("stage runs on the login node: this looks like a compute node "
                               "(paths.offline); set paths.offline=false to force it")
     result: dict[str, Any] = {"model": None, "data": []}

@@ -29,10 +29,10 @@ def ratio(key: str, value: float, ref: float | None) -> float:
 
 def row(label: str, key: str, value: float, ref: float | None) -> str:
     shown = ref if ref else float("nan")
-    return f"{label:<16}{key:<22}{shown:>10.2f}{value:>10.2f}{ratio(key, value, ref):>8.2f}"
+    return f"{label:<16}{key:<22}{shown:>12.2f} {value:>12.2f}{ratio(key, value, ref):>8.2f}"
 
 
-HEADER = f"{'':<16}{'metric':<22}{'anchor':>10}{'now':>10}{'ratio':>8}"
+HEADER = f"{'':<16}{'metric':<22}{'anchor':>12} {'now':>12}{'ratio':>8}"
 
 
 def report(path: Path, label: str, now: dict[str, float], record_it: bool) -> None:

@@ -44,15 +44,9 @@ def _names(cell: CellDir) -> tuple[str, str]:
 
 def task_pass_rates(cell: CellDir) -> dict[str, float]:
     """Per-problem pass rate (the pass@1 estimate of each problem) from the raw rows."""
-    from benchforge.stages import counted_verdicts, rows_by_task
+    from benchforge.verdicts import read_verdicts
 
-    if not cell.results.exists():
-        raise BenchforgeError(f"{cell.results}: missing; score this cell first")
-    rates = {}
-    for task, rows in rows_by_task(read_rows(cell.results, torn_tail="error")).items():
-        verdicts = counted_verdicts(rows)
-        rates[task] = sum(verdicts) / len(verdicts)
-    return rates
+    return read_verdicts(cell.results).pass_rates()
 
 
 def compare_cells(a: CellDir, b: CellDir, agg: DictConfig) -> PairedDifference:

@@ -18,6 +18,27 @@ def _rows(path: Path) -> dict[Any, dict[str, Any]]:
     return first_rows_by_key(read_rows(path, torn_tail="error"))
 
 
+CASE_PARTS = (("input", "fail_input"), ("expected", "fail_expected"), ("actual", "fail_actual"))
+
+
+def failing_case_lines(row: dict[str, Any]) -> list[str]:
+    """The failing input with its expected and actual output, per suite (EvalPlus's base and
+    plus: ``base_fail_input``...) or for the sample (``fail_input``...)."""
+    prefixes = sorted({field[: -len("fail_input")] for field in row
+                       if field.endswith("fail_input")})
+    lines = []
+    for prefix in prefixes:
+        name = prefix.rstrip("_") or "failing case"
+        status = row.get(f"{prefix}status")
+        if status is not None:
+            lines.append(f"{name}: {status}")
+        for label, suffix in CASE_PARTS:
+            value = row.get(prefix + suffix)
+            if value is not None:
+                lines.append(f"  {label:<9} {value}")
+    return lines
+
+
 def run_inspect(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.console import print_table
 
@@ -39,11 +60,8 @@ def run_inspect(cfg: DictConfig) -> dict[str, Any]:
             key = (row["task_id"], row["sample_idx"])
             print(f"\n=== {row['task_id']} #{row['sample_idx']}: {row['failure_mode']} "
                   f"({row.get('duration_s')} s)")
-            for field, value in row.items():
-                if field.endswith("_fail_input") and value is not None:
-                    print(f"{field}: {value}")
-                if field.endswith("_status") and value is not None:
-                    print(f"{field}: {value}")
+            for line in failing_case_lines(row):
+                print(line)
             if row.get("detail"):
                 print(f"detail: {row['detail']}")
             print("--- code")

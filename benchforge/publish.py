@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest
-from benchforge.rundir import CellDir, read_json, read_rows
+from benchforge.rundir import CellDir, first_rows_by_key, read_json, read_rows
 
 SAMPLE_COLUMNS = ("task_id", "sample_idx", "passed", "failure_mode", "duration_s",
                   "sandbox_mode")
@@ -45,19 +45,19 @@ def _provenance_columns(cell: CellDir, run_name: str) -> dict[str, Any]:
 
 
 def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> list[dict[str, Any]]:
-    from benchforge.stages import counted_verdicts, rows_by_task
+    from benchforge.verdicts import read_verdicts
 
-    by_task = rows_by_task(read_rows(cell.results, torn_tail="error"))
-    counted = {task: counted_verdicts(rows) for task, rows in by_task.items()}
+    verdicts = read_verdicts(cell.results)
+    has_pass = dict(zip(verdicts.tasks, (verdicts.c > 0).tolist(), strict=True))
     extra = _provenance_columns(cell, run_name)
     rows = []
-    for row in sorted((r for task_rows in by_task.values() for r in task_rows),
-                      key=lambda r: (str(r["task_id"]), int(r["sample_idx"]))):
+    keyed = first_rows_by_key(read_rows(cell.results, torn_tail="error"))
+    for key, row in sorted(keyed.items()):
         rows.append({**{c: row.get(c) for c in SAMPLE_COLUMNS},
                      "skipped": bool(row.get("skipped", False)),
                      # the verdict pass@k counts (CRUXEval's skip rule applied)
-                     "counted_pass": None if row.get("skipped") and any(
-                         counted[str(row["task_id"])]) else bool(row["passed"]),
+                     "counted_pass": None if row.get("skipped") and has_pass[key[0]]
+                     else bool(row["passed"]),
                      "model": model, "benchmark": benchmark, **extra})
     return rows
 

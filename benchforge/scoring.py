@@ -78,7 +78,10 @@ def verdict_row(benchmark: Benchmark, task: Task, sample: dict[str, Any], result
     return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
             "passed": result.passed, "failure_mode": result.failure_mode,
             "duration_s": result.duration_s, "time_limit_s": limit, "sandbox_mode": mode,
-            **benchmark.result_fields(task, result.extra), "detail": result.detail}
+            **benchmark.result_fields(task, result.extra),
+            **({} if result.passed else benchmark.failure_fields(task, sample["code"],
+                                                                 result.detail)),
+            "detail": result.detail}
 
 
 def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[dict[str, Any]],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import operator
 import os
 import time
 from collections import Counter, defaultdict
@@ -484,53 +483,37 @@ def run_score(cfg: DictConfig) -> Cell | None:
 BREAKDOWN_FIELDS = ("difficulty", "category", "platform")  # results-row labels to split by
 
 
-def rows_by_task(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Result rows grouped by task, in file order; the first row of a duplicated
-    ``(task_id, sample_idx)`` counts, as everywhere else."""
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    keys = list(map(operator.itemgetter("task_id", "sample_idx"), results))
-    if (len(set(keys)) == len(keys) and set(map(type, map(operator.itemgetter(0), keys))) == {str}
-            and set(map(type, map(operator.itemgetter(1), keys))) == {int}):
-        for (task, _), row in zip(keys, results, strict=True):  # no duplicates: just group
-            by_task[task].append(row)
-    else:
-        for row in first_rows_by_key(results).values():
-            by_task[str(row["task_id"])].append(row)
-    return by_task
-
-
 def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
-    from benchforge.scoring import audit_summary
-    from benchforge.stats import mean_at_n, pass_at_k_estimates
+    import numpy as np
 
-    results = read_rows(cell_dir.results, torn_tail="error")
-    by_task = rows_by_task(results)
-    if not by_task:
-        raise BenchforgeError(f"{cell_dir.results}: no results to aggregate")
-    counts = {len(v) for v in by_task.values()}
+    from benchforge.scoring import audit_summary
+    from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts
+    from benchforge.verdicts import read_verdicts
+
+    verdicts = read_verdicts(cell_dir.results)
+    counts = set(np.unique(verdicts.rows).tolist())
     if len(counts) != 1:
         raise BenchforgeError(f"{cell_dir.results}: tasks have different sample counts {counts}")
-    verdicts = {task: counted_verdicts(rows) for task, rows in by_task.items()}
 
-    def estimate(tasks: list[str]) -> dict[str, Any]:
-        found = pass_at_k_estimates({t: verdicts[t] for t in tasks}, list(cfg_aggregate.ks),
-                                    int(cfg_aggregate.bootstrap), int(cfg_aggregate.seed),
-                                    float(cfg_aggregate.confidence))
+    def estimate(tasks: np.ndarray) -> dict[str, Any]:
+        found = pass_at_k_from_counts(verdicts.n[tasks], verdicts.c[tasks],
+                                      list(cfg_aggregate.ks), int(cfg_aggregate.bootstrap),
+                                      int(cfg_aggregate.seed), float(cfg_aggregate.confidence))
         return {name: est.as_dict() for name, est in found.items()}
 
     # LiveCodeBench-style contamination window: both numbers, the clean one as headline.
-    flags = {task: rows[0].get("contaminated") for task, rows in by_task.items()}
+    flags = verdicts.labels["contaminated"]
     windows = None
-    headline = sorted(verdicts)
-    if any(flag is not None for flag in flags.values()):
-        groups = {"all": headline, "clean": [t for t in headline if not flags[t]],
-                  "contaminated": [t for t in headline if flags[t]]}
-        windows = {name: ({"n_tasks": len(tasks), **estimate(tasks)} if tasks else
+    headline = np.arange(len(verdicts.tasks))
+    if any(flag is not None for flag in flags):
+        dirty = np.asarray([bool(flag) for flag in flags])
+        groups = {"all": headline, "clean": headline[~dirty], "contaminated": headline[dirty]}
+        windows = {name: ({"n_tasks": int(tasks.size), **estimate(tasks)} if tasks.size else
                           {"n_tasks": 0}) for name, tasks in groups.items()}
         if cfg_aggregate.exclude_contaminated:
             headline = groups["clean"]
-            if not headline:
+            if not headline.size:
                 raise BenchforgeError(
                     f"{cell_dir.results}: every problem predates the model's release_date; "
                     "use a later benchmark.version or aggregate.exclude_contaminated=false")
@@ -539,17 +522,17 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
     # difficulty), over the headline problems.
     breakdown: dict[str, dict[str, Any]] = {}
     for field_name in BREAKDOWN_FIELDS:
-        labels = {t: by_task[t][0].get(field_name) for t in headline}
-        if all(label is None for label in labels.values()):
+        labels = [verdicts.labels[field_name][i] for i in headline.tolist()]
+        if all(label is None for label in labels):
             continue
-        groups_by_label: dict[str, list[str]] = defaultdict(list)
-        for task, label in labels.items():
+        groups_by_label: dict[str, list[int]] = defaultdict(list)
+        for task, label in zip(headline.tolist(), labels, strict=True):
             groups_by_label[str(label)].append(task)
-        breakdown[field_name] = {label: {"n_tasks": len(tasks), **estimate(tasks)}
-                                 for label, tasks in sorted(groups_by_label.items())}
+        breakdown[field_name] = {
+            label: {"n_tasks": len(tasks), **estimate(np.asarray(tasks))}
+            for label, tasks in sorted(groups_by_label.items())}
     samples = read_rows(cell_dir.samples)
     provenance = read_json(cell_dir.provenance)
-    failure_modes = Counter(str(r["failure_mode"]) for r in results if not r["passed"])
     return {
         "cell_id": provenance.get("cell_id"),
         "model": provenance.get("model", {}).get("name"),
@@ -557,19 +540,19 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         "license": provenance.get("model", {}).get("license"),
         "osi_approved": provenance.get("model", {}).get("osi_approved"),
         "benchmark": provenance.get("dataset", {}).get("name"),
-        "n_tasks": len(headline),
+        "n_tasks": int(headline.size),
         "n_samples": counts.pop(),
         **estimates,
         **({"windows": windows, "contaminated_excluded": bool(cfg_aggregate.exclude_contaminated)}
            if windows else {}),
         **({"breakdown": breakdown} if breakdown else {}),
-        "failure_modes": dict(sorted(failure_modes.items())),
+        "failure_modes": verdicts.failure_modes,
         "timeout_audit": audit_summary(cell_dir.logs / "timeout_audit.jsonl"),
         "sandbox_mode": provenance.get("sandbox_mode"),
         "bootstrap": {"resamples": int(cfg_aggregate.bootstrap), "seed": int(cfg_aggregate.seed),
                       "confidence": float(cfg_aggregate.confidence), "over": "problems"},
-        **({"mean@n": mean_n} if (mean_n := mean_at_n(
-            {t: verdicts[t] for t in headline})) else {}),
+        **({"mean@n": mean_n} if (mean_n := mean_at_n_matrix(verdicts.matrix(headline)))
+           else {}),
         "cost": cell_cost(cell_dir, provenance, samples),
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
@@ -600,13 +583,6 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
                       if score.get("wall_s") else None),
         "slurm_attempts": sum(1 for a in attempts if a.get("event") == "start"),
     }
-
-
-def counted_verdicts(rows: list[dict[str, Any]]) -> list[bool]:
-    """The verdicts pass@k counts for one task: rows marked ``skipped`` (never executed, e.g.
-    CRUXEval's rule) are dropped unless no other sample passed (then all count as failures)."""
-    kept = [bool(r["passed"]) for r in rows if not r.get("skipped")]
-    return kept if any(kept) else [False] * len(rows)
 
 
 def _fmt_estimate(est: dict[str, Any] | None) -> str:

@@ -58,13 +58,14 @@ def bootstrap_cis(per_task: list[np.ndarray], resamples: int, seed: int,
         raise BenchforgeError("no tasks to aggregate")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, size, size=(resamples, size))
+    # How often each resample drew each problem, then every metric's resampled means in one
+    # matrix product: far less memory traffic than gathering values[idx] once per metric.
+    idx += np.arange(resamples)[:, None] * size
+    draws = np.bincount(idx.ravel(), minlength=resamples * size).reshape(resamples, size)
+    means = (draws.astype(np.float64) @ np.column_stack(per_task)) / size
     alpha = (1.0 - confidence) / 2.0
-    cis = []
-    for values in per_task:
-        means = values[idx].mean(axis=1)
-        lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-        cis.append((float(lo), float(hi)))
-    return cis
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
+    return [(float(a), float(b)) for a, b in zip(lo, hi, strict=True)]
 
 
 def pass_at_k_estimates(verdicts: Mapping[str, Sequence[bool]], ks: Sequence[int],
@@ -74,6 +75,12 @@ def pass_at_k_estimates(verdicts: Mapping[str, Sequence[bool]], ks: Sequence[int
     task_ids = sorted(verdicts)
     n = np.array([len(verdicts[t]) for t in task_ids])
     c = np.array([sum(map(bool, verdicts[t])) for t in task_ids])
+    return pass_at_k_from_counts(n, c, ks, resamples, seed, confidence)
+
+
+def pass_at_k_from_counts(n: np.ndarray, c: np.ndarray, ks: Sequence[int], resamples: int,
+                          seed: int, confidence: float) -> dict[str, Estimate]:
+    """:func:`pass_at_k_estimates` from per-task sample and pass counts (tasks in id order)."""
     ordered = sorted(set(ks))
     per_k = [pass_at_k(n, c, k) for k in ordered]
     cis = bootstrap_cis(per_k, resamples, seed, confidence)
@@ -136,10 +143,16 @@ def mean_at_n(verdicts: Mapping[str, Sequence[bool]]) -> dict[str, float] | None
     sample indices; None with a single sample per task."""
     tasks = sorted(verdicts)
     n = min(len(verdicts[t]) for t in tasks)
-    if n < 2:
-        return None
     matrix = np.fromiter((bool(v) for t in tasks for v in verdicts[t][:n]), dtype=np.float64,
                          count=len(tasks) * n).reshape(len(tasks), n)
-    per_run = matrix.mean(axis=0)  # one score per sample index, as if N separate runs
+    return mean_at_n_matrix(matrix)
+
+
+def mean_at_n_matrix(matrix: np.ndarray | None) -> dict[str, float] | None:
+    """:func:`mean_at_n` of a tasks x N matrix of verdicts."""
+    if matrix is None or matrix.shape[1] < 2:
+        return None
+    n = matrix.shape[1]
+    per_run = matrix.mean(axis=0, dtype=np.float64)  # per sample index, as if N separate runs
     return {"value": float(per_run.mean()), "stderr": float(per_run.std(ddof=1) / np.sqrt(n)),
             "n": int(n)}

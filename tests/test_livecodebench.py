@@ -92,6 +92,12 @@ def test_graded_end_to_end_with_both_numbers(workdir: Path, mock_server) -> None
     assert {t: r["passed"] for t, r in rows.items()} == {
         "abc900_a": True, "9001": True, "1900A": True, "abc901_b": False}
     assert rows["abc901_b"]["failure_mode"] == "wrong_answer"
+    # the failing test, as inspect shows it
+    failing = bench.load().tasks
+    tests = next(t for t in failing if t.task_id == "abc901_b").data["tests"]
+    index = int(rows["abc901_b"]["detail"].split("test ")[1].split(":")[0])
+    assert rows["abc901_b"]["fail_input"] == tests["inputs"][index]
+    assert rows["abc901_b"]["fail_expected"] == tests["outputs"][index]
     assert rows["1900A"]["contaminated"] and not rows["abc900_a"]["contaminated"]
     metrics = json.loads((cell / "metrics.json").read_text())
     assert metrics["n_tasks"] == 3 and metrics["pass@1"]["value"] == pytest.approx(2 / 3)

@@ -43,6 +43,9 @@ def score(workdir: Path, shared_data: Path, name: str, benchmark: str, version: 
             if row[f"{suite}_status"] == "fail" and row["failure_mode"] == "wrong_answer" \
                     and row["detail"].startswith(f"[{suite}]"):
                 assert row[f"{suite}_fail_input"] is not None
+                # ... and what the reference returned there, and what the sample did
+                assert row[f"{suite}_fail_expected"] is not None
+                assert row[f"{suite}_fail_actual"] not in (None, row[f"{suite}_fail_expected"])
     return {r["task_id"]: (r["base_status"], r["plus_status"]) for r in rows}
 
 
@@ -58,6 +61,16 @@ def test_humanevalplus_llama3_matches_evalplus(workdir: Path, shared_data: Path)
     assert {t: v for t, v in first.items() if official[t] != v} == {}
     second = score(workdir, shared_data, "b", "humanevalplus", "v0.1.9", gen / "samples.jsonl")
     assert second == first  # deterministic
+    # inspect shows a failed sample's failing input, expected and actual output, and code
+    inspected = run_cli("inspect", str(workdir / "a"), "--failed", "inspect.limit=200",
+                        cwd=workdir)
+    assert inspected.returncode == 0, inspected.stderr
+    wrong = next(r for r in read_rows(workdir / "a" / "results.jsonl")
+                 if r["failure_mode"] == "wrong_answer" and r["plus_fail_actual"])
+    block = inspected.stdout.split(f"=== {wrong['task_id']} #0")[1].split("===")[0]
+    assert f"input     {wrong['plus_fail_input']}" in block
+    assert f"expected  {wrong['plus_fail_expected']}" in block
+    assert f"actual    {wrong['plus_fail_actual']}" in block and "--- code" in block
 
 
 def test_mbppplus_wizardcoder_matches_evalplus(workdir: Path, shared_data: Path) -> None:
@@ -74,6 +87,11 @@ def test_mbppplus_wizardcoder_matches_evalplus(workdir: Path, shared_data: Path)
     assert len(ours) == 399
     differ = {t: (v, official[t]) for t, v in ours.items() if official[t] != v}
     assert set(differ) <= MBPPPLUS_HARDWARE_SENSITIVE, differ
+
+
+def official_output(shared_data: Path, task_id: str) -> str:
+    rows = read_rows(shared_data / "cruxeval/cruxeval.jsonl")
+    return next(r["output"] for r in rows if r["id"] == task_id)
 
 
 def test_cruxeval_input_codellama_matches_the_official_scorer(workdir: Path,
@@ -93,6 +111,8 @@ def test_cruxeval_input_codellama_matches_the_official_scorer(workdir: Path,
     differ = [(r["task_id"], r["sample_idx"]) for r in rows
               if r["passed"] != official["raw_scored_generations"][r["task_id"]][r["sample_idx"]]]
     assert differ == []
+    wrong = next(r for r in rows if not r["passed"] and not r.get("skipped"))
+    assert wrong["fail_expected"] == official_output(shared_data, wrong["task_id"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pass@1"]["value"] * 100 == pytest.approx(official["pass_at_1"], abs=1e-9)
     assert metrics["pass@5"]["value"] * 100 == pytest.approx(official["pass_at_5"], abs=1e-9)

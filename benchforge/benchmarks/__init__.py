@@ -105,6 +105,11 @@ class Benchmark(ABC):
         """Benchmark-specific columns of a results row, from the sandbox's extra output."""
         return {}
 
+    def failure_fields(self, task: Task, code: str, detail: str) -> dict[str, Any]:
+        """What a failed sample was checked on, for ``benchforge inspect``: ``fail_input``,
+        ``fail_expected`` and ``fail_actual`` (each a short text, or None when unknown)."""
+        return {}
+
     def prejudge(self, task: Task, code: str) -> dict[str, Any] | None:
         """A verdict without running the sample (e.g. CRUXEval's skip rule), or None."""
         return None

@@ -231,6 +231,13 @@ class CruxEval(Benchmark):
                     "detail": "output prediction calls f on the gold input"}
         return None
 
+    def failure_fields(self, task: Task, code: str, detail: str) -> dict[str, Any]:
+        data = task.data
+        if self.mode == "input":  # the generated call; its value is not recomputed
+            return {"fail_input": code, "fail_expected": data["output"], "fail_actual": None}
+        return {"fail_input": f"f({data['input']})", "fail_expected": data["output"],
+                "fail_actual": code}
+
     @cached_property
     def _guard(self) -> str:
         return guard_source()

@@ -183,6 +183,9 @@ class EvalPlusBenchmark(FunctionBenchmark):
             if status == "fail" and index is not None and index >= 0:
                 failing = self.serialize_input(task, task.data[f"{name}_input"][index])
             fields[f"{name}_fail_input"] = failing
+            if failing is not None:  # what the reference returned, and what the sample did
+                fields[f"{name}_fail_expected"] = extra.get(f"{name}_fail_expected")
+                fields[f"{name}_fail_actual"] = extra.get(f"{name}_fail_actual")
         return fields
 
     def serialize_input(self, task: Task, value: Any) -> str:

@@ -51,6 +51,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name} from test data")
 
 
+def _short(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def decode_private_tests(blob: str) -> list[dict[str, Any]]:
     try:
         return json.loads(blob)
@@ -183,3 +187,16 @@ class LiveCodeBench(Benchmark):
 
     def prejudge(self, task: Task, code: str) -> dict[str, Any] | None:
         return None
+
+    def failure_fields(self, task: Task, code: str, detail: str) -> dict[str, Any]:
+        """The failing test (the grader names it ``test <i>``) and, for stdin/stdout, the
+        first differing line the grader quotes."""
+        found = re.search(r"\btest (\d+)\b", detail)
+        tests = task.data["tests"]
+        if not found or int(found.group(1)) >= len(tests["inputs"]):
+            return {}
+        index = int(found.group(1))
+        lines = re.search(r"test \d+: (.*) != (.*)$", detail)
+        return {"fail_input": _short(tests["inputs"][index]),
+                "fail_expected": _short(tests["outputs"][index]),
+                "fail_actual": lines.group(1) if lines else None}

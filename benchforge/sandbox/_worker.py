@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import os
+import reprlib
 import select
 import shutil
 import signal
@@ -274,6 +275,28 @@ def is_floats(value):
     return False
 
 
+class _BoundedRepr(reprlib.Repr):
+    """repr that never runs sample-defined __repr__ code and stays short."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 4, 400, 200, 400
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdict = 30
+
+    def repr1(self, x, level):
+        if type(x) not in SAFE_TYPES and type(x) not in CONTAINERS and type(x) is not dict:
+            return f"<{type(x).__name__} object>"
+        return super().repr1(x, level)
+
+
+def bounded_repr(value, limit=1000):
+    try:
+        text = _BoundedRepr().repr(value)
+    except Exception:  # e.g. an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class InputTimeout(Exception):
     pass
 
@@ -300,8 +323,14 @@ def run_suite(program, fixture, limits, report):
     atol = spec["atol"]
     state = {"index": -1}
 
-    def fail(mode, detail):
-        report(mode, detail, {"status": "fail", "fail_index": state["index"]})
+    def fail(mode, detail, values=True):
+        index = state["index"]
+        extra = {"status": "fail", "fail_index": index}
+        if values and 0 <= index < len(expected):  # for `benchforge inspect`
+            extra["expected"] = bounded_repr(expected[index])
+            if "out" in state:
+                extra["actual"] = bounded_repr(state["out"])
+        report(mode, detail, extra)
 
     def on_alarm(signum, frame):
         raise InputTimeout("input timed out")
@@ -316,6 +345,7 @@ def run_suite(program, fixture, limits, report):
     numpy = sys.modules.get("numpy")
     for index, args in enumerate(inputs):
         state["index"] = index
+        state.pop("out", None)
         try:
             signals.signal(signals.SIGALRM, on_alarm)
             signals.setitimer(signals.ITIMER_REAL, time_limits[index])
@@ -324,6 +354,7 @@ def run_suite(program, fixture, limits, report):
             finally:
                 signals.setitimer(signals.ITIMER_REAL, 0)
             inspect_value(out)
+            state["out"] = out
             exp = expected[index]
             exact = out == exp
             if dataset == "mbpp":
@@ -360,7 +391,7 @@ def run_suite(program, fixture, limits, report):
             fail(mode, f"input #{index}: {detail}")
     tampering = process_tampering(snapshot)
     if tampering:
-        fail("tampering", tampering)
+        fail("tampering", tampering, values=False)
     report("passed", "", {"status": "pass", "fail_index": None})
 
 
@@ -581,6 +612,9 @@ def run_sample(config, request, protected):
         name = suite["name"]
         extra[f"{name}_status"] = "pass" if passed else "fail"
         extra[f"{name}_fail_index"] = suite_extra.get("fail_index") if not passed else None
+        if not passed:
+            extra[f"{name}_fail_expected"] = suite_extra.get("expected")
+            extra[f"{name}_fail_actual"] = suite_extra.get("actual")
         if not passed:
             failures.append((mode, f"[{name}] {detail}"))
     mode, detail = failures[0] if failures else (None, "")

@@ -21,10 +21,11 @@ def record(path: Path, data: dict[str, Any]) -> None:
 
 
 def ratio(key: str, value: float, ref: float | None) -> float:
-    """> 1 always means faster than the anchor: rates (``*_per_s``) up, times down."""
+    """> 1 always means better than the anchor: rates (``*_per_s``) and speed-ups (``*_x``)
+    up, times down."""
     if not ref:
         return float("nan")
-    return value / ref if key.endswith("_per_s") else ref / value
+    return value / ref if key.endswith(("_per_s", "_x")) else ref / value
 
 
 def row(label: str, key: str, value: float, ref: float | None) -> str:

@@ -63,6 +63,10 @@ def test_guarantees(sandbox: SandboxPool) -> None:
     assert {"timeout", "memory", "environment"} <= sandbox.guarantees
     if sandbox.mode == "bwrap":
         assert sandbox.guarantees == FULL
+    if sandbox.mode in ("bwrap", "userns", "apptainer", "apptainer-setuid"):
+        # the worker verified it runs in its own pid namespace, so its sweep after each
+        # sample lists that namespace's /proc (no reaper process per sample)
+        assert sandbox.info["pidns"] is True
     if sandbox.mode == "rlimit-only":
         assert "filesystem" not in sandbox.guarantees  # never claimed without an outer layer
 

@@ -655,14 +655,15 @@ def run_child(config, request, protected):
     return passed, mode, detail, duration, extra
 
 
-def in_private_pidns():
-    """True only in a child pid namespace whose own /proc is mounted: then killing every
-    other pid in /proc hits only the sandbox. Never trust the config for this."""
+def in_private_pidns(host_pidns):
+    """True only in a pid namespace other than the host process's (``host_pidns``: the inode
+    of its /proc/self/ns/pid) whose own /proc is mounted: then killing every other pid in
+    /proc hits only the sandbox. Never trust the config for this."""
     try:
-        with open("/proc/self/status") as fh:
-            nspid = next(line.split()[1:] for line in fh if line.startswith("NSpid:"))
-        return len(nspid) > 1 and int(os.readlink("/proc/self")) == os.getpid()
-    except (OSError, StopIteration, ValueError):
+        own_proc = int(os.readlink("/proc/self")) == os.getpid()
+        return (host_pidns is not None and own_proc
+                and os.stat("/proc/self/ns/pid").st_ino != host_pidns)
+    except (OSError, ValueError):
         return False
 
 
@@ -699,7 +700,7 @@ def main():
     os.dup2(null, 1)  # nothing but the protocol may reach the host's end of the pipe
     # Verify what the outer layer promised instead of trusting it: the pid-namespace sweep
     # kills every other visible process, so it must only run where that is the sandbox.
-    config["pidns"] = bool(config.get("pidns")) and in_private_pidns()
+    config["pidns"] = bool(config.get("pidns")) and in_private_pidns(config.get("host_pidns"))
     if config.get("unshare_net"):
         config["unshare_net"] = probe_unshared_network()
     for name in config.get("preload", ()):  # shared by every forked sample, imported once

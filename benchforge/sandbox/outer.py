@@ -140,13 +140,22 @@ def sample_uid(slot: int) -> int:
     return 1_000_000_000 + (os.getpid() << 8) + slot
 
 
+def _pid_namespace() -> int | None:
+    """This process's pid namespace (an inode): the worker checks that it runs in another."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
                extra_ro: tuple[str, ...] = ()) -> OuterLayer:
     """The outer layer of worker ``slot``; ``extra_ro`` are dirs samples' checks must read
     (benchmark fixtures), bound read-only where the layer hides the filesystem."""
     python = sys.executable
     worker = str(WORKER)
-    config: dict[str, object] = {"tmp_root": "/tmp", "preload": list(PRELOAD)}
+    config: dict[str, object] = {"tmp_root": "/tmp", "preload": list(PRELOAD),
+                                 "host_pidns": _pid_namespace()}
     if mode == "bwrap":
         if is_root():
             config.update(uid=sample_uid(slot), gid=sample_uid(slot))

@@ -480,16 +480,13 @@ def run_score(cfg: DictConfig) -> Cell | None:
 
 
 # ---------------------------------------------------------------------------------- aggregate
-BREAKDOWN_FIELDS = ("difficulty", "category", "platform")  # results-row labels to split by
-
-
 def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
     import numpy as np
 
     from benchforge.scoring import audit_summary
     from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts
-    from benchforge.verdicts import read_verdicts
+    from benchforge.verdicts import BREAKDOWN_FIELDS, read_verdicts
 
     verdicts = read_verdicts(cell_dir.results)
     counts = set(np.unique(verdicts.rows).tolist())

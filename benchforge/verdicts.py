@@ -9,7 +9,7 @@ arrays, so the numbers never depend on which one ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ import numpy as np
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import first_rows_by_key, read_rows
 
-LABEL_FIELDS = ("contaminated", "difficulty", "category", "platform")  # per-task labels
+BREAKDOWN_FIELDS = ("difficulty", "category", "platform")  # results-row labels to split by
+LABEL_FIELDS = ("contaminated", *BREAKDOWN_FIELDS)  # per task, from its first row
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _columns_arrow(path: Path) -> Columns | None:
         table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=8 << 20),
                                  parse_options=pajson.ParseOptions(
                                      explicit_schema=schema, unexpected_field_behavior="ignore"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+    except (pa.ArrowException, OSError):  # unparsable or an unexpected type somewhere
         return None
     if any(table.column(name).null_count for name in ("task_id", "sample_idx", "passed")):
         return None  # a row without a required field: the row reader names it
@@ -206,9 +207,3 @@ def read_verdicts(path: Path) -> CellVerdicts:
     if not columns.task_names:
         raise BenchforgeError(f"{path}: no results to aggregate")
     return cell_verdicts(columns)
-
-
-def select(verdicts: CellVerdicts, tasks: Sequence[str]) -> np.ndarray:
-    """Indices (into ``verdicts.tasks``) of the given task ids."""
-    position = {t: i for i, t in enumerate(verdicts.tasks)}
-    return np.asarray([position[t] for t in tasks], dtype=np.int64)

@@ -345,3 +345,26 @@ def test_bwrap_binds_the_interpreter_over_tmp() -> None:
                      and (argv[i + 1] == str(path) or str(path).startswith(argv[i + 1] + "/"))
                      and argv[i + 1] != "/usr"]
             assert binds and all(i > tmpfs for i in binds), path
+
+
+def test_failing_values_are_shown_without_running_sample_code() -> None:
+    """`inspect` shows a wrong answer's actual value; printing it must not call a __repr__
+    the sample defined (it could hang or lie), and must stay short."""
+    import importlib.util
+
+    from benchforge.sandbox.outer import WORKER
+
+    spec = importlib.util.spec_from_file_location("benchforge_worker_copy", WORKER)
+    worker = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(worker)  # type: ignore[union-attr]
+
+    class Sneaky(list):
+        def __repr__(self) -> str:
+            raise AssertionError("sample code ran")
+
+    assert worker.bounded_repr([1, "a", {"k": (2.5, None)}, Sneaky([1])]) == \
+        "[1, 'a', {'k': (2.5, None)}, <Sneaky object>]"
+    assert len(worker.bounded_repr(list(range(100_000)))) < 400
+    long_text = worker.bounded_repr("x" * 10_000)
+    assert len(long_text) < 500 and "..." in long_text
+    assert worker.bounded_repr(10 ** 5000) == "<int>"  # too long for repr: named, no error

@@ -284,9 +284,15 @@ class _BoundedRepr(reprlib.Repr):
         self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdict = 30
 
     def repr1(self, x, level):
-        if type(x) not in SAFE_TYPES and type(x) not in CONTAINERS and type(x) is not dict:
-            return f"<{type(x).__name__} object>"
-        return super().repr1(x, level)
+        kind = type(x)
+        if kind in SAFE_TYPES or kind in CONTAINERS or kind is dict:
+            return super().repr1(x, level)
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and (
+                kind in (numpy.float64, numpy.float32, numpy.int64, numpy.int32, numpy.bool_)
+                or (kind is numpy.ndarray and x.dtype.kind in "biufc")):
+            return builtins.repr(x)[:self.maxother * 2]  # numpy's own repr, no sample code
+        return f"<{kind.__name__} object>"
 
 
 def bounded_repr(value, limit=1000):

@@ -45,14 +45,16 @@ def _provenance_columns(cell: CellDir, run_name: str) -> dict[str, Any]:
 
 
 def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> list[dict[str, Any]]:
-    from benchforge.verdicts import read_verdicts
+    from benchforge.verdicts import columns_from_rows, verdicts_of
 
-    verdicts = read_verdicts(cell.results)
+    if not cell.results.exists():
+        raise BenchforgeError(f"{cell.results}: missing; score this cell first")
+    results = read_rows(cell.results, torn_tail="error")
+    verdicts = verdicts_of(columns_from_rows(results, cell.results), cell.results)
     has_pass = dict(zip(verdicts.tasks, (verdicts.c > 0).tolist(), strict=True))
     extra = _provenance_columns(cell, run_name)
     rows = []
-    keyed = first_rows_by_key(read_rows(cell.results, torn_tail="error"))
-    for key, row in sorted(keyed.items()):
+    for key, row in sorted(first_rows_by_key(results).items()):
         rows.append({**{c: row.get(c) for c in SAMPLE_COLUMNS},
                      "skipped": bool(row.get("skipped", False)),
                      # the verdict pass@k counts (CRUXEval's skip rule applied)

@@ -134,7 +134,12 @@ def _codes(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
 
 
 def _columns_rows(path: Path) -> Columns:
-    rows = list(first_rows_by_key(_checked(read_rows(path, torn_tail="error"), path)).values())
+    return columns_from_rows(read_rows(path, torn_tail="error"), path)
+
+
+def columns_from_rows(rows: list[dict[str, Any]], path: Path) -> Columns:
+    """:class:`Columns` of already-read result rows (``path`` names them in errors)."""
+    rows = list(first_rows_by_key(_checked(rows, path)).values())
     task_codes, task_names = _codes([str(r["task_id"]) for r in rows])
     mode_codes, mode_names = _codes([r.get("failure_mode") for r in rows])
 
@@ -203,7 +208,10 @@ def cell_verdicts(columns: Columns) -> CellVerdicts:
 
 def read_verdicts(path: Path) -> CellVerdicts:
     """The verdicts of a ``results.jsonl`` (see the module docstring)."""
-    columns = read_columns(path)
+    return verdicts_of(read_columns(path), path)
+
+
+def verdicts_of(columns: Columns, path: Path) -> CellVerdicts:
     if not columns.task_names:
         raise BenchforgeError(f"{path}: no results to aggregate")
     return cell_verdicts(columns)

@@ -119,6 +119,11 @@ class Benchmark(ABC):
         return tasks[:limit] if limit else tasks
 
 
+def shorten(text: str, limit: int = 2000) -> str:
+    """A results-row text (failing input, expected output) cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def register(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
     def decorate(cls: type[Benchmark]) -> type[Benchmark]:
         _REGISTRY[name] = cls

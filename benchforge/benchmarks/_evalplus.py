@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchforge.benchmarks import Dataset, Download, Task
+from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file, write_atomic
@@ -189,5 +189,4 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return fields
 
     def serialize_input(self, task: Task, value: Any) -> str:
-        text = repr(value)
-        return text if len(text) <= 2000 else text[:2000] + "..."
+        return shorten(repr(value))

@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
+from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register, shorten
 from benchforge.benchmarks import _lcb_grader as grader
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
@@ -49,10 +49,6 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"refused to load {module}.{name} from test data")
-
-
-def _short(text: str, limit: int = 2000) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def decode_private_tests(blob: str) -> list[dict[str, Any]]:
@@ -197,6 +193,6 @@ class LiveCodeBench(Benchmark):
             return {}
         index = int(found.group(1))
         lines = re.search(r"test \d+: (.*) != (.*)$", detail)
-        return {"fail_input": _short(tests["inputs"][index]),
-                "fail_expected": _short(tests["outputs"][index]),
+        return {"fail_input": shorten(tests["inputs"][index]),
+                "fail_expected": shorten(tests["outputs"][index]),
                 "fail_actual": lines.group(1) if lines else None}

@@ -82,6 +82,7 @@ class BenchmarkConfig:
     min_time_limit_s: float | None = None  # per-test limits (EvalPlus): max(min, factor x ref)
     time_factor: float | None = None
     cutoff: str | None = None  # LiveCodeBench: problems before this date are contaminated
+    lcb_fixes: bool = False  # LiveCodeBench: correct lcb_runner's harness bugs (README)
 
 
 @dataclass

@@ -1,20 +1,40 @@
 """LiveCodeBench grading, run inside the sandbox child as trusted test code (stdlib only).
 
-Follows lcb_runner's testing_util (code_generation_lite): call-based problems call
-``Solution().<fn_name>(*args)`` (args: one JSON value per input line; tuples count as lists);
-stdin problems run the program wrapped in a function with stdin patched and stdout captured,
-and compare stripped lines exactly or, failing that, token-wise as Decimals. Each test has its
-own time limit; the first failing test ends the grading.
+Follows lcb_runner @28fef95 ``lcb_runner/evaluation/testing_util.py`` (``run_test``,
+``grade_call_based``, ``grade_stdio``, ``call_method``), re-stated here:
+
+- call-based problems (``fn_name`` not None): the harness imports + the code are exec'd as a
+  module; ``Solution()`` is used when the text holds ``class Solution``; each test's input is one
+  JSON value per line, the output one JSON value; a tuple counts as a list; ``==`` decides.
+- stdin problems: a trailing ``if __name__ == '__main__':`` is inlined, every non-import
+  statement is moved into ``wrapped_function()`` (imports stay at module level, so a
+  ``from sys import stdin`` binds the process's own stdin at compile time), and each test calls
+  it with stdin patched (``_OfficialStdin``) and stdout captured; ``SystemExit`` is a normal end.
+  Outputs are compared line by line after ``strip()`` of the whole text and of every line: equal
+  strings, or else equal lists of ``Decimal`` tokens (no float tolerance).
+- limits: ``signal.alarm(timeout)`` (whole seconds) around compilation and around each test; a
+  time-out is an exception whose repr contains ``timeoutexception``; the first failing test ends
+  the grading. Error codes: -2 wrong answer, -3 time limit, -4 runtime error (also any error
+  while compiling or comparing: "Error during testing"); -1 (the global time limit) is the
+  sandbox's wall limit.
+
+With ``fixed=True`` (``benchmark.lcb_fixes=true``) stdin is a real file holding the test's input
+(also on fd 0 and behind compile-time ``from sys import stdin`` bindings; stdout likewise),
+``fileinput`` reads it once, ``quit()`` is ``exit()``, the stack is the sandbox's,
+``sys.stdout.close()`` is harmless and a time-out prints nothing. README ("How answers are
+graded" / "LiveCodeBench") lists each difference.
 """
 
 import ast
 import contextlib
 import io
 import json
+import os
 import signal
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import ModuleType
+from unittest import mock
 
 IMPORTS = (
     "from string import *\nfrom re import *\nfrom datetime import *\nfrom collections import *\n"
@@ -26,6 +46,12 @@ IMPORTS = (
     "import random\nimport statistics\nimport itertools\nimport functools\nimport operator\n"
     "import io\nimport sys\nimport json\nsys.setrecursionlimit(50000)\n"
 )
+# sys.argv of the documented lcb_runner command (`python -m lcb_runner.runner.main --model M
+# --scenario codegeneration --evaluate --release_version V`): fileinput.input() opens each
+# argument, and lcb_runner's patched open() returns the test input for every one of them.
+OFFICIAL_ARGV = ("lcb_runner/runner/main.py", "--model", "M", "--scenario", "codegeneration",
+                 "--evaluate", "--release_version", "release_v6")
+WRONG, TIMEOUT, RUNTIME = -2, -3, -4
 
 
 class WrongAnswer(AssertionError):
@@ -36,8 +62,109 @@ class TimeLimitExceeded(Exception):
     pass
 
 
-def _alarm(signum, frame):
-    raise TimeLimitExceeded("time limit exceeded")
+class CompileError(Exception):
+    pass
+
+
+class TimeoutException(Exception):  # the name is the contract: lcb_runner matches its repr
+    pass
+
+
+def _alarm_official(signum, frame):
+    print("timeout occured: alarm went off")  # into the captured output, as lcb_runner does
+    raise TimeoutException
+
+
+def _alarm_fixed(signum, frame):
+    raise TimeoutException
+
+
+class _OfficialBuffer:
+    """``sys.stdin.buffer`` under lcb_runner: read() gives all bytes on every call, readline()
+    the first line, nothing else exists."""
+
+    def __init__(self, text):
+        self.inputs = text.encode("utf-8")
+
+    def read(self, *args):
+        return self.inputs
+
+    def readline(self, *args):
+        return self.inputs.split(b"\n")[0] + b"\n"
+
+
+class _OfficialStdin:
+    """``sys.stdin`` under lcb_runner: read() gives the whole input on every call, readline()
+    the next line with its newline ('' at the end), readlines() ``text.split("\\n")``; other
+    attributes come from a StringIO, and it is not iterable (no ``__iter__``)."""
+
+    def __init__(self, text):
+        self.inputs = text
+        self._stringio = io.StringIO(text)
+        self.buffer = _OfficialBuffer(text)
+
+    def read(self, *args):
+        return self.inputs
+
+    def readline(self, *args):
+        return self._stringio.readline(*args)
+
+    def readlines(self, *args):
+        return self.inputs.split("\n")
+
+    def __getattr__(self, name):
+        return getattr(self._stringio, name)
+
+
+class _StreamProxy:
+    """Fixed harness: one object stands for stdin (stdout) from compile time on, so that even a
+    compile-time ``from sys import stdin, stdout`` reads the current test's input like a real
+    file (iteration, buffer, readline at EOF, fileno 0) and writes into its captured output."""
+
+    def __init__(self):
+        self.target = io.StringIO("")
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+    def __iter__(self):
+        return iter(self.target)
+
+    def __next__(self):
+        return next(self.target)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+_STDIN = _StreamProxy()
+_STDOUT = _StreamProxy()
+
+
+class _Capture:
+    """stdout captured as lcb_runner's ``Capturing`` does (its close() takes one argument, so a
+    program's ``sys.stdout.close()`` raises TypeError), or, fixed, with a harmless close()."""
+
+    def __init__(self, fixed):
+        self.fixed = fixed
+        self.text = ""
+
+    def __enter__(self):
+        self._saved = sys.stdout
+        self._stream = io.StringIO()
+        self._stream.close = (lambda: None) if self.fixed else (lambda x: 1)
+        if self.fixed:
+            _STDOUT.target = self._stream
+        sys.stdout = _STDOUT if self.fixed else self._stream
+        return self
+
+    def __exit__(self, *exc):
+        self.text = self._stream.getvalue()
+        sys.stdout = self._saved
+        _STDOUT.target = io.StringIO()
 
 
 def _clean_if_name(code):
@@ -67,90 +194,179 @@ def _make_function(code):
 
 
 def _compile(code, timeout):
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    signal.alarm(timeout)
     try:
         module = ModuleType("tmp_sol", "")
         exec(code, module.__dict__)
         return module.Solution() if "class Solution" in code else module
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.alarm(0)
 
 
-class _Stdin(io.StringIO):
-    """stdin as lcb_runner patches it: readline() yields lines without their newline."""
-
-    def __init__(self, text):
-        super().__init__(text)
-        self._text = text
-        self._lines = iter(text.split("\n"))
-
-    def readline(self, *args):
-        return next(self._lines)
-
-    def readlines(self, *args):
-        return self._text.split("\n")
-
-    def read(self, *args):
-        return self._text
+def _feed_fd0(text):
+    """Fixed harness: fd 0 holds the test input, so open(0) and sys.stdin read it."""
+    data = text.encode("utf-8")
+    fd = os.open(".lcb_stdin", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    if fd != 0:  # fd 0 is free again when the program closed an open(0) of the last test
+        os.dup2(fd, 0)
+        os.close(fd)
+    _STDIN.target = open(0, encoding="utf-8", newline="\n", closefd=False)  # noqa: SIM115
 
 
-def _lines(text):
+def _call(method, text, fixed):
+    """One stdin test: lcb_runner's call_method, or the fixed harness's real stdin."""
+    if fixed:
+        _feed_fd0(text)
+        try:
+            return method()
+        except SystemExit:
+            return None
+    lines = iter(text.split("\n"))
+    with contextlib.ExitStack() as stack:
+        # lcb_runner's decorators enter bottom-up: read/readlines/readline are patched on the
+        # process's own stdin (what compile-time `from sys import stdin` bound), and only then
+        # is sys.stdin replaced by the mock and builtins.open by mock_open.
+        real = sys.stdin
+        stack.enter_context(mock.patch.object(real, "read", lambda *a: text))
+        stack.enter_context(mock.patch.object(real, "readlines", lambda *a: text.split("\n")))
+        stack.enter_context(mock.patch.object(real, "readline", lambda *a: next(lines)))
+        stack.enter_context(mock.patch.object(sys, "stdin", _OfficialStdin(text)))
+        stack.enter_context(mock.patch("builtins.open", mock.mock_open(read_data=text)))
+        try:
+            return method()
+        except SystemExit:
+            return None
+
+
+def _stripped_lines(text):
     return [line.strip() for line in text.strip().split("\n")]
 
 
 def _decimals(line):
     try:
-        return [Decimal(token) for token in line.split()]
-    except (InvalidOperation, ValueError):
+        return True, [Decimal(token) for token in line.split()]
+    except Exception:
+        return False, []
+
+
+def _failure(code, index, **fields):
+    return dict(fields, error_code=code, index=index)
+
+
+def _grade_call_based(code, inputs, outputs, fn_name, timeout):
+    solution = _compile(IMPORTS + "\n\n" + code, timeout)
+    method = getattr(solution, fn_name, None)
+    if method is None:
         return None
-
-
-def _check_stdio(method, given, expected, timeout, index):
-    stdin, stdout = sys.stdin, sys.stdout
-    sys.stdin, sys.stdout = _Stdin(given), io.StringIO()
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        with contextlib.suppress(SystemExit):
-            method()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        captured = sys.stdout.getvalue()
-        sys.stdin, sys.stdout = stdin, stdout
-    got, want = _lines(captured), _lines(expected)
-    if len(got) != len(want):
-        raise WrongAnswer(f"test {index}: {len(got)} output lines, expected {len(want)}")
-    for g, w in zip(got, want, strict=True):
-        if g == w:
-            continue
-        gd, wd = _decimals(g), _decimals(w)
-        if gd is None or wd is None or gd != wd:
-            raise WrongAnswer(f"test {index}: {g[:100]!r} != {w[:100]!r}")
-
-
-def grade(code, inputs, outputs, fn_name, timeout):
-    """Raise WrongAnswer / TimeLimitExceeded / the program's own error on the first failing
-    test; return normally when every test passes."""
-    signal.signal(signal.SIGALRM, _alarm)
-    if fn_name:
-        solution = _compile(IMPORTS + "\n\n" + code, timeout)
-        method = getattr(solution, fn_name, None)
-        if method is None:
-            raise WrongAnswer(f"the program defines no {fn_name}")
-        for index, (given, expected) in enumerate(zip(inputs, outputs, strict=True)):
-            args = [json.loads(line) for line in given.split("\n")]
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            try:
-                prediction = method(*args)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+    args = [[json.loads(line) for line in given.split("\n")] for given in inputs]
+    wanted = [json.loads(output) for output in outputs]
+    results = []
+    for index, (given, expected) in enumerate(zip(args, wanted, strict=False)):
+        signal.alarm(timeout)
+        try:
+            prediction = method(*given)
+            signal.alarm(0)
             if isinstance(prediction, tuple):
                 prediction = list(prediction)
-            if prediction != json.loads(expected):
-                raise WrongAnswer(f"test {index}: wrong answer")
-        return
+            same = prediction == expected
+            results.append(same)
+            if not same:
+                return results, _failure(WRONG, index, message=(
+                    f"{repr(prediction)[:100]} != {repr(expected)[:100]}"))
+        except Exception as exc:
+            signal.alarm(0)
+            code = TIMEOUT if "timeoutexception" in repr(exc).lower() else RUNTIME
+            results.append(code)
+            return results, _failure(code, index, exception=exc)
+        finally:
+            signal.alarm(0)
+    return results, {}
+
+
+def _grade_stdio(code, inputs, outputs, timeout, fixed):
     module = _compile(_make_function(_clean_if_name(code)), timeout)
     method = getattr(module, "wrapped_function", None)
     if method is None:
-        raise WrongAnswer("the program could not be wrapped")
-    for index, (given, expected) in enumerate(zip(inputs, outputs, strict=True)):
-        _check_stdio(method, given, expected, timeout, index)
+        return None
+    results = []
+    for index, (given, expected) in enumerate(zip(inputs, outputs, strict=False)):
+        signal.alarm(timeout)
+        with _Capture(fixed) as captured:
+            try:
+                _call(method, given, fixed)
+                signal.alarm(0)
+            except Exception as exc:
+                signal.alarm(0)
+                code = TIMEOUT if "timeoutexception" in repr(exc).lower() else RUNTIME
+                results.append(code)
+                return results, _failure(code, index, exception=exc)
+            finally:
+                signal.alarm(0)
+        got, want = _stripped_lines(captured.text), _stripped_lines(expected)
+        if len(got) != len(want):
+            results.append(WRONG)
+            return results, _failure(WRONG, index, message=(
+                f"{len(got)} output lines, expected {len(want)}"))
+        for g, w in zip(got, want, strict=True):
+            if g == w:
+                continue
+            ok_g, dec_g = _decimals(g)
+            ok_w, dec_w = _decimals(w) if ok_g else (False, [])
+            if ok_g and ok_w and dec_g == dec_w:
+                continue
+            results.append(WRONG)
+            return results, _failure(WRONG, index, message=f"{g[:100]!r} != {w[:100]!r}")
+        results.append(True)
+    return results, {}
+
+
+def run_test(code, inputs, outputs, fn_name, timeout, fixed=False):
+    """lcb_runner's run_test. Returns ``(results, failure)``: one entry per test graded (True,
+    or the error code of the first failing one) and, on failure, a dict with ``error_code``,
+    ``index`` (the failing test, None when testing itself failed) and ``message`` or
+    ``exception``. ``SystemExit`` outside a stdin test's call propagates (the process ends)."""
+    signal.signal(signal.SIGALRM, _alarm_fixed if fixed else _alarm_official)
+    if fixed:
+        sys.stdin, sys.stdout, sys.argv = _STDIN, _STDOUT, ["solution.py"]
+    else:  # a multiprocessing child's stdin (os.devnull), the documented command's argv
+        sys.stdin, sys.argv = open(os.devnull), list(OFFICIAL_ARGV)  # noqa: SIM115
+    signal.alarm(timeout)
+    try:
+        if fn_name is None:
+            outcome = _grade_stdio(code, inputs, outputs, timeout, fixed)
+        else:
+            outcome = _grade_call_based(code, inputs, outputs, fn_name, timeout)
+        if outcome is None:  # lcb_runner then fails unpacking None: "Error during testing"
+            raise TypeError("cannot unpack non-iterable NoneType object")
+        return outcome
+    except Exception as exc:
+        return [RUNTIME], _failure(RUNTIME, None, exception=exc)
+    finally:
+        signal.alarm(0)
+
+
+def grade(code, inputs, outputs, fn_name, timeout, fixed=False):
+    """Return normally when every test passes; otherwise raise, for the sandbox worker to
+    classify: WrongAnswer (-2), TimeLimitExceeded (-3), CompileError (a syntax error, -4), or
+    the program's own exception (-4) with a note naming the test."""
+    _results, failure = run_test(code, inputs, outputs, fn_name, timeout, fixed)
+    if not failure:
+        return
+    index, code = failure["index"], failure["error_code"]
+    where = "while testing" if index is None else f"test {index}"
+    if code == WRONG:
+        raise WrongAnswer(f"{where}: {failure['message']}")
+    if code == TIMEOUT:
+        raise TimeLimitExceeded(f"{where}: time limit exceeded ({timeout} s; lcb_runner -3)")
+    exc = failure["exception"]
+    if isinstance(exc, SyntaxError):
+        raise CompileError(f"{type(exc).__name__}: {exc} (lcb_runner -4, Error during testing)")
+    note = f"{where}: {type(exc).__name__} (lcb_runner -4, Runtime Error)"
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+        raise exc
+    raise RuntimeError(f"{note}: {exc!r}") from exc

@@ -24,6 +24,7 @@ from typing import Any
 
 from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register, shorten
 from benchforge.benchmarks import _lcb_grader as grader
+from benchforge.benchmarks import _lcb_guard as guard
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -161,16 +162,19 @@ class LiveCodeBench(Benchmark):
     def _grader(self) -> str:
         return inspect.getsource(grader)
 
+    @property
+    def fixed_harness(self) -> bool:
+        """``benchmark.lcb_fixes``: grade with lcb_runner's harness bugs corrected (README)."""
+        return bool(self.cfg.get("lcb_fixes"))
+
     @cached_property
     def _guard(self) -> str:
-        from benchforge.benchmarks._cruxeval import guard_source
-
-        return guard_source()
+        return inspect.getsource(guard) + f"\nFIXED = {self.fixed_harness!r}\n"
 
     def check_program(self, task: Task, code: str) -> CheckProgram:
         tests = task.data["tests"]
         call = (f"\ngrade(__solution__, {tests['inputs']!r}, {tests['outputs']!r}, "
-                f"{tests['fn_name']!r}, {TEST_TIMEOUT_S})\n")
+                f"{tests['fn_name']!r}, {TEST_TIMEOUT_S}, {self.fixed_harness!r})\n")
         # lcb_runner: the whole check gets (timeout + 1) s per test, plus 5 s.
         wall = (TEST_TIMEOUT_S + 1) * len(tests["inputs"]) + 5
         return CheckProgram(code=f"__solution__ = {code!r}\n", test=self._grader + call,

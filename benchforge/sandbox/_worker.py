@@ -170,6 +170,8 @@ def classify_exception(exc, limits):
         return "wrong_answer", str(exc)
     if type(exc).__name__ == "TimeLimitExceeded":
         return "timeout", str(exc)
+    if type(exc).__name__ == "CompileError":
+        return "syntax_error", str(exc)
     if isinstance(exc, AssertionError):
         return "assertion", traceback.format_exc()
     if isinstance(exc, MemoryError):

@@ -21,6 +21,7 @@ from benchforge.rundir import read_rows
 
 CORPUS: dict[str, dict[str, Any]] = json.loads(
     (REPO / "tests" / "fixtures" / "lcb_corpus.json").read_text())["programs"]
+STDIN = {name: p for name, p in CORPUS.items() if p["fn_name"] is None}
 # lcb_runner's error codes -> the failure modes benchforge may record for them.
 MODES = {-2: {"wrong_answer"}, -3: {"timeout"}, -4: {"runtime_error", "syntax_error", "memory"},
          -5: {"crash", "early_exit", "timeout"}, -1: {"crash", "early_exit", "timeout"}}
@@ -39,15 +40,16 @@ def _row(name: str, program: dict[str, Any]) -> dict[str, Any]:
             "private_test_cases": json.dumps(tests[1:]), "metadata": json.dumps(metadata)}
 
 
-def _score(root: Path, *overrides: str) -> dict[str, dict[str, Any]]:
+def _score(root: Path, programs: dict[str, dict[str, Any]], *overrides: str
+           ) -> dict[str, dict[str, Any]]:
     folder = root / "data" / "livecodebench" / "code_generation_lite"
     folder.mkdir(parents=True)
     with open(folder / "test.jsonl", "w") as fh:
-        for name, program in CORPUS.items():
+        for name, program in programs.items():
             fh.write(json.dumps(_row(name, program)) + "\n")
     samples = root / "samples.jsonl"
     samples.write_text("".join(json.dumps({"task_id": n, "solution": p["code"]}) + "\n"
-                               for n, p in CORPUS.items()))
+                               for n, p in programs.items()))
     proc = run_cli("score", "benchmark=livecodebench", "benchmark.version=release_v1",
                    f"score.samples={samples}", f"run.dir={root / 'cell'}",
                    f"run.root={root / 'runs'}", f"data.root={root / 'data'}", *overrides,
@@ -58,16 +60,17 @@ def _score(root: Path, *overrides: str) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def official(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    return _score(tmp_path_factory.mktemp("lcb-official"))
+    return _score(tmp_path_factory.mktemp("lcb-official"), CORPUS)
 
 
 @pytest.fixture(scope="module")
 def fixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    return _score(tmp_path_factory.mktemp("lcb-fixed"), "benchmark.lcb_fixes=true")
+    # call-based grading is the same in both modes: the stdin programs only
+    return _score(tmp_path_factory.mktemp("lcb-fixed"), STDIN, "benchmark.lcb_fixes=true")
 
 
 def test_corpus_covers_the_stdin_idioms() -> None:
-    stdin = [p["code"] for p in CORPUS.values() if p["fn_name"] is None]
+    stdin = [p["code"] for p in STDIN.values()]
     assert len(stdin) >= 30 and len(CORPUS) - len(stdin) >= 8
     for idiom in ("input()", "sys.stdin.readline()", "sys.stdin.readlines()", "sys.stdin.read()",
                   "sys.stdin.buffer.read()", "for line in sys.stdin:", "fileinput.input()",
@@ -107,8 +110,9 @@ def test_failure_details_name_the_test(official: dict[str, dict[str, Any]]) -> N
 
 @pytest.mark.slow
 def test_fixed_harness_grades_like_a_real_process(fixed: dict[str, dict[str, Any]]) -> None:
-    got = {name: fixed[name]["passed"] for name in CORPUS}
-    assert got == {name: p["fixed_passed"] for name, p in CORPUS.items()}
-    differs = {n for n, p in CORPUS.items() if p["fixed_passed"] != p["lcb_runner"]["passed"]}
+    got = {name: fixed[name]["passed"] for name in STDIN}
+    assert got == {name: p["fixed_passed"] for name, p in STDIN.items()}
+    differs = {n for n, p in STDIN.items() if p["fixed_passed"] != p["lcb_runner"]["passed"]}
     assert {"iterate_stdin", "open_fd0", "quit_after_print", "lru_cache_recursion_c_stack",
-            "fileinput_input", "buffer_readlines"} <= differs
+            "fileinput_input", "buffer_readlines", "stdin_class_solution"} <= differs
+    assert fixed["swallowed_timeout"]["failure_mode"] == "timeout"

@@ -21,7 +21,8 @@ Follows lcb_runner @28fef95 ``lcb_runner/evaluation/testing_util.py`` (``run_tes
 With ``fixed=True`` (``benchmark.lcb_fixes=true``) stdin is a real file holding the test's input
 (also on fd 0 and behind compile-time ``from sys import stdin`` bindings; stdout likewise),
 ``fileinput`` reads it once, ``quit()`` is ``exit()``, the stack is the sandbox's,
-``sys.stdout.close()`` is harmless and a time-out prints nothing. README ("How answers are
+``sys.stdout.close()`` is harmless, a time-out prints nothing and stays one when the program
+catches it, and a stdin program may define ``class Solution``. README ("How answers are
 graded" / "LiveCodeBench") lists each difference.
 """
 
@@ -75,7 +76,11 @@ def _alarm_official(signum, frame):
     raise TimeoutException
 
 
+_FIRED = []  # fixed harness: the alarm went off during this test (even if the program caught it)
+
+
 def _alarm_fixed(signum, frame):
+    _FIRED.append(True)
     raise TimeoutException
 
 
@@ -193,12 +198,14 @@ def _make_function(code):
         return code
 
 
-def _compile(code, timeout):
+def _compile(code, timeout, solution_class=True):
     signal.alarm(timeout)
     try:
         module = ModuleType("tmp_sol", "")
         exec(code, module.__dict__)
-        return module.Solution() if "class Solution" in code else module
+        # lcb_runner looks for "class Solution" in the text, stdin programs too (whose classes
+        # live inside wrapped_function, so that fails); the fixed harness asks only call-based.
+        return module.Solution() if solution_class and "class Solution" in code else module
     finally:
         signal.alarm(0)
 
@@ -288,7 +295,7 @@ def _grade_call_based(code, inputs, outputs, fn_name, timeout):
 
 
 def _grade_stdio(code, inputs, outputs, timeout, fixed):
-    module = _compile(_make_function(_clean_if_name(code)), timeout)
+    module = _compile(_make_function(_clean_if_name(code)), timeout, solution_class=not fixed)
     method = getattr(module, "wrapped_function", None)
     if method is None:
         return None
@@ -297,8 +304,11 @@ def _grade_stdio(code, inputs, outputs, timeout, fixed):
         signal.alarm(timeout)
         with _Capture(fixed) as captured:
             try:
+                _FIRED.clear()
                 _call(method, given, fixed)
                 signal.alarm(0)
+                if _FIRED:  # fixed harness: a swallowed time-out is still one
+                    raise TimeoutException
             except Exception as exc:
                 signal.alarm(0)
                 code = TIMEOUT if "timeoutexception" in repr(exc).lower() else RUNTIME

@@ -274,6 +274,10 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
      "startup_timeout_s", "oracle_latency_s"}
 )
 
+# Opt-in benchmark switches: at their default (false) they are left out of the cell id, so adding
+# one keeps every existing cell's id; switched on, they make a different cell.
+_OPT_IN_BENCHMARK_KEYS = frozenset({"lcb_fixes"})
+
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     model = OmegaConf.to_container(cfg.model, resolve=True)
@@ -281,7 +285,8 @@ def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(model, dict) and isinstance(benchmark, dict)
     return {
         "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS},
-        "benchmark": dict(sorted(benchmark.items())),
+        "benchmark": {k: v for k, v in sorted(benchmark.items())
+                      if v or k not in _OPT_IN_BENCHMARK_KEYS},
     }
 
 

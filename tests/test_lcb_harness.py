@@ -116,3 +116,15 @@ def test_fixed_harness_grades_like_a_real_process(fixed: dict[str, dict[str, Any
     assert {"iterate_stdin", "open_fd0", "quit_after_print", "lru_cache_recursion_c_stack",
             "fileinput_input", "buffer_readlines", "stdin_class_solution"} <= differs
     assert fixed["swallowed_timeout"]["failure_mode"] == "timeout"
+
+
+def test_the_switch_is_one_config_key_and_its_default_keeps_cell_ids() -> None:
+    from benchforge.config import cell_id, cell_identity, compose
+    from benchforge.stages import load_benchmark
+
+    default = compose(["benchmark=livecodebench"])
+    fixed = compose(["benchmark=livecodebench", "benchmark.lcb_fixes=true"])
+    assert default.benchmark.lcb_fixes is False
+    assert "lcb_fixes" not in cell_identity(default)["benchmark"]  # existing cells keep their id
+    assert cell_id(fixed) != cell_id(default)
+    assert not load_benchmark(default).fixed_harness and load_benchmark(fixed).fixed_harness

@@ -150,8 +150,9 @@ _STDOUT = _StreamProxy()
 
 
 class _Capture:
-    """stdout captured as lcb_runner's ``Capturing`` does (its close() takes one argument, so a
-    program's ``sys.stdout.close()`` raises TypeError), or, fixed, with a harmless close()."""
+    """stdout captured as lcb_runner's ``Capturing`` does (a StringIO: no ``.buffer``, and its
+    close() takes one argument, so ``sys.stdout.close()`` raises TypeError), or, fixed, a real
+    text stream with a ``.buffer`` and a harmless close()."""
 
     def __init__(self, fixed):
         self.fixed = fixed
@@ -159,17 +160,27 @@ class _Capture:
 
     def __enter__(self):
         self._saved = sys.stdout
-        self._stream = io.StringIO()
-        self._stream.close = (lambda: None) if self.fixed else (lambda x: 1)
-        if self.fixed:
+        if self.fixed:  # a real text stream with a binary .buffer, neither of them closable
+            self._bytes = io.BytesIO()
+            self._bytes.close = lambda: None
+            self._stream = io.TextIOWrapper(self._bytes, encoding="utf-8", newline="\n",
+                                            write_through=True)
+            self._stream.close = lambda: None
             _STDOUT.target = self._stream
+        else:
+            self._stream = io.StringIO()
+            self._stream.close = lambda x: 1
         sys.stdout = _STDOUT if self.fixed else self._stream
         return self
 
     def __exit__(self, *exc):
-        self.text = self._stream.getvalue()
+        if self.fixed:
+            self._stream.flush()
+            self.text = self._bytes.getvalue().decode("utf-8", "replace")
+            _STDOUT.target = io.StringIO()
+        else:
+            self.text = self._stream.getvalue()
         sys.stdout = self._saved
-        _STDOUT.target = io.StringIO()
 
 
 def _clean_if_name(code):

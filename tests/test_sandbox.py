@@ -316,7 +316,7 @@ def test_fake_apptainer_gets_the_isolating_flags(tmp_path: Path, base_cfg,
         """))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
-    outer.mode_available.cache_clear()
+    outer.mode_problem.cache_clear()
     try:
         for mode, userns in (("apptainer", True), ("apptainer-setuid", False)):
             cfg = OmegaConf.merge(base_cfg.sandbox, {"name": mode, "image": str(image)})
@@ -329,7 +329,7 @@ def test_fake_apptainer_gets_the_isolating_flags(tmp_path: Path, base_cfg,
             assert ("--userns" in last.split()) == userns
             assert str(image) in last
     finally:
-        outer.mode_available.cache_clear()
+        outer.mode_problem.cache_clear()
 
 
 def test_bwrap_binds_the_interpreter_over_tmp() -> None:

@@ -1,0 +1,144 @@
+"""Conformance: the filesystem boundary of every sandbox mode that claims ``filesystem``.
+
+The hostile battery (tests/_fs_battery.py) runs as whoever runs pytest (root in CI) and, when
+that is root, again as an unprivileged user made with ``useradd`` and entered with ``setpriv``.
+``auto`` never falls back to a mode without filesystem isolation silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import site
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _fs_battery import battery
+
+from benchforge.errors import BenchforgeError
+from benchforge.sandbox import MODES, RLIMIT_ONLY_WARNING, resolve_mode
+from benchforge.sandbox.outer import FILESYSTEM_ISOLATING, mode_available, mode_problem
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = os.environ.get("BENCHFORGE_SCORER_IMAGE") or None
+FS_MODES = [m for m in MODES if m in FILESYSTEM_ISOLATING
+            and mode_available(m, IMAGE if m.startswith("apptainer") else None)]
+BATTERY_USER = "bf-sandbox-test"
+
+
+def failed_cases(report: dict) -> list[str]:
+    return [f"{r['case']}: {r['problems']}" for r in report["results"] if not r["ok"]] \
+        + report["host_problems"]
+
+
+@pytest.mark.parametrize("mode", [m for m in FS_MODES if not m.startswith("apptainer")])
+def test_hostile_battery(mode: str, tmp_path: Path) -> None:
+    report = battery(mode, tmp_path)
+    assert "filesystem" in report["guarantees"]
+    assert report["ok"], failed_cases(report)
+    assert len(report["results"]) == 15
+
+
+def test_battery_catches_an_open_filesystem(tmp_path: Path) -> None:
+    """rlimit-only hides nothing: the same battery must flag it (the checks can fail)."""
+    report = battery("rlimit-only", tmp_path)
+    assert not report["ok"]
+    assert any("exfil" in problem for problem in report["host_problems"])
+
+
+def _readable_python() -> tuple[str, dict[str, str]]:
+    """An interpreter an unprivileged uid can run, with this venv's packages importable."""
+    own = Path(sys.executable).resolve()
+    paths = [REPO, *map(Path, site.getsitepackages())]
+    candidates = [own, Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"),
+                  Path(f"/usr/local/bin/python{sys.version_info[0]}.{sys.version_info[1]}")]
+    for path in paths:  # CI's venv and checkout may sit in a 0700 mktemp dir: open them up
+        for part in [path, *path.parents]:
+            if part.is_dir() and not part.stat().st_mode & stat.S_IXOTH \
+                    and str(part).startswith(("/tmp/", "/work/")):
+                part.chmod(part.stat().st_mode | 0o055)
+    for python in candidates:
+        probe = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(python), "-c",
+             "import os; from benchforge.sandbox.outer import python_paths\n"
+             "assert all(os.access(p, os.R_OK | os.X_OK) for p in python_paths())"],
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(map(str, paths))})
+        if probe.returncode == 0:
+            return str(python), {"PYTHONPATH": os.pathsep.join(map(str, paths))}
+    pytest.fail(f"no interpreter of this venv is usable by an unprivileged uid (tried "
+                f"{[str(c) for c in candidates]}); make the venv world-readable")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="already unprivileged: test_hostile_battery is it")
+def test_hostile_battery_as_an_unprivileged_user() -> None:
+    try:
+        user = pwd.getpwnam(BATTERY_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", BATTERY_USER], check=True)
+        user = pwd.getpwnam(BATTERY_USER)
+    python, env = _readable_python()
+    modes = [m for m in FS_MODES if not m.startswith("apptainer")]
+    done = subprocess.run(
+        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+         python, str(REPO / "tests" / "_fs_battery.py"), *modes],
+        capture_output=True, text=True, timeout=120, cwd="/",
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["mode"] for r in reports] == modes
+    for report in reports:
+        assert report["uid"] == user.pw_uid
+        assert "filesystem" in report["guarantees"], report
+        assert report["ok"], (report["mode"], failed_cases(report))
+
+
+def test_auto_refuses_without_filesystem_isolation(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host where only rlimit-only works (no bwrap, unshare, apptainer on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    mode_problem.cache_clear()
+    try:
+        with pytest.raises(BenchforgeError) as err:
+            resolve_mode("auto")
+        message = str(err.value)
+        assert "\n" not in message
+        for mode in ("bwrap", "apptainer", "userns"):
+            assert f"{mode}: " in message
+        assert "not found on PATH" in message and "sandbox=rlimit-only" in message
+        assert "bubblewrap" in message
+        assert resolve_mode("rlimit-only") == "rlimit-only"
+    finally:
+        mode_problem.cache_clear()
+
+
+def test_auto_refusal_and_explicit_rlimit_only_from_the_cli(tmp_path: Path) -> None:
+    """End to end: `benchforge score` with auto exits 2 with the one-line error; with
+    sandbox=rlimit-only it scores, loudly warned."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "solution":
+                                   "def has_close_elements(n, t):\n    return False\n"}) + "\n")
+    env = {**os.environ, "PATH": str(bin_dir)}
+    args = [sys.executable, "-m", "benchforge", "score", "benchmark=humaneval",
+            "benchmark.limit=1", f"score.samples={samples}", f"run.root={tmp_path / 'runs'}",
+            f"run.dir={tmp_path / 'cell'}", "generate.progress=false"]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "sandbox=auto: no mode that isolates the filesystem" in last, refused.stderr[-2000:]
+    assert not (tmp_path / "cell" / "results.jsonl").exists()
+    scored = subprocess.run([*args, "sandbox=rlimit-only"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert RLIMIT_ONLY_WARNING.split(":")[0] in scored.stderr
+    assert (tmp_path / "cell" / "results.jsonl").exists()

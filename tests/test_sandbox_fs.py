@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import site
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,27 +52,28 @@ def test_battery_catches_an_open_filesystem(tmp_path: Path) -> None:
     assert any("exfil" in problem for problem in report["host_problems"])
 
 
-def _readable_python() -> tuple[str, dict[str, str]]:
-    """An interpreter an unprivileged uid can run, with this venv's packages importable."""
+def _readable_python(src: Path) -> tuple[str, dict[str, str]]:
+    """An interpreter an unprivileged uid can run, importing benchforge from ``src`` (a
+    world-readable copy: the checkout may sit under a private home) and this venv's packages."""
     own = Path(sys.executable).resolve()
-    paths = [REPO, *map(Path, site.getsitepackages())]
-    candidates = [own, Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"),
-                  Path(f"/usr/local/bin/python{sys.version_info[0]}.{sys.version_info[1]}")]
-    for path in paths:  # CI's venv and checkout may sit in a 0700 mktemp dir: open them up
+    site_dirs = [Path(p) for p in site.getsitepackages()]
+    for path in site_dirs:  # CI's venv sits in a 0700 mktemp dir: open it up (o+rx)
         for part in [path, *path.parents]:
             if part.is_dir() and not part.stat().st_mode & stat.S_IXOTH \
                     and str(part).startswith(("/tmp/", "/work/")):
                 part.chmod(part.stat().st_mode | 0o055)
+    env = {"PYTHONPATH": os.pathsep.join(map(str, [src, *site_dirs]))}
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    candidates = [own, Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")]
     for python in candidates:
         probe = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(python), "-c",
              "import os; from benchforge.sandbox.outer import python_paths\n"
              "assert all(os.access(p, os.R_OK | os.X_OK) for p in python_paths())"],
-            capture_output=True,
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(map(str, paths))})
+            capture_output=True, cwd="/", env={"PATH": "/usr/bin:/bin", **env})
         if probe.returncode == 0:
-            return str(python), {"PYTHONPATH": os.pathsep.join(map(str, paths))}
-    pytest.fail(f"no interpreter of this venv is usable by an unprivileged uid (tried "
+            return str(python), env
+    pytest.fail(f"no interpreter usable by an unprivileged uid with {site_dirs} (tried "
                 f"{[str(c) for c in candidates]}); make the venv world-readable")
 
 
@@ -82,20 +85,37 @@ def test_hostile_battery_as_an_unprivileged_user() -> None:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
                         "/usr/sbin/nologin", BATTERY_USER], check=True)
         user = pwd.getpwnam(BATTERY_USER)
-    python, env = _readable_python()
-    modes = [m for m in FS_MODES if not m.startswith("apptainer")]
-    done = subprocess.run(
-        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-         python, str(REPO / "tests" / "_fs_battery.py"), *modes],
-        capture_output=True, text=True, timeout=120, cwd="/",
-        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **env})
-    assert done.returncode == 0, done.stderr[-2000:]
-    reports = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [r["mode"] for r in reports] == modes
+    src = Path(tempfile.mkdtemp(prefix="bf-battery-src-"))
+    try:
+        src.chmod(0o755)
+        shutil.copytree(REPO / "benchforge", src / "benchforge",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (src / "tests").mkdir()
+        shutil.copy(REPO / "tests" / "_fs_battery.py", src / "tests")
+        python, env = _readable_python(src)
+        reports = _battery_as(user, python, env, src / "tests" / "_fs_battery.py")
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+    assert [r["mode"] for r in reports] == MODES_HERE
     for report in reports:
         assert report["uid"] == user.pw_uid
         assert "filesystem" in report["guarantees"], report
         assert report["ok"], (report["mode"], failed_cases(report))
+
+
+MODES_HERE = [m for m in FS_MODES if not m.startswith("apptainer")]
+
+
+def _battery_as(user: pwd.struct_passwd, python: str, env: dict[str, str],
+                script: Path) -> list[dict]:
+    modes = MODES_HERE
+    done = subprocess.run(
+        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+         python, str(script), *modes],
+        capture_output=True, text=True, timeout=120, cwd="/",
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_auto_refuses_without_filesystem_isolation(tmp_path: Path,

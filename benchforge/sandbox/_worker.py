@@ -432,13 +432,20 @@ AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
+LIBC = []
+
+
 def libc():
+    """The C library through ctypes, loaded once per worker (children inherit it)."""
+    if LIBC:
+        return LIBC[0]
     import ctypes
 
     lib = ctypes.CDLL(None, use_errno=True)
     lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                           ctypes.c_char_p]
     lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    LIBC.append(lib)
     return lib
 
 

@@ -288,14 +288,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchforge: unknown stage '{stage}'; stages: {', '.join(STAGES)} "
               "(see benchforge --help)", file=sys.stderr)
         return 2
+    from benchforge.errors import Terminated
+
+    previous = install_interrupt_handlers()
     try:
         if stage == "run" and is_multirun(overrides):
             return run_sweep(overrides)
         return run_stage(stage, overrides)
-    except KeyboardInterrupt:
-        print(f"benchforge {stage}: interrupted; rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"benchforge {stage}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        restore_handlers(previous)
+
+
+def install_interrupt_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGINT kill every sandbox worker at once (the sample in flight included),
+    then unwind as KeyboardInterrupt (Terminated for SIGTERM): rows already written stay, the
+    rerun resumes. A second signal during that cleanup is ignored."""
+    import signal
+
+    def on_signal(signum: int, _frame: object) -> None:
+        from benchforge.errors import Terminated
+        from benchforge.sandbox.pool import abort_all
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        abort_all()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread (embedded use): leave signals alone
+            break
+    return previous
+
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

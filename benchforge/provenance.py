@@ -71,3 +71,70 @@ def record_stage(cell: CellDir, stage: str, **fields: Any) -> None:
     stages = current.setdefault("stages", {})
     stages[stage] = {**stages.get(stage, {}), **fields, "host": socket.gethostname()}
     write_json_atomic(cell.provenance, current)
+
+
+def sandbox_record(rows: Any, mode: str, guarantees: Any,
+                   previous: dict[str, Any]) -> dict[str, Any]:
+    """Provenance fields saying which sandbox modes produced a cell's verdicts.
+
+    Args:
+        rows: the cell's results rows so far (each with ``sandbox_mode``; None for verdicts
+            decided without running code).
+        mode: the mode of the sandbox scoring now; ``guarantees``: what it guarantees.
+        previous: the provenance recorded so far (its ``sandbox_modes``, or, for a cell
+            written before they existed, its single ``sandbox_mode``/``sandbox_guarantees``).
+
+    Returns:
+        ``sandbox_modes`` ({mode: {"rows", "guarantees"}} for every mode used, the current one
+        included), ``sandbox_guarantees`` (what held for every row: the intersection) and
+        ``sandbox_mode`` (the weakest mode used: fewest guarantees, then the later in
+        ``MODES``), which ``score.done`` and ``metrics.json`` carry.
+    """
+    from collections import Counter
+
+    from benchforge.sandbox.outer import MODES
+
+    known: dict[str, list[str]] = {
+        name: list(entry.get("guarantees") or [])
+        for name, entry in (previous.get("sandbox_modes") or {}).items()}
+    if previous.get("sandbox_mode") and previous.get("sandbox_mode") not in known \
+            and not previous.get("sandbox_modes"):
+        known[previous["sandbox_mode"]] = list(previous.get("sandbox_guarantees") or [])
+    known[mode] = sorted(guarantees)
+    counts = Counter(row.get("sandbox_mode") for row in rows if row.get("sandbox_mode"))
+    used = {name: {"rows": counts.get(name, 0), "guarantees": known.get(name, [])}
+            for name in sorted({*counts, mode}, key=lambda m: MODES.index(m)
+                               if m in MODES else len(MODES))}
+    scored = [name for name in used if used[name]["rows"]] or [mode]
+    weakest = max(scored, key=lambda m: (-len(used[m]["guarantees"]),
+                                         MODES.index(m) if m in MODES else len(MODES)))
+    held = set.intersection(*(set(used[m]["guarantees"]) for m in scored))
+    return {"sandbox_mode": weakest, "sandbox_guarantees": sorted(held), "sandbox_modes": used}
+
+
+def sandbox_mismatch(rows: Any, provenance: dict[str, Any]) -> str | None:
+    """Why the rows' sandbox modes disagree with what provenance records, or None."""
+    from collections import Counter
+
+    counts = dict(Counter(row.get("sandbox_mode") for row in rows if row.get("sandbox_mode")))
+    recorded = provenance.get("sandbox_modes")
+    if recorded is None:
+        single = provenance.get("sandbox_mode")
+        if counts and set(counts) != {single}:
+            return (f"results rows were scored under {counts} but provenance records only "
+                    f"sandbox_mode={single}; rerun `benchforge score` to record every mode")
+        return None
+    stored = {name: entry.get("rows") for name, entry in recorded.items() if entry.get("rows")}
+    if stored != counts:
+        return f"results rows by sandbox mode {counts} differ from provenance's {stored}"
+    return None
+
+
+def record_sandbox(cell: CellDir, rows: Any, mode: str, guarantees: Any,
+                   **fields: Any) -> str:
+    """Merge :func:`sandbox_record` (and ``fields``) into the cell's provenance; returns the
+    weakest mode its verdicts were scored under."""
+    previous = read_json(cell.provenance) if cell.provenance.exists() else {}
+    record = sandbox_record(rows, mode, guarantees, previous)
+    update_provenance(cell, **record, **fields)
+    return str(record["sandbox_mode"])

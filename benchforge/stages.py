@@ -22,7 +22,12 @@ from benchforge.benchmarks import Benchmark, Dataset, get_benchmark
 from benchforge.config import cell_id, cell_identity, slug
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest, upsert_cell
-from benchforge.provenance import record_stage, update_provenance
+from benchforge.provenance import (
+    record_sandbox,
+    record_stage,
+    sandbox_mismatch,
+    update_provenance,
+)
 from benchforge.rundir import (
     CellDir,
     RowAppender,
@@ -439,10 +444,9 @@ def run_score(cfg: DictConfig) -> Cell | None:
     cache = Path(str(cfg.data.cache)).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     with make_sandbox(sb, workers, read_only=(str(cache),)) as sandbox:
-        update_provenance(cell.dir, sandbox_mode=sandbox.mode,
-                          sandbox_guarantees=sorted(sandbox.guarantees),
-                          image_digest=(f"sha256:{sha256_file(Path(sandbox.image))}"
-                                        if sandbox.image else None))
+        record_sandbox(cell.dir, done.values(), sandbox.mode, sandbox.guarantees,
+                       image_digest=(f"sha256:{sha256_file(Path(sandbox.image))}"
+                                     if sandbox.image else None))
         if todo:
             log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
                      len(samples), workers, sandbox.mode)
@@ -468,7 +472,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
         if cfg.score.audit_timeouts:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
                                    audit)
-        mode = sandbox.mode
+        mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
     write_json_atomic(cell.dir.score_done, {
         "rows": len(results), "results_sha256": sha256_file(cell.dir.results),
         "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": mode,
@@ -754,10 +758,17 @@ def verify_cell(cell: dict[str, Any], cfg_aggregate: DictConfig) -> list[str]:
                  None if results is None else len(results),
                  len(samples) if samples is not None else expected)
     if cdir.provenance.exists():
-        dataset = read_json(cdir.provenance).get("dataset", {})
+        provenance = read_json(cdir.provenance)
+        dataset = provenance.get("dataset", {})
         path = Path(dataset.get("path", ""))
         if path.is_file() and sha256_file(path) != dataset.get("sha256"):
             problems.append(f"{path}: dataset file differs from the sha256 in provenance.json")
+        if results is not None and (mismatch := sandbox_mismatch(results.values(), provenance)):
+            problems.append(f"{cdir.provenance}: {mismatch}")
+        if results and "filesystem" not in (provenance.get("sandbox_guarantees") or []):
+            log.warning("verify: %s was scored without filesystem isolation (sandbox_mode=%s, "
+                        "guarantees: %s)", where, provenance.get("sandbox_mode"),
+                        ", ".join(provenance.get("sandbox_guarantees") or []) or "none")
     else:
         problems.append(f"{cdir.provenance}: missing")
     if cdir.metrics.exists():

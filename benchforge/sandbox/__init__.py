@@ -17,7 +17,7 @@ from typing import Protocol
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
-from benchforge.sandbox.outer import MODES, detect_mode, mode_available
+from benchforge.sandbox.outer import MODES, detect_mode, mode_problem
 from benchforge.sandbox.pool import CheckProgram, ExecResult, Limits, SandboxPool
 
 __all__ = ["MODES", "CheckProgram", "ExecResult", "Limits", "Sandbox", "SandboxPool",
@@ -44,20 +44,22 @@ class Sandbox(Protocol):
 
 
 def resolve_mode(name: str, image: str | None = None) -> str:
-    """``auto`` -> the strongest available mode; an explicit mode must work on this host."""
+    """``auto`` -> the strongest available mode that isolates the filesystem (else a one-line
+    BenchforgeError naming every mode tried); an explicit mode must work on this host."""
     if name == "auto":
         mode = detect_mode(image)
         log.info("sandbox=auto: using %s on this host", mode)
         return mode
     if name not in MODES:
         raise BenchforgeError(f"sandbox={name}: unknown mode; available: auto, {', '.join(MODES)}")
-    if not mode_available(name, image):
+    problem = mode_problem(name, image)
+    if problem is not None:
         hints = {"bwrap": "install bubblewrap (apt install bubblewrap) and allow user namespaces",
                  "apptainer": "install apptainer and set sandbox.image to the scorer SIF",
                  "apptainer-setuid": "install apptainer (setuid) and set sandbox.image",
                  "userns": "this host does not allow unprivileged user namespaces"}
-        raise BenchforgeError(f"sandbox={name} does not work on this host: {hints[name]}; "
-                              "or use sandbox=auto")
+        raise BenchforgeError(f"sandbox={name} does not work on this host ({problem}): "
+                              f"{hints[name]}; or use sandbox=auto")
     return name
 
 

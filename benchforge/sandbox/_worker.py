@@ -423,12 +423,169 @@ def unshare_network():
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
 
 
+# ------------------------------------------------------------- the userns filesystem view
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (Linux >= 5.12)
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+LIBC = []
+
+
+def libc():
+    """The C library through ctypes, loaded once per worker (children inherit it)."""
+    if LIBC:
+        return LIBC[0]
+    import ctypes
+
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                          ctypes.c_char_p]
+    lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    LIBC.append(lib)
+    return lib
+
+
+def check_call(result, what):
+    if result != 0:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def encoded(value):
+    return None if value is None else value.encode()
+
+
+def mount(src, dst, fstype, flags, data=None):
+    check_call(libc().mount(encoded(src), encoded(dst), encoded(fstype), flags, encoded(data)),
+               f"mount {src or fstype} on {dst}")
+
+
+def pivot_root(new_root, put_old):
+    import ctypes
+    import platform
+
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: unknown architecture {platform.machine()}")
+    check_call(libc().syscall(ctypes.c_long(number), new_root.encode(), put_old.encode()),
+               f"pivot_root {new_root}")
+
+
+def make_read_only(path):
+    """Read-only, nosuid, nodev for the mount at ``path`` and every mount below it."""
+    import ctypes
+
+    attr = ctypes.create_string_buffer(struct.pack(
+        "QQQQ", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0), 32)
+    lib = libc()
+    if lib.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                   ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(32)) == 0:
+        return
+    # Older kernels: a bind remount of the top mount, keeping the flags a user namespace may
+    # not clear (statvfs's ST_* bits equal MS_* for these; relatime differs).
+    got = os.statvfs(path).f_flag
+    keep = got & (MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048)
+    keep |= (1 << 21) if got & 4096 else 0
+    mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | keep)
+
+
+def build_view(steps):
+    """Replace this mount namespace's root by a tmpfs holding only ``steps`` (see
+    outer.view_spec), bind sources read-only, a fresh read-only /proc, a minimal /dev.
+
+    Runs as root of a fresh user + mount + pid namespace (``unshare``); the host's tree is
+    detached afterwards, so nothing else of it can be reached, not even by path.
+    """
+    os.umask(0o022)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    os.chdir("/tmp")
+    for name in ("newroot", "oldroot"):
+        os.mkdir(name)
+    mount("newroot", "newroot", None, MS_BIND | MS_REC)
+    pivot_root(".", "oldroot")  # the host's tree is now /oldroot, sources are read from there
+    os.chdir("/")
+    new = "/newroot"
+
+    def place(dst, is_dir):
+        target = new + dst
+        os.makedirs(target if is_dir else os.path.dirname(target), 0o755, exist_ok=True)
+        if not is_dir and not os.path.lexists(target):
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+        return target
+
+    for op, *args in steps:
+        if op == "symlink":
+            os.makedirs(os.path.dirname(new + args[1]), 0o755, exist_ok=True)
+            os.symlink(args[0], new + args[1])
+        elif op in ("ro", "ro-try"):
+            src = "/oldroot" + args[0]
+            if op == "ro-try" and not os.path.exists(src):
+                continue
+            target = place(args[1], os.path.isdir(src))
+            mount(src, target, None, MS_BIND | MS_REC)
+            make_read_only(target)
+        elif op == "tmpfs":
+            mount("tmpfs", place(args[0], True), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        elif op == "dir":
+            os.chmod(place(args[0], True), 0o755)
+    # A fresh /proc of our pid namespace (read-only: /proc/sys, sysrq-trigger, ... unwritable)
+    mount("proc", place("/proc", True), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+    dev = place("/dev", True)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=0755")
+    for name in DEVICES:
+        if os.path.exists(f"/oldroot/dev/{name}"):
+            mount(f"/oldroot/dev/{name}", place(f"/dev/{name}", False), None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+    mount("tmpfs", place("/dev/shm", True), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    # Detach the host's tree, then make /newroot the root (bubblewrap's sequence).
+    mount(None, "/oldroot", None, MS_REC | MS_PRIVATE)
+    check_call(libc().umount2(b"/oldroot", MNT_DETACH), "umount /oldroot")
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY)
+    os.chdir(new)
+    pivot_root(".", ".")
+    os.fchdir(old)
+    os.close(old)
+    check_call(libc().umount2(b".", MNT_DETACH), "umount the old root")
+    os.chdir("/")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def drop_capabilities():
+    """No capability left, none regained by exec (securebits), none gained by setuid files
+    (no_new_privs): uid 0 of the user namespace becomes an ordinary, powerless uid."""
+    import ctypes
+
+    lib = libc()
+    pr_set_securebits, pr_capbset_drop, pr_set_no_new_privs = 28, 24, 38
+    # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS locked, NO_CAP_AMBIENT_RAISE, each locked
+    check_call(lib.prctl(pr_set_securebits, 0xEF, 0, 0, 0), "prctl(PR_SET_SECUREBITS)")
+    for cap in range(64):
+        if lib.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            break
+    header = ctypes.create_string_buffer(struct.pack("Ii", 0x20080522, 0), 8)
+    data = ctypes.create_string_buffer(24)
+    check_call(lib.capset(header, data), "capset")
+    check_call(lib.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
 def child_main(config, request, workdir, result_w, nonce):
     """In the forked child: isolate, drop privileges, limit, then run the sample."""
     os.setsid()
     differential = request["program"].get("differential")
     fixture = FIXTURE.get("data") if differential else None
-    if config.get("cgroup"):
+    if config.get("cgroup") and not config.get("fs_view"):  # a view's worker joined it itself
         with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as fh:
             fh.write(str(os.getpid()))
     if config.get("unshare_net"):
@@ -438,6 +595,8 @@ def child_main(config, request, workdir, result_w, nonce):
         os.setgroups([])
         os.setgid(config["gid"])
         os.setuid(config["uid"])
+    if config.get("drop_caps"):
+        drop_capabilities()
     devnull = os.open(os.devnull, os.O_RDONLY)
     output = os.open(".output", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(devnull, 0)
@@ -675,6 +834,15 @@ def in_private_pidns(host_pidns):
         return False
 
 
+def view_holds():
+    """The private view is in place: the root is read-only and no host directory is left."""
+    try:
+        os.close(os.open("/.benchforge-probe", os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        return exc.errno == errno.EROFS and not os.path.exists("/oldroot")
+    return False
+
+
 def only_loopback():
     """Does this process's network namespace have no interface but lo?"""
     try:
@@ -708,6 +876,13 @@ def main():
     os.dup2(null, 1)  # nothing but the protocol may reach the host's end of the pipe
     # Verify what the outer layer promised instead of trusting it: the pid-namespace sweep
     # kills every other visible process, so it must only run where that is the sandbox.
+    if config.get("fs_view"):
+        if config.get("cgroup"):  # join before the view hides /sys; samples inherit it
+            with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as fh:
+                fh.write("0")
+        build_view(config["fs_view"])
+        if config.get("probe"):  # mode_available: can this host build the view?
+            sys.exit(0 if view_holds() else "the private filesystem view did not hold")
     config["pidns"] = bool(config.get("pidns")) and in_private_pidns(config.get("host_pidns"))
     if config.get("unshare_net"):
         config["unshare_net"] = probe_unshared_network()
@@ -722,6 +897,8 @@ def main():
                               "network_isolated": bool(config.get("unshare_net"))
                               or only_loopback(),
                               "cgroup": config.get("cgroup"),
+                              # only a worker that built the view itself reports on it
+                              **({"filesystem": view_holds()} if config.get("fs_view") else {}),
                               "python": sys.version.split()[0]})
     while True:
         request = read_message(proto_in)

@@ -7,6 +7,7 @@ guarantees. ``detect_mode`` picks the strongest one that works on this host for 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import stat
@@ -27,9 +28,10 @@ CONTAINER_WORKER_DIR = "/opt/benchforge-sandbox"
 PRELOAD = ("numpy", "subprocess", "shutil", "faulthandler", "platform")
 
 MODES = ("bwrap", "apptainer", "apptainer-setuid", "userns", "rlimit-only")
-# Modes whose outer layer hides the host filesystem (only read-only binds are visible).
+# Modes whose outer layer hides the host filesystem (only read-only binds are visible);
+# ``userns`` builds the same view itself and claims it once its worker verified it.
 # Network isolation, process sweeping and NPROC are verified by the worker at start-up.
-FILESYSTEM_ISOLATING = frozenset({"bwrap", "apptainer", "apptainer-setuid"})
+FILESYSTEM_ISOLATING = frozenset({"bwrap", "apptainer", "apptainer-setuid", "userns"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class OuterLayer:
     python: str
     worker_config: dict[str, object] = field(default_factory=dict)
     image: str | None = None
+    env: dict[str, str] | None = None  # the launcher's whole environment (None: inherited)
 
 
 def is_root() -> bool:
@@ -65,20 +68,28 @@ def python_paths() -> list[Path]:
     return sorted(p.resolve() for p in paths)
 
 
-def _bwrap_binds(extra: tuple[str, ...] = ()) -> list[str]:
-    args: list[str] = []
+def view_spec(extra: tuple[str, ...] = ()) -> list[list[str]]:
+    """The filesystem a sample sees, shared by ``bwrap`` and ``userns``: ``[op, *args]`` steps.
+
+    ``["symlink", target, path]``, ``["ro", src, dst]``, ``["ro-try", src, dst]`` (skipped if
+    ``src`` is missing), ``["tmpfs", path]`` (private, mode 1777) and ``["dir", path]`` (an empty
+    0755 directory). Only /usr, the libraries, a few /etc files, the interpreter, the worker
+    and ``extra`` (read-only benchmark fixtures) are visible; /proc and /dev are added by the
+    layer itself.
+    """
+    steps: list[list[str]] = []
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         path = Path(top)
         if path.is_symlink():
-            args += ["--symlink", os.readlink(top), top]
+            steps.append(["symlink", os.readlink(top), top])
         elif path.is_dir():
-            args += ["--ro-bind", top, top]
-    args += ["--ro-bind", "/usr", "/usr", "--perms", "1777", "--tmpfs", "/tmp"]
+            steps.append(["ro", top, top])
+    steps += [["ro", "/usr", "/usr"], ["tmpfs", "/tmp"]]
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
-        args += ["--ro-bind-try", etc, etc]
-    # The interpreter and the worker, read-only, with world-readable parents (bwrap would
-    # otherwise create them 0700 and an unprivileged sample uid could not import anything).
-    # They come after the /tmp tmpfs, which would otherwise hide a venv that lives in /tmp.
+        steps.append(["ro-try", etc, etc])
+    # The interpreter and the worker, read-only, with world-readable parents (an unprivileged
+    # sample uid must be able to import from them). They come after the /tmp tmpfs, which
+    # would otherwise hide a venv that lives in /tmp.
     made: set[str] = {"/", "/usr", "/tmp"}
     bound: list[Path] = []
     for path in sorted({*python_paths(), PACKAGE_DIR, *(Path(p).resolve() for p in extra)}):
@@ -88,8 +99,24 @@ def _bwrap_binds(extra: tuple[str, ...] = ()) -> list[str]:
         for parent in reversed(path.parents):
             if str(parent) not in made:
                 made.add(str(parent))
-                args += ["--perms", "0755", "--dir", str(parent)]
-        args += ["--ro-bind", str(path), str(path)]
+                steps.append(["dir", str(parent)])
+        steps.append(["ro", str(path), str(path)])
+    return steps
+
+
+def _bwrap_binds(extra: tuple[str, ...] = ()) -> list[str]:
+    args: list[str] = []
+    for op, *rest in view_spec(extra):
+        if op == "symlink":
+            args += ["--symlink", *rest]
+        elif op == "ro":
+            args += ["--ro-bind", *rest]
+        elif op == "ro-try":
+            args += ["--ro-bind-try", *rest]
+        elif op == "tmpfs":
+            args += ["--perms", "1777", "--tmpfs", *rest]
+        elif op == "dir":
+            args += ["--perms", "0755", "--dir", *rest]
     return args
 
 
@@ -115,8 +142,10 @@ def apptainer_argv(image: str, setuid: bool, extra_ro: tuple[str, ...] = ()) -> 
 
 
 def userns_argv() -> list[str]:
-    return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount-proc",
-            "--kill-child"]
+    """``unshare`` into fresh user, mount, pid, net, ipc and uts namespaces; the worker then
+    builds its private filesystem view there (``view_spec``, see _worker.build_view)."""
+    return [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount",
+            "--net", "--pid", "--ipc", "--uts", "--fork", "--mount-proc", "--kill-child"]
 
 
 def _pids_cgroup(tag: str, max_pids: int) -> str | None:
@@ -172,10 +201,14 @@ def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
         return OuterLayer(mode, apptainer_argv(image, mode == "apptainer-setuid", extra_ro),
                           f"{CONTAINER_WORKER_DIR}/_worker.py", "python3", config, image)
     if mode == "userns":
-        config["pidns"] = True
+        # The same view as bwrap, built by the worker as root of its user namespace; each
+        # sample then drops every capability, so (also when benchforge runs as root) it sees
+        # only read-only binds, a private /tmp and its own /proc, and cannot remount them.
+        config.update(pidns=True, fs_view=view_spec(extra_ro), drop_caps=True)
         if is_root():  # root's RLIMIT_NPROC does not bind, even in a user namespace
             config["cgroup"] = _pids_cgroup(f"{os.getpid()}-{slot}", nproc)
-        return OuterLayer(mode, userns_argv(), worker, python, config)
+        return OuterLayer(mode, userns_argv(), worker, python, config,
+                          env={"PATH": "/usr/bin:/bin"})
     if mode == "rlimit-only":
         config["tmp_root"] = tempfile.gettempdir()
         if is_root():
@@ -188,31 +221,60 @@ def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
     raise BenchforgeError(f"sandbox={mode}: unknown mode; available: auto, {', '.join(MODES)}")
 
 
-def _works(argv: list[str]) -> bool:
+def _works(argv: list[str], **kwargs: object) -> str | None:
+    """None if ``argv`` runs and exits 0 here, else why not (the last line it printed)."""
     try:
-        return subprocess.run([*argv, "true"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        done = subprocess.run(argv, capture_output=True, timeout=20, **kwargs)  # type: ignore[call-overload]
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1][:200] if lines else f"exit code {done.returncode}"
 
 
 @functools.cache
-def mode_available(mode: str, image: str | None = None) -> bool:
-    """Does this outer layer actually start on this host (not just: is the binary there)?"""
+def mode_problem(mode: str, image: str | None = None) -> str | None:
+    """Why this outer layer does not start on this host (not just: is the binary there), or
+    None when it works. ``userns`` is probed with its whole filesystem view."""
     if mode == "rlimit-only":
-        return True
+        return None
     if mode == "bwrap":
-        return shutil.which("bwrap") is not None and _works(bwrap_argv())
+        if shutil.which("bwrap") is None:
+            return "bwrap not found on PATH"
+        return _works([*bwrap_argv(), "true"])
     if mode in ("apptainer", "apptainer-setuid"):
-        return (shutil.which("apptainer") is not None and bool(image) and Path(image).is_file()
-                and _works([*apptainer_argv(image, mode == "apptainer-setuid")]))
+        if shutil.which("apptainer") is None:
+            return "apptainer not found on PATH"
+        if not image or not Path(image).is_file():
+            return "sandbox.image (a scorer SIF) not set" if not image else f"{image} not found"
+        return _works([*apptainer_argv(image, mode == "apptainer-setuid"), "true"])
     if mode == "userns":
-        return shutil.which("unshare") is not None and _works(userns_argv())
-    return False
+        if shutil.which("unshare") is None:
+            return "unshare not found on PATH"
+        probe = {"fs_view": view_spec(), "probe": True}
+        return _works([*userns_argv(), sys.executable, "-I", "-B", str(WORKER),
+                       json.dumps(probe)], env={"PATH": "/usr/bin:/bin"})
+    return f"unknown mode {mode}"
+
+
+def mode_available(mode: str, image: str | None = None) -> bool:
+    """Does this outer layer actually start on this host?"""
+    return mode_problem(mode, image) is None
 
 
 def detect_mode(image: str | None = None) -> str:
-    """The strongest mode that works here: bwrap, then apptainer, then userns, then rlimit."""
+    """The strongest mode that works here and hides the host filesystem: bwrap, apptainer,
+    apptainer-setuid, then userns. None does: a one-line error naming each mode tried and
+    why it failed (``auto`` never falls back to ``rlimit-only`` silently)."""
+    tried = []
     for mode in ("bwrap", "apptainer", "apptainer-setuid", "userns"):
-        if mode_available(mode, image):
+        problem = mode_problem(mode, image)
+        if problem is None and mode in FILESYSTEM_ISOLATING:
             return mode
-    return "rlimit-only"
+        tried.append(f"{mode}: {problem or 'no filesystem isolation'}")
+    raise BenchforgeError(
+        "sandbox=auto: no mode that isolates the filesystem works on this host ("
+        + "; ".join(tried) + "); install bubblewrap (apt install bubblewrap) or apptainer, "
+        "allow unprivileged user namespaces, or pass sandbox=rlimit-only explicitly "
+        "(NOT a sandbox: samples can read and write your files)")

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,12 +86,30 @@ class ExecResult:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. base_status / plus_status
 
 
+# Every open pool, so that a signal handler can kill all workers at once (abort_all).
+_OPEN: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
+
+
+def abort_all() -> None:
+    """Kill every worker of every open pool now (SIGTERM/SIGINT): whole process trees
+    (pid namespaces) go within milliseconds; later ``run`` calls raise instead of respawning."""
+    for pool in list(_OPEN):
+        pool.abort()
+
+
+def _kill_with_parent() -> None:
+    """In the launcher before exec: SIGKILL when benchforge dies (unshare ignores SIGTERM;
+    its --kill-child then takes the worker's whole pid namespace)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class WorkerProcess:
     """One worker: its outer layer's launcher, then the stdlib-only worker script."""
 
     def __init__(self, outer: OuterLayer) -> None:
-        from benchforge.engine import _die_with_parent
-
         self.outer = outer
         self._sent: set[str] = set()  # keys of trusted sources this worker already holds
         argv = [*outer.argv_prefix, outer.python, "-I", "-B", outer.worker_path,
@@ -98,7 +117,7 @@ class WorkerProcess:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=_kill_with_parent, env=outer.env,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
@@ -200,20 +219,29 @@ class SandboxPool:
         self._all: dict[int, WorkerProcess] = {}
         self.info: dict[str, Any] = {}
         self.restarts = 0
+        self.aborted = False
         # Workers die with the *thread* that started them (PR_SET_PDEATHSIG, also bwrap's
         # --die-with-parent), so one long-lived thread starts them all, not the scoring threads.
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
+        _OPEN.add(self)
         # Start one worker now: a broken outer layer fails here, before any sample is scored.
         slot, worker = self._acquire()
         self._release(slot, worker)
+
+    def abort(self) -> None:
+        """Kill every worker now, without waiting (safe in a signal handler: no lock)."""
+        self.aborted = True
+        for worker in list(self._all.values()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.proc.pid, signal.SIGKILL)
 
     @property
     def guarantees(self) -> frozenset[str]:
         """What this pool's samples are protected from, as verified at worker start-up."""
         info = self.info
         got = {"timeout", "memory", "environment"}
-        if self.mode in FILESYSTEM_ISOLATING:
-            got.add("filesystem")
+        if self.mode in FILESYSTEM_ISOLATING and info.get("filesystem", True):
+            got.add("filesystem")  # userns: only once its worker verified the private view
         if info.get("network_isolated"):
             got.add("network")
         # A sample uid (NPROC binds, kill(-1) as that uid sweeps), a pids cgroup, or a private
@@ -232,12 +260,16 @@ class SandboxPool:
 
     def _acquire(self) -> tuple[int, WorkerProcess]:
         while True:
+            if self.aborted:
+                raise BenchforgeError(f"sandbox={self.mode}: aborted (interrupted)")
             with contextlib.suppress(queue.Empty):
                 return self._idle.get_nowait()
             try:
                 slot = self._free_slots.get_nowait()
-            except queue.Empty:
-                return self._idle.get()  # all workers busy: wait for one
+            except queue.Empty:  # all workers busy: wait for one (or a freed slot, or abort)
+                with contextlib.suppress(queue.Empty):
+                    return self._idle.get(timeout=0.2)
+                continue
             try:
                 worker = self._spawner.submit(WorkerProcess, self._outer(slot)).result()
             except BaseException:
@@ -304,6 +336,7 @@ class SandboxPool:
                           dict(response.get("extra") or {}))
 
     def close(self) -> None:
+        _OPEN.discard(self)
         with self._lock:
             workers = list(self._all.items())
             self._all.clear()

@@ -82,6 +82,9 @@ class BenchmarkConfig:
     min_time_limit_s: float | None = None  # per-test limits (EvalPlus): max(min, factor x ref)
     time_factor: float | None = None
     cutoff: str | None = None  # LiveCodeBench: problems before this date are contaminated
+    # max_tokens of each request; null = the official harness's where it fixes one (CRUXEval:
+    # chat 100 direct / 1000 CoT, completion 1024 / 2048), else model.max_tokens
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -274,13 +277,18 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
 )
 
 
+_LATER_BENCHMARK_KEYS = ("max_tokens",)
+
+
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
     assert isinstance(model, dict) and isinstance(benchmark, dict)
     return {
         "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS},
-        "benchmark": dict(sorted(benchmark.items())),
+        # keys added later are left out while unset, so existing cells keep their ids
+        "benchmark": {k: v for k, v in sorted(benchmark.items())
+                      if not (k in _LATER_BENCHMARK_KEYS and v is None)},
     }
 
 

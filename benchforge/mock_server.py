@@ -221,9 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--served-model-name", required=True)
     parser.add_argument("--delay-s", type=float, default=0.0, help="sleep per request")
     parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to N requests")
+    parser.add_argument("--log-requests", type=Path, default=None,
+                        help="append every completion request (path and JSON body) here")
     args = parser.parse_args(argv)
     state = MockState(load_answers(args.answers), args.served_model_name, args.delay_s,
-                      args.fail_first)
+                      args.fail_first, log_requests=args.log_requests)
     server = make_server(args.host, args.port, state)
     print(f"mock server for {args.served_model_name} on http://{args.host}:{args.port}/v1 "
           f"({len(state.answers)} answers)", flush=True)

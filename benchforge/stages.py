@@ -266,9 +266,12 @@ def run_generate(cfg: DictConfig) -> Cell:
 
             def on_completion(request: Request, completion: Completion) -> None:
                 task = tasks[request.task_id]
-                # every stop string is cut client-side, whatever the server did with it
+                # every stop string is cut client-side, whatever the server did with it, and
+                # a chat reply's reasoning is never graded (benchforge.answers)
                 answer = stop_at_stop_token(completion.text, settings.stop)
-                inline_reasoning = split_thinking(completion.text)[1] if mode == "chat" else ""
+                inline_reasoning = ""
+                if mode == "chat":
+                    answer, inline_reasoning = split_thinking(answer)
                 appender.append({
                     "task_id": request.task_id, "sample_idx": request.sample_idx,
                     "prompt_sha256": request.prompt.sha256, "completion": completion.text,

@@ -227,3 +227,14 @@ def test_known_divergence_find_zero(workdir: Path, shared_data: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     row = next(r for r in read_rows(out / "results.jsonl") if r["task_id"] == "HumanEval/32")
     assert row["passed"] and row["base_status"] == row["plus_status"] == "pass"
+
+
+def test_benchmark_max_tokens_keeps_existing_cell_ids() -> None:
+    """The key added for the official max_tokens leaves ids of existing cells unchanged
+    while unset, and changes the id when set (a cell computed with other requests)."""
+    from benchforge.config import cell_id, cell_identity
+
+    plain = compose(["benchmark=cruxeval_o"])
+    assert "max_tokens" not in cell_identity(plain)["benchmark"]
+    assert cell_id(compose(["benchmark=cruxeval_o", "benchmark.max_tokens=300"])) != \
+        cell_id(plain)

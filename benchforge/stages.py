@@ -612,6 +612,8 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
     return {
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in samples),
         "completion_tokens": completion_tokens,
+        # of which reasoning, where the server reports it (never graded)
+        "reasoning_tokens": sum(r.get("reasoning_tokens") or 0 for r in samples),
         "generate_wall_s": generate_wall,
         "score_wall_s": score.get("wall_s"),
         "tokens_per_s": (round(completion_tokens / generate_wall, 1)

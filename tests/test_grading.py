@@ -104,7 +104,7 @@ def test_completion_stop_words_cut_client_side(serve, workdir: Path) -> None:
                    cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     [body] = [r["body"] for r in read_rows(log)]
-    assert body["stop"] == ["\nclass", "\ndef", "\n#", "\n@"]
+    assert body["stop"] == ["\nclass", "\ndef", "\nif", "\nprint"]
     [sample] = read_rows(out / "samples.jsonl")
     assert sample["completion"] == completion  # the raw reply is kept
     assert "undefined_list" not in sample["code"]

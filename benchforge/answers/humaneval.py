@@ -13,6 +13,9 @@ from benchforge.answers.stops import stop_at_stop_token
 
 # bigcode-evaluation-harness bigcode_eval/tasks/humaneval.py @ 01762fc7, GeneralHumanEval
 STOP_WORDS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
+# The same words in the order requests send them (the first 4; the cut uses all of them):
+# those a base model most often writes after a function first.
+REQUEST_ORDER = ("\nclass", "\ndef", "\nif", "\nprint", "\n#", "\n@", "\n```", "<file_sep>")
 
 
 def completion_program(prompt: str, completion: str) -> str:

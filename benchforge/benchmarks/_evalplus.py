@@ -111,8 +111,12 @@ class EvalPlusBenchmark(FunctionBenchmark):
         """EvalPlus codegen's ``sanitize`` (see :mod:`benchforge.answers.evalplus`)."""
         if mode == "completion":
             return evalplus_answers.completion_solution(task.data["prompt"], completion,
-                                                        task.data["entry_point"])
+                                                        task.data["entry_point"], self.kind)
         return evalplus_answers.chat_solution(completion, task.data["entry_point"])
+
+    def stop_sequences(self, mode: str) -> list[str]:
+        """EvalPlus's vLLM stop strings for base models (4 sent, all cut client-side)."""
+        return evalplus_answers.completion_stops(self.kind) if mode == "completion" else []
 
     def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
         """evalplus.evaluate: ``solution`` as is, ``completion`` as prompt + completion."""

@@ -25,7 +25,7 @@ REQUIRED_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "te
 
 # The stop words of HumanEval's completion (base model) protocol: bigcode-evaluation-harness's,
 # all cut client-side (the first 4 are also sent; see benchforge.answers.stops).
-COMPLETION_STOPS = list(humaneval_answers.STOP_WORDS)
+COMPLETION_STOPS = list(humaneval_answers.REQUEST_ORDER)
 
 
 def bundled_data_file() -> Path:

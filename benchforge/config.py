@@ -83,6 +83,9 @@ class BenchmarkConfig:
     time_factor: float | None = None
     cutoff: str | None = None  # LiveCodeBench: problems before this date are contaminated
     lcb_fixes: bool = False  # LiveCodeBench: correct lcb_runner's harness bugs (README)
+    # max_tokens of each request; null = the official harness's where it fixes one (CRUXEval:
+    # chat 100 direct / 1000 CoT, completion 1024 / 2048), else model.max_tokens
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -274,9 +277,9 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
      "startup_timeout_s", "oracle_latency_s"}
 )
 
-# Opt-in benchmark switches: at their default (false) they are left out of the cell id, so adding
-# one keeps every existing cell's id; switched on, they make a different cell.
-_OPT_IN_BENCHMARK_KEYS = frozenset({"lcb_fixes"})
+# Benchmark keys added after cells existed, each with the default at which it is left out of the
+# cell id (so adding one keeps every existing cell's id); any other value makes a different cell.
+_LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None}
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -285,8 +288,9 @@ def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(model, dict) and isinstance(benchmark, dict)
     return {
         "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS},
+        # keys added later are left out at their default, so existing cells keep their ids
         "benchmark": {k: v for k, v in sorted(benchmark.items())
-                      if v or k not in _OPT_IN_BENCHMARK_KEYS},
+                      if not (k in _LATER_BENCHMARK_KEYS and v == _LATER_BENCHMARK_KEYS[k])},
     }
 
 

@@ -24,7 +24,7 @@ from benchforge.prompts import messages_sha256, text_sha256
 
 
 class MockState:
-    def __init__(self, answers: dict[str, str], served_name: str, delay_s: float,
+    def __init__(self, answers: dict[str, Any], served_name: str, delay_s: float,
                  fail_first: int, die_after: int = 0, log_requests: Path | None = None) -> None:
         self.answers = answers
         self.log_requests = log_requests  # append every completion request body (tests)
@@ -50,13 +50,23 @@ class MockState:
             return False
 
 
-def load_answers(path: Path) -> dict[str, str]:
-    answers: dict[str, str] = {}
+# Optional fields of an answers row that make the reply misbehave as real servers do.
+REPLY_FIELDS = ("finish_reason", "reasoning_content", "reasoning_tokens", "ignore_stop")
+
+
+def load_answers(path: Path) -> dict[str, Any]:
+    """``prompt_sha256 -> completion`` from an answers file. A row may also set
+    ``finish_reason`` (e.g. ``"length"``: a reply cut by max_tokens), ``completion: null``
+    (content null), ``reasoning_content``/``reasoning_tokens`` (a reasoning parser's split)
+    and ``ignore_stop`` (the server does not apply ``stop``); such rows map to a dict."""
+    answers: dict[str, Any] = {}
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)
-                answers[row["prompt_sha256"]] = row["completion"]
+                extra = {k: row[k] for k in REPLY_FIELDS if k in row}
+                answers[row["prompt_sha256"]] = ({"completion": row["completion"], **extra}
+                                                 if extra else row["completion"])
     return answers
 
 
@@ -137,13 +147,25 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.state.delay_s:
             time.sleep(self.state.delay_s)
-        text, finish = apply_stop(self.state.answers[key], body.get("stop"))
+        entry = self.state.answers[key]
+        reply = entry if isinstance(entry, dict) else {"completion": entry}
+        text: str | None = reply["completion"]
+        finish = "stop"
+        if text is not None:
+            text, finish = apply_stop(text, None if reply.get("ignore_stop")
+                                      else body.get("stop"))
+        finish = reply.get("finish_reason") or finish
         n = int(body.get("n") or 1)
-        usage = {"prompt_tokens": count_tokens(prompt_text),
-                 "completion_tokens": n * count_tokens(text)}
+        usage: dict[str, Any] = {"prompt_tokens": count_tokens(prompt_text),
+                                 "completion_tokens": n * count_tokens(text or "")}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if "reasoning_tokens" in reply:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reply["reasoning_tokens"]}
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": text},
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if "reasoning_content" in reply:
+                message["reasoning_content"] = reply["reasoning_content"]
+            choices = [{"index": i, "message": dict(message),
                         "finish_reason": finish, "logprobs": None} for i in range(n)]
             obj = "chat.completion"
         else:
@@ -199,9 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--served-model-name", required=True)
     parser.add_argument("--delay-s", type=float, default=0.0, help="sleep per request")
     parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to N requests")
+    parser.add_argument("--log-requests", type=Path, default=None,
+                        help="append every completion request (path and JSON body) here")
     args = parser.parse_args(argv)
     state = MockState(load_answers(args.answers), args.served_model_name, args.delay_s,
-                      args.fail_first)
+                      args.fail_first, log_requests=args.log_requests)
     server = make_server(args.host, args.port, state)
     print(f"mock server for {args.served_model_name} on http://{args.host}:{args.port}/v1 "
           f"({len(state.answers)} answers)", flush=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.benchmarks import Benchmark, Task
+from benchforge.outcomes import relabel
 from benchforge.rundir import (
     RowAppender,
     first_rows_by_key,
@@ -93,14 +94,16 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
         task = tasks[sample["task_id"]]
         verdict = benchmark.prejudge(task, sample["code"])
         if verdict is not None:
-            return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
-                    "failure_mode": None, "duration_s": 0.0, "time_limit_s": None,
-                    "sandbox_mode": None, "detail": "", **verdict}
+            return relabel({"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
+                            "failure_mode": None, "duration_s": 0.0, "time_limit_s": None,
+                            "sandbox_mode": None, "detail": "", **verdict}, sample)
         program: CheckProgram = benchmark.check_program(task, sample["code"])
         limit = limits[task.task_id]
         result = sandbox.run(program, limit)
-        return verdict_row(benchmark, task, sample, result, sandbox.mode,
-                           limit if limit is not None else program.wall_limit_s())
+        # a reply cut by max_tokens or empty: that is why its code failed
+        return relabel(verdict_row(benchmark, task, sample, result, sandbox.mode,
+                                   limit if limit is not None else program.wall_limit_s()),
+                       sample)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for future in as_completed([pool.submit(score, s) for s in samples]):

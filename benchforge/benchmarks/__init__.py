@@ -7,7 +7,6 @@ Adding a benchmark is one module (subclass :class:`Benchmark`, decorate it with
 from __future__ import annotations
 
 import importlib
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,7 +98,23 @@ class Benchmark(ABC):
         """The task's canonical solution as code (timed per host for time limits), if any."""
 
     def stop_sequences(self, mode: str) -> list[str]:
+        """Stop strings of the official protocol for ``mode`` (all cut client-side)."""
         return []
+
+    def max_tokens(self, mode: str) -> int | None:
+        """The official harness's ``max_tokens`` for ``mode``, where it fixes one (else None:
+        ``model.max_tokens`` applies). ``benchmark.max_tokens`` overrides both."""
+        return None
+
+    def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
+        """The program an external samples row is graded as (``score.samples``): its
+        ``solution`` as is, else its ``completion`` through :meth:`extract_code`; None when
+        the row has neither as a string."""
+        if isinstance(row.get("solution"), str):
+            return row["solution"]
+        if isinstance(row.get("completion"), str):
+            return self.extract_code(task, row["completion"], "completion")
+        return None
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
         """Benchmark-specific columns of a results row, from the sandbox's extra output."""
@@ -144,13 +159,3 @@ def get_benchmark(cfg: DictConfig, data_root: Path, cache_dir: Path | None = Non
     if loader not in _REGISTRY:
         raise BenchforgeError(f"benchmark.loader={loader}: module registers no benchmark")
     return _REGISTRY[loader](cfg, data_root, cache_dir)
-
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def fenced_blocks(text: str) -> list[str]:
-    """Code blocks of a markdown answer, Python-tagged (or untagged) ones first."""
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
-    python = [body for lang, body in blocks if lang in ("python", "py", "python3", "")]
-    return python + [body for lang, body in blocks if lang not in ("python", "py", "python3", "")]

@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
+from benchforge.answers import evalplus as evalplus_answers
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
@@ -107,10 +108,19 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return self._dataset
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
-        from evalplus.sanitize import sanitize  # lazy: tree-sitter takes a second to load
+        """EvalPlus codegen's ``sanitize`` (see :mod:`benchforge.answers.evalplus`)."""
+        if mode == "completion":
+            return evalplus_answers.completion_solution(task.data["prompt"], completion,
+                                                        task.data["entry_point"], self.kind)
+        return evalplus_answers.chat_solution(completion, task.data["entry_point"])
 
-        text = task.data["prompt"] + completion if mode == "completion" else completion
-        return sanitize(text, task.data["entry_point"])
+    def stop_sequences(self, mode: str) -> list[str]:
+        """EvalPlus's vLLM stop strings for base models (4 sent, all cut client-side)."""
+        return evalplus_answers.completion_stops(self.kind) if mode == "completion" else []
+
+    def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
+        """evalplus.evaluate: ``solution`` as is, ``completion`` as prompt + completion."""
+        return evalplus_answers.rescoring_solution(task.data["prompt"], row)
 
     # ------------------------------------------------------------------------ ground truth
     def ground_truth(self) -> dict[str, dict[str, list[Any]]]:

@@ -21,6 +21,7 @@ STAGES = {
     "generate": "query the model server, append rows to samples.jsonl, write generate.done",
     "score": "run every sample in the sandbox, append results.jsonl, write score.done",
     "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
+    "repair": "archive rows that no longer match their marker (kept in logs/) and redo them",
     "status": "table of the run's cells: progress, markers, pass@1",
     "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
     "stage": "login node: fetch the model (paths.hf_cache) and benchmark data (data.root)",
@@ -35,9 +36,11 @@ STAGES = {
 # Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
 RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke", "compare", "inspect",
              "publish", "report"}
+# Stages that only read: no Hydra log dir or log file, so they answer on a full disk.
+READ_ONLY = {"status", "verify"}
 # Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
 SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
-                  "aggregate": "score", "smoke": "generate"}
+                  "aggregate": "score", "smoke": "generate", "repair": "generate"}
 
 USAGE = """usage: benchforge <stage> [key=value ...] [-m]
 
@@ -176,7 +179,9 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
         except BenchforgeError as exc:
             print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
             return 2
-    if stage in RUN_LEVEL:
+    if stage in READ_ONLY:  # nothing written before (or while) reading: works on a full disk
+        extra += ["hydra/job_logging=stdout", "hydra.output_subdir=null", "hydra.run.dir=."]
+    elif stage in RUN_LEVEL:
         extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + stage
                      + "-${now:%Y%m%dT%H%M%S}")
     entry = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}",

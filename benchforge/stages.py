@@ -10,19 +10,19 @@ import hashlib
 import json
 import logging
 import os
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from benchforge.attempts import cell_stage, note
 from benchforge.benchmarks import Benchmark, Dataset, get_benchmark
 from benchforge.config import cell_id, cell_identity, slug
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest, upsert_cell
-from benchforge.provenance import record_stage, update_provenance
+from benchforge.provenance import update_provenance
 from benchforge.rundir import (
     CellDir,
     RowAppender,
@@ -30,7 +30,6 @@ from benchforge.rundir import (
     first_rows_by_key,
     read_json,
     read_rows,
-    row_key,
     sha256_file,
     utc_now,
     write_atomic,
@@ -61,6 +60,18 @@ def run_root(cfg: DictConfig) -> Path:
 
 def cell_path(cfg: DictConfig) -> CellDir:
     return CellDir(Path(str(cfg.run.dir)).expanduser().resolve())
+
+
+def relative_to_run(path: Path, root: Path) -> str:
+    """``path`` relative to the run root (what the manifest stores, so a run can move)."""
+    return os.path.relpath(path, root)
+
+
+def manifest_cell(root: Path, cell: dict[str, Any]) -> CellDir:
+    """The cell dir of a manifest row, under the run root it was read from."""
+    from benchforge.manifest import cell_dir_of
+
+    return CellDir(cell_dir_of(root, cell))
 
 
 def _hydra_overrides() -> list[str]:
@@ -131,22 +142,33 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
                 f"{cid}); use another run.name or run.dir, or delete that dir"
             )
     cell_dir.create()
-    write_atomic(cell_dir.config, OmegaConf.to_yaml(cfg, resolve=True))
+    from benchforge.cellconfig import check_plan, config_text, sha256_text
+
+    planned: dict[str, Any] = {}
+    if cell_dir.config.exists():  # written once, at plan time: a later command is checked
+        check_plan(cell_dir.config, read_json(cell_dir.provenance).get("config_sha256")
+                   if cell_dir.provenance.exists() else None, cfg)
+    else:
+        text = config_text(cfg)
+        write_atomic(cell_dir.config, text)
+        planned = {"config_sha256": sha256_text(text), "overrides": _hydra_overrides()}
     samples_per_task = n_samples if n_samples is not None else int(cfg.model.n_samples)
     update_provenance(
         cell_dir,
+        **planned,
         cell_id=cid,
         model=model_info,
         dataset={"name": cfg.benchmark.name, "version": dataset.version,
                  "path": str(dataset.path), "sha256": dataset.sha256,
                  "n_tasks": len(dataset.tasks), **dataset.extra},
         chat_template_sha256=chat_template_sha256(cfg) if external is None else None,
-        overrides=_hydra_overrides(),
     )
-    upsert_cell(run_root(cfg), {
+    root = run_root(cfg)
+    upsert_cell(root, {
         "cell_id": cid, "model": model_info["name"], "benchmark": str(cfg.benchmark.name),
-        "dir": str(cell_dir.path), "n_tasks": len(dataset.tasks), "n_samples": samples_per_task,
-        "paths": {name: str(getattr(cell_dir, name)) for name in
+        "dir": relative_to_run(cell_dir.path, root), "n_tasks": len(dataset.tasks),
+        "n_samples": samples_per_task,
+        "paths": {name: relative_to_run(getattr(cell_dir, name), root) for name in
                   ("config", "provenance", "samples", "generate_done", "results", "score_done",
                    "metrics", "logs")},
     })
@@ -154,6 +176,7 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
 
 
 # --------------------------------------------------------------------------------------- plan
+@cell_stage("plan")
 def run_plan(cfg: DictConfig) -> Cell:
     cell = prepare_cell(cfg)
     log.info("planned cell %s (%s): %d tasks x %d samples -> %s", cell.cell_id,
@@ -183,7 +206,13 @@ def _check_rows_belong(rows: dict[RowKey, dict[str, Any]], cell: Cell, path: Pat
 
 
 def mark_generate_done(cell: Cell, **extra: Any) -> bool:
-    """Write ``generate.done`` iff every expected (task, sample) row is present."""
+    """Write ``generate.done`` iff every expected (task, sample) row is present; an existing
+    marker is checked against the rows, never rewritten over them (MarkerMismatch)."""
+    if cell.dir.generate_done.exists():
+        from benchforge.integrity import require_samples_intact
+
+        require_samples_intact(cell.dir)
+        return True
     rows = first_rows_by_key(read_rows(cell.dir.samples))
     if set(rows) != cell.expected_keys:
         return False
@@ -203,6 +232,7 @@ def thinking_kwargs(model: DictConfig) -> dict[str, Any] | None:
     return {"enable_thinking": str(model.thinking) == "on"}
 
 
+@cell_stage("generate")
 def run_generate(cfg: DictConfig) -> Cell:
     from benchforge.client import ClientSettings, Completion, Request, generate
     from benchforge.console import progress_bar
@@ -213,6 +243,9 @@ def run_generate(cfg: DictConfig) -> Cell:
         raise BenchforgeError(f"model.mode={mode}: expected chat or completion")
     template_kwargs = thinking_kwargs(cfg.model)  # a bad value fails before any cell is made
     cell = prepare_cell(cfg)
+    from benchforge.integrity import require_samples_intact
+
+    require_samples_intact(cell.dir)
     have = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="repair"))
     _check_rows_belong(have, cell, cell.dir.samples)
     todo = [Request(t.task_id, i, cell.benchmark.prompt(t, mode))
@@ -221,8 +254,6 @@ def run_generate(cfg: DictConfig) -> Cell:
     if todo:
         log.info("generate: %d of %d samples to do (%d already on disk)", len(todo),
                  len(cell.expected_keys), len(have))
-        started = time.monotonic()
-        record_stage(cell.dir, "generate", started_utc=utc_now(), finished_utc=None)
         template_sha = chat_template_sha256(cfg)
         tasks = {t.task_id: t for t in cell.dataset.tasks}
         if cfg.model.provider == "hf" and cfg.engine.launch == "apptainer":
@@ -260,8 +291,6 @@ def run_generate(cfg: DictConfig) -> Cell:
                 })
 
             generate(todo, settings, on_completion, advance)
-        record_stage(cell.dir, "generate", finished_utc=utc_now(),
-                     wall_s=round(time.monotonic() - started, 3))
     if not mark_generate_done(cell):
         raise BenchforgeError(
             f"{cell.dir.samples}: rows do not reconcile with {len(cell.expected_keys)} expected; "
@@ -395,6 +424,7 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) or 1
 
 
+@cell_stage("score")
 def run_score(cfg: DictConfig) -> Cell | None:
     from benchforge import scoring
     from benchforge.console import progress_bar
@@ -416,6 +446,11 @@ def run_score(cfg: DictConfig) -> Cell | None:
         raise BenchforgeError(
             f"{cell.dir.generate_done} is missing: generation of this cell is not complete; "
             "run `benchforge generate` with the same overrides first")
+    from benchforge.integrity import require_results_intact, require_samples_intact
+
+    require_samples_intact(cell.dir)
+    if not cfg.score.force:
+        require_results_intact(cell.dir)
     samples = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="error"))
     if set(samples) != cell.expected_keys:
         raise BenchforgeError(
@@ -424,11 +459,14 @@ def run_score(cfg: DictConfig) -> Cell | None:
     audit = cell.dir.logs / "timeout_audit.jsonl"
     if cfg.score.force and cell.dir.results.exists():
         # Keep the old verdicts instead of deleting them: nothing written is ever lost.
-        stamp = utc_now().replace(":", "")
+        stamp = f"{utc_now().replace(':', '')}-{os.getpid()}"
         os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
         if audit.exists():
             os.replace(audit, cell.dir.logs / f"timeout_audit.{stamp}.jsonl")
         cell.dir.score_done.unlink(missing_ok=True)
+        from benchforge.cellconfig import rescore_config
+
+        rescore_config(cell.dir, cfg, stamp)
         log.info("score: force=true, previous results moved to %s", cell.dir.logs)
     done = first_rows_by_key(read_rows(cell.dir.results, torn_tail="repair"))
     _check_rows_belong(done, cell, cell.dir.results)
@@ -439,6 +477,8 @@ def run_score(cfg: DictConfig) -> Cell | None:
     cache = Path(str(cfg.data.cache)).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     with make_sandbox(sb, workers, read_only=(str(cache),)) as sandbox:
+        note(sandbox_mode=sandbox.mode, sandbox_guarantees=sorted(sandbox.guarantees),
+             workers=workers)
         update_provenance(cell.dir, sandbox_mode=sandbox.mode,
                           sandbox_guarantees=sorted(sandbox.guarantees),
                           image_digest=(f"sha256:{sha256_file(Path(sandbox.image))}"
@@ -446,8 +486,6 @@ def run_score(cfg: DictConfig) -> Cell | None:
         if todo:
             log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
                      len(samples), workers, sandbox.mode)
-            started = time.monotonic()
-            record_stage(cell.dir, "score", started_utc=utc_now(), finished_utc=None)
             needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
             limits: dict[str, float | None] = {t.task_id: None for t in needed}
             if not cell.benchmark.per_test_time_limits:
@@ -460,8 +498,6 @@ def run_score(cfg: DictConfig) -> Cell | None:
                   progress_bar("score", len(todo), bool(cfg.generate.progress)) as advance):
                 scoring.score_samples(cell.benchmark, tasks, todo, sandbox, limits, appender,
                                       advance, workers)
-            record_stage(cell.dir, "score", finished_utc=utc_now(),
-                         wall_s=round(time.monotonic() - started, 3), workers=workers)
         results = first_rows_by_key(read_rows(cell.dir.results))
         if set(results) != set(samples):
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
@@ -469,6 +505,10 @@ def run_score(cfg: DictConfig) -> Cell | None:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
                                    audit)
         mode = sandbox.mode
+    if cell.dir.score_done.exists():  # checked above and nothing rescored: never re-signed
+        if cfg.score.aggregate:
+            run_aggregate(cfg)
+        return cell
     write_json_atomic(cell.dir.score_done, {
         "rows": len(results), "results_sha256": sha256_file(cell.dir.results),
         "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": mode,
@@ -558,27 +598,32 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
 
 def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
               samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the cell cost, from its own records: GPU-hours from the SLURM attempt log (else
-    generate wall time x GPUs is unknown: null), CPU-hours of scoring (wall x workers),
-    tokens, wall time per stage and generation tokens/s."""
-    from benchforge.shard import attempt_gpu_hours, read_attempts
+    """What the cell cost, summed over every attempt of each stage (``logs/attempts.jsonl``,
+    interrupted attempts included): GPU-hours from the SLURM attempt records (else null),
+    CPU-hours of scoring (wall x workers), tokens, wall time per stage, generation tokens/s."""
+    from benchforge.attempts import attempt_summaries, read_attempt_log, stage_totals
+    from benchforge.shard import attempt_gpu_hours
 
-    stages = provenance.get("stages", {})
-    generate_wall = stages.get("generate", {}).get("wall_s")
-    score = stages.get("score", {})
+    records = read_attempt_log(cell_dir.path)
+    summaries = attempt_summaries(cell_dir.path, records)
+    generate = stage_totals(summaries, "generate")
+    score = stage_totals(summaries, "score")
+    if generate["wall_s"] is None and summaries == []:  # a cell from before attempt records
+        generate["wall_s"] = provenance.get("stages", {}).get("generate", {}).get("wall_s")
+    generate_wall = generate["wall_s"]
     completion_tokens = sum(r.get("completion_tokens") or 0 for r in samples)
-    attempts = read_attempts(cell_dir)
+    slurm = [a for a in records if a.get("job_id") is not None]
     return {
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in samples),
         "completion_tokens": completion_tokens,
         "generate_wall_s": generate_wall,
-        "score_wall_s": score.get("wall_s"),
+        "score_wall_s": score["wall_s"],
         "tokens_per_s": (round(completion_tokens / generate_wall, 1)
                          if generate_wall else None),
-        "gpu_hours": round(attempt_gpu_hours(attempts), 6) if attempts else None,
-        "cpu_hours": (round(score["wall_s"] * score.get("workers", 1) / 3600, 6)
-                      if score.get("wall_s") else None),
-        "slurm_attempts": sum(1 for a in attempts if a.get("event") == "start"),
+        "gpu_hours": round(attempt_gpu_hours(slurm), 6) if slurm else None,
+        "cpu_hours": round(score["worker_s"] / 3600, 6) if score["worker_s"] else None,
+        "generate_attempts": generate["attempts"], "score_attempts": score["attempts"],
+        "slurm_attempts": sum(1 for a in slurm if a.get("event") == "start"),
     }
 
 
@@ -600,6 +645,7 @@ def licence_tag(model: dict[str, Any]) -> str:
     return ""
 
 
+@cell_stage("aggregate")
 def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.console import print_table
 
@@ -608,6 +654,9 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
         raise BenchforgeError(
             f"{cell_dir.score_done} is missing: scoring of this cell is not complete; "
             "run `benchforge score` with the same overrides first")
+    from benchforge.integrity import require_results_intact
+
+    require_results_intact(cell_dir)
     metrics = compute_metrics(cell_dir, cfg.aggregate)
     from benchforge.compare import check_baseline
 
@@ -659,18 +708,19 @@ def run_run(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- status/verify
-def _count_rows(path: Path) -> int:
-    try:
-        return len(first_rows_by_key(read_rows(path)))
-    except BenchforgeError:
-        return -1
-
-
 def provenance_model(cdir: CellDir) -> dict[str, Any]:
     return read_json(cdir.provenance).get("model", {}) if cdir.provenance.exists() else {}
 
 
+def _progress(done: int | None, expected: int, marker: bool) -> str:
+    shown = "?" if done is None else str(done)
+    return f"{shown}/{expected}" + (" ✓" if marker else "")
+
+
 def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Progress table of the run's cells; read-only. A problem of one cell (corrupt file,
+    duplicates, stale metrics, hash mismatch) is shown in words in its row."""
+    from benchforge.cellcheck import cell_status
     from benchforge.console import print_table
     from benchforge.shard import shard_summaries
 
@@ -678,27 +728,27 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     table = []
     statuses = []
     cells = read_manifest(root)
-    shards = shard_summaries(cells)
+    try:
+        shards = shard_summaries(cells)
+    except BenchforgeError as exc:
+        log.warning("status: SLURM state not shown (%s)", exc)
+        shards = {}
     for cell in cells:
-        cdir = CellDir(Path(cell["dir"]))
-        expected = int(cell["n_tasks"]) * int(cell["n_samples"])
-        metrics = read_json(cdir.metrics) if cdir.metrics.exists() else {}
-        status = {
-            "cell_id": cell["cell_id"], "model": cell["model"], "benchmark": cell["benchmark"],
-            "expected": expected, "generated": _count_rows(cdir.samples),
-            "generate_done": cdir.generate_done.exists(), "scored": _count_rows(cdir.results),
-            "score_done": cdir.score_done.exists(), "pass@1": metrics.get("pass@1"),
-        }
+        status = cell_status(cell, cfg.aggregate)
+        expected = status["expected"]
         shard = shards.get(cell["dir"])
         if shard:
             status["slurm"] = shard
         statuses.append(status)
+        pass_at_1 = _fmt_estimate(status["pass@1"])
+        if status["metrics"] == "stale" and status["pass@1"]:
+            pass_at_1 += " (recomputed)"
         row = [
-            status["model"] + licence_tag(provenance_model(cdir)), status["benchmark"],
+            status["model"] + licence_tag(status.pop("model_info")), status["benchmark"],
             status["cell_id"],
-            f"{status['generated']}/{expected}" + (" ✓" if status["generate_done"] else ""),
-            f"{status['scored']}/{expected}" + (" ✓" if status["score_done"] else ""),
-            _fmt_estimate(status["pass@1"]),
+            _progress(status["generated"], expected, status["generate_done"]),
+            _progress(status["scored"], expected, status["score_done"]),
+            pass_at_1, "; ".join(status["notes"]) or "",
         ]
         if shards:
             row += [f"{shard['job_id']} {shard['job_state']}".strip() if shard else "",
@@ -706,7 +756,8 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
                     f"{shard['gpu_hours']:.3f}" if shard else "",
                     shard["shard_state"] if shard else ""]
         table.append(row)
-    columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]"]
+    columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]",
+               "problems"]
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
     print_table(f"run {root}", columns, table)
@@ -715,62 +766,9 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
 
 def verify_cell(cell: dict[str, Any], cfg_aggregate: DictConfig) -> list[str]:
     """Every inconsistency between a cell's markers, rows, hashes and metrics."""
-    cdir = CellDir(Path(cell["dir"]))
-    where = str(cdir.path)
-    if not cdir.path.is_dir():
-        return [f"{where}: cell dir missing"]
-    problems: list[str] = []
-    expected = int(cell["n_tasks"]) * int(cell["n_samples"])
+    from benchforge.cellcheck import verify_cell as check
 
-    def rows_of(path: Path) -> dict[RowKey, dict[str, Any]] | None:
-        try:
-            rows = read_rows(path)
-        except BenchforgeError as exc:
-            problems.append(str(exc))
-            return None
-        keyed = first_rows_by_key(rows)
-        if len(keyed) != len(rows):
-            dup = Counter(row_key(r) for r in rows).most_common(1)[0][0]
-            problems.append(f"{path}: {len(rows) - len(keyed)} duplicate row(s), e.g. {dup}")
-        return keyed
-
-    def check_marker(marker: Path, data: Path, sha_key: str, rows: int | None,
-                     want: int) -> None:
-        if not marker.exists():
-            return
-        info = read_json(marker)
-        if rows is not None and rows != want:
-            problems.append(f"{marker}: present but {data.name} has {rows} of {want} rows")
-        if data.exists() and info.get(sha_key) != sha256_file(data):
-            problems.append(f"{marker}: {data.name} changed after the marker was written")
-
-    samples = rows_of(cdir.samples)
-    check_marker(cdir.generate_done, cdir.samples, "samples_sha256",
-                 None if samples is None else len(samples), expected)
-    results = rows_of(cdir.results)
-    if results is not None and samples is not None and set(results) - set(samples):
-        problems.append(f"{cdir.results}: verdicts for samples that do not exist")
-    check_marker(cdir.score_done, cdir.results, "results_sha256",
-                 None if results is None else len(results),
-                 len(samples) if samples is not None else expected)
-    if cdir.provenance.exists():
-        dataset = read_json(cdir.provenance).get("dataset", {})
-        path = Path(dataset.get("path", ""))
-        if path.is_file() and sha256_file(path) != dataset.get("sha256"):
-            problems.append(f"{path}: dataset file differs from the sha256 in provenance.json")
-    else:
-        problems.append(f"{cdir.provenance}: missing")
-    if cdir.metrics.exists():
-        stored = read_json(cdir.metrics)
-        if not cdir.score_done.exists():
-            problems.append(f"{cdir.metrics}: present without score.done")
-        elif stored.get("results_sha256") != sha256_file(cdir.results):
-            problems.append(f"{cdir.metrics}: computed from other results; rerun aggregate")
-        else:
-            fresh = compute_metrics(cdir, cfg_aggregate)
-            if fresh["pass@1"]["value"] != stored.get("pass@1", {}).get("value"):
-                problems.append(f"{cdir.metrics}: pass@1 differs from results.jsonl")
-    return problems
+    return check(cell, cfg_aggregate)
 
 
 def run_verify(cfg: DictConfig) -> list[str]:
@@ -778,7 +776,11 @@ def run_verify(cfg: DictConfig) -> list[str]:
 
     problems: list[str] = []
     cells = read_manifest(run_root(cfg))
-    shards = shard_summaries(cells)
+    try:
+        shards = shard_summaries(cells)
+    except BenchforgeError as exc:
+        problems.append(f"SLURM state not checked: {exc}")
+        shards = {}
     for cell in cells:
         problems.extend(verify_cell(cell, cfg.aggregate))
         if cell["dir"] in shards:
@@ -843,6 +845,13 @@ def run_pull_image(cfg: DictConfig) -> list[dict[str, Any]]:
     return pulled
 
 
+@cell_stage("repair")
+def _run_repair(cfg: DictConfig) -> dict[str, Any]:
+    from benchforge.integrity import run_repair
+
+    return run_repair(cfg)
+
+
 def _run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
     from benchforge.compare import run_compare
 
@@ -887,6 +896,7 @@ STAGES = {
     "run": run_run,
     "status": run_status,
     "verify": run_verify,
+    "repair": _run_repair,
     "probe": _run_probe,
     "stage": run_stage_models,
     "pull-image": run_pull_image,

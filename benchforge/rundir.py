@@ -141,6 +141,14 @@ def update_record_map(path: Path, key: str, record: dict[str, Any], remedy: str)
         write_json_atomic(path, records)
 
 
+def not_utf8(path: Path, data: bytes, start: int) -> str:
+    """``file:line: not UTF-8 (byte 0xNN at byte offset K of the file, column C)``."""
+    line = data.count(b"\n", 0, start) + 1
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    return (f"{path}:{line}: not UTF-8 (byte 0x{data[start]:02x} at byte offset {start} of the "
+            f"file, column {column} of the line); fix the encoding or delete that line")
+
+
 def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
     """Read a JSONL file of row objects.
 
@@ -163,6 +171,10 @@ def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
             try:
                 row = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if isinstance(exc, UnicodeDecodeError) and not (
+                        lineno == len(complete) and not tail and torn_tail != "error"):
+                    offset = sum(len(x) + 1 for x in complete[:lineno - 1]) + exc.start
+                    raise BenchforgeError(not_utf8(path, data, offset)) from None
                 if lineno == len(complete) and not tail and torn_tail != "error":
                     # A corrupt final line is a torn write, not data.
                     if torn_tail == "repair":

@@ -310,8 +310,13 @@ def read_samples_file(source: Path) -> list[dict[str, Any]]:
     with open(source, "rb") as fh:
         head = fh.read(1).lstrip()
     if head == b"{":
+        data = source.read_bytes()
         try:
-            whole = json.loads(source.read_text(encoding="utf-8"))
+            whole = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            from benchforge.rundir import not_utf8
+
+            raise BenchforgeError(not_utf8(source, data, exc.start)) from None
         except json.JSONDecodeError:
             whole = None  # JSONL whose first row is an object: read below
         if isinstance(whole, dict):
@@ -321,6 +326,33 @@ def read_samples_file(source: Path) -> list[dict[str, Any]]:
                 return [{"task_id": task, "solution": g}
                         for task, gens in generations.items() for g in gens]
     return read_rows(source, torn_tail="error")
+
+
+def excluded_task(cfg: DictConfig, task_id: Any) -> str:
+    """Why ``task_id`` is not among the cell's tasks, naming the setting that excluded it:
+    ``benchmark.limit`` (a task of the full benchmark), else ``benchmark.version``."""
+    name, version, limit = cfg.benchmark.name, cfg.benchmark.version, cfg.benchmark.limit
+
+    def has_task(**changes: Any) -> bool:
+        try:
+            found = get_benchmark(OmegaConf.merge(cfg.benchmark, {"limit": None, **changes}),
+                                  Path(str(cfg.data.root)).expanduser(),
+                                  Path(str(cfg.data.cache)).expanduser()).load()
+        except (BenchforgeError, OSError, KeyError, ValueError):
+            return False
+        return task_id in {t.task_id for t in found.tasks}
+
+    if limit is not None and has_task():
+        return (f"{task_id} is outside benchmark.limit={limit} (the first {limit} tasks "
+                f"of benchmark={name}); drop the limit or pass a file with only those tasks")
+    versions = getattr(type(load_benchmark(cfg)), "files", {}) or {}
+    for other in versions:
+        if other != version and has_task(version=other):
+            return (f"{task_id} is a task of benchmark={name} at benchmark.version={other}, "
+                    f"not at {version} (this cell's version); set benchmark.version={other} "
+                    "if the samples were made for it")
+    return (f"task_id {task_id!r} is not a task of benchmark={name} at benchmark.version="
+            f"{version}; were these samples made for another benchmark or version?")
 
 
 def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
@@ -333,9 +365,7 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
     for lineno, row in enumerate(rows, start=1):
         task_id = row.get("task_id")
         if task_id not in tasks:
-            raise BenchforgeError(
-                f"{source}: row {lineno}: task_id {task_id!r} is not a task of "
-                f"benchmark={cfg.benchmark.name}")
+            raise BenchforgeError(f"{source}: row {lineno}: {excluded_task(cfg, task_id)}")
         if isinstance(row.get("solution"), str):
             completion, code = row["solution"], row["solution"]
         elif isinstance(row.get("completion"), str):

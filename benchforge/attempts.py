@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchforge.errors import BenchforgeError
 from benchforge.rundir import RowAppender, read_rows, utc_now
 
 ATTEMPTS_NAME = "attempts.jsonl"
@@ -135,7 +136,8 @@ def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
                   "cpu_s": round(_cpu_s() - cpu_started, 3), "rows_written": written, **end}
         if stage == "generate" and written:
             record.setdefault("completion_tokens", _tokens(cell / "samples.jsonl", rows_before))
-        with contextlib.suppress(OSError):  # a full disk: the stage's own error is reported
+        # a full disk: the stage's own error is the one reported
+        with contextlib.suppress(OSError, BenchforgeError):
             _append(cell, record)
 
 

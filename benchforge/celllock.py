@@ -150,8 +150,11 @@ def cell_lock(cell: Path, stage: str, *, wait: bool = False,
     me = {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
           "since_utc": utc_now()}
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same, only its holder is not named
         yield me
     finally:
         try:

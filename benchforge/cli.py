@@ -7,12 +7,14 @@ traceback); real bugs keep their traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 STAGES = {
@@ -88,10 +90,42 @@ def hydra_task(cfg: Any) -> Any:
         run_as_shard(cfg, cell_dir, run_root(cfg), lambda: runner(cfg))
         # submitit pickles the return value back to the submitting process: keep it small.
         return {"stage": str(cfg.stage), "cell": str(cell_dir.path)}
-    result = runner(cfg)
+    try:
+        result = runner(cfg)
+    except OSError as exc:
+        from benchforge.rundir import FULL_DISK, DiskFull
+
+        if exc.errno not in FULL_DISK:
+            raise
+        raise DiskFull(Path(exc.filename or "."), 0) from None
+    except Exception as exc:
+        from benchforge.rundir import DiskFull
+
+        if isinstance(exc, DiskFull):
+            exc.args = (f"{exc} [{disk_key(cfg, exc.path)}]",)
+        raise
     if cfg.stage == "verify" and result:
         raise VerifyFailed(result)
     return result
+
+
+def disk_key(cfg: Any, path: Path) -> str:
+    """The config key that puts ``path`` where it is (run.root, data.cache, ...)."""
+    for key in ("run.root", "run.dir", "data.cache", "data.root", "paths.hf_cache"):
+        try:
+            base = Path(str(_select(cfg, key))).expanduser().resolve()
+        except (KeyError, ValueError, TypeError):
+            continue
+        if path.resolve().is_relative_to(base):
+            return f"set by {key}={base}"
+    return "not under run.root or data.cache"
+
+
+def _select(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 class _DropHydraJobBanner:
@@ -201,6 +235,13 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
                 print(f"benchforge {stage}: regression: {exc}", file=sys.stderr)
                 return 3
             print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # Hydra's own logs, before any stage code runs
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            print(f"benchforge {stage}: error: {exc.filename or 'writing a log'}: no space left "
+                  "on device; free space and rerun (nothing written before is lost)",
+                  file=sys.stderr)
             return 2
         except Exception as exc:
             message = describe_config_error(exc)

@@ -194,3 +194,52 @@ def test_groundtruth_writer_removes_its_temp_file_on_failure(tmp_path: Path,
     with pytest.raises(OSError):
         _groundtruth.main()
     assert list(target.parent.iterdir()) == []
+
+
+@contextmanager
+def small_disk(path: Path, free_kb: int) -> Iterator[Path]:
+    """A 2 MB tmpfs at ``path`` with about ``free_kb`` KB left (CI runs as root)."""
+    import os
+    import shutil
+    import subprocess
+
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], check=True)
+    try:
+        avail = shutil.disk_usage(path).free
+        (path / "filler").write_bytes(b"\0" * max(avail - free_kb * 1024, 0))
+        yield path
+    finally:
+        os.sync()
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def one_error_line(proc) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="mounts a tmpfs: needs root "
+                                                           "(CI runs as root)")
+def test_full_disk_is_one_line_and_status_verify_still_answer(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 150) as disk:
+        root = disk / "runs"
+        proc = run_cli("run", f"run.root={root}", "generate.progress=false", cwd=tmp_path)
+        assert proc.returncode == 2
+        line = one_error_line(proc)
+        assert "samples.jsonl: no space left on device" in line and f"run.root={root}" in line
+        assert "complete rows in the file are kept" in line
+        (disk / "filler").write_bytes(b"")  # refill whatever the run had left
+        (disk / "more").write_bytes(b"\0" * __import__("shutil").disk_usage(disk).free)
+        for stage in ("status", "verify"):
+            answer = run_cli(stage, f"run.root={root}", cwd=tmp_path)
+            assert "Traceback" not in answer.stderr and answer.returncode in (0, 1), answer.stderr
+        assert "oracle" in run_cli("status", f"run.root={root}", cwd=tmp_path).stdout
+    with small_disk(tmp_path / "cache", 0) as cache:
+        proc = run_cli("run", "score.reference=true", f"data.cache={cache}",
+                       f"run.root={tmp_path / 'runs'}", "generate.progress=false", cwd=tmp_path)
+        assert proc.returncode == 2
+        line = one_error_line(proc)
+        assert f"{cache}/reference-humaneval-" in line and f"data.cache={cache}" in line

@@ -188,6 +188,9 @@ def describe_config_error(exc: BaseException) -> str | None:
         return f"config error: {msg}{context}"
     if isinstance(exc, HydraException):
         text = str(exc).split("Config search path:")[0]
+        if "hydra/launcher/submitit_slurm" in text:
+            return ('compute=slurm needs hydra-submitit-launcher: pip install '
+                    '"benchforge[slurm]"')
         return f"config error: {one_line(text).rstrip('; ')}"
     return None
 
@@ -220,9 +223,15 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
                      + "-${now:%Y%m%dT%H%M%S}")
     entry = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}",
                        config_name=CONFIG_NAME)(hydra_task)
-    with _hydra_process_state([f"benchforge {stage}", *overrides, *extra]):
+    watch = _pending_watch(stage, overrides, extra)
+    with _hydra_process_state([f"benchforge {stage}", *overrides, *extra]), watch:
         try:
             entry()
+        except KeyboardInterrupt:
+            if watch.stopped:
+                print(f"benchforge {stage}: error: {watch.stopped}", file=sys.stderr)
+                return 2
+            raise
         except VerifyFailed as exc:
             for problem in exc.problems:
                 print(f"  - {problem}", file=sys.stderr)
@@ -238,7 +247,11 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
             return 2
         except OSError as exc:  # Hydra's own logs, before any stage code runs
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
+                message = describe_config_error(exc)  # Hydra's MissingConfig is an OSError
+                if message is None:
+                    raise
+                print(f"benchforge {stage}: {message}", file=sys.stderr)
+                return 2
             print(f"benchforge {stage}: error: {exc.filename or 'writing a log'}: no space left "
                   "on device; free space and rerun (nothing written before is lost)",
                   file=sys.stderr)
@@ -250,6 +263,22 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
             print(f"benchforge {stage}: {message}", file=sys.stderr)
             return 2
     return 0
+
+
+def _pending_watch(stage: str, overrides: Sequence[str], extra: list[str]) -> Any:
+    """A PendingWatch for a SLURM sweep (plan_launch added its array width), else a no-op."""
+    from contextlib import nullcontext
+
+    if not any(x.startswith("hydra.launcher.array_parallelism=") for x in extra):
+        noop: Any = nullcontext()
+        noop.stopped = None
+        return noop
+    from benchforge.launch import PendingWatch, first_job_config
+    from benchforge.stages import run_root
+
+    cfg = first_job_config(overrides, stage)
+    interval = float(os.environ.get("BENCHFORGE_PENDING_LOG_S", "120"))
+    return PendingWatch(f"bf-{stage}", run_root(cfg) / "logs" / "pending.json", interval)
 
 
 def positional_overrides(stage: str, args: Sequence[str]) -> list[str]:

@@ -38,8 +38,8 @@ class DiskFull(BenchforgeError):
             where = "free space unknown"
         super().__init__(
             f"{path}: no space left on device ({where}; this write needed at least "
-            f"{_size(needed)} more{detail}); free space or move it elsewhere, then rerun: everything written "
-            "before is kept")
+            f"{_size(needed)} more{detail}); free space or move it elsewhere, then rerun: "
+            "everything written before is kept")
 
 
 def _size(n: int) -> str:

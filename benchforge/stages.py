@@ -791,6 +791,16 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
     print_table(f"run {root}", columns, table)
+    pending = root / "logs" / "pending.json"  # what the sweep driver last saw (PendingWatch)
+    if pending.exists():
+        try:
+            seen = json.loads(pending.read_text(encoding="utf-8"))
+            for job in seen.get("jobs", [])[:20]:
+                print(f"slurm job {job['job']}: {job['state']}"
+                      + (f" ({job['reason']})" if job["state"] == "PENDING" else "")
+                      + f"  [as of {seen.get('utc')}]")
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     return statuses
 
 

@@ -94,38 +94,52 @@ def _keys(path: Path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_two_processes_racing_on_one_cell(tmp_path: Path) -> None:
     """generate (via run), score (score.force) and aggregate: each pair ends with one row per
-    key and one refusal, or a wait with run.wait_for_lock=true."""
+    key and one refusal, or a wait with run.wait_for_lock=true. The second process starts
+    once the first is writing, so the two overlap however slow the machine is."""
     root = tmp_path / "runs"
-    args = ["benchmark.limit=30", f"run.root={root}", "generate.progress=false",
-            "model.oracle_latency_s=0.02", "model.concurrency=1"]
+    args = [f"run.root={root}", "generate.progress=false", "model.oracle_latency_s=0.02",
+            "model.concurrency=1", "score.workers=1"]
     cell = root / "default" / "oracle" / "humaneval"
 
-    def race(stage: str, *extra: str) -> list[subprocess.CompletedProcess[str]]:
-        cmd = [sys.executable, "-m", "benchforge", stage, *args, *extra]
-        procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        outs = [p.communicate(timeout=120) for p in procs]
+    def start(stage: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "benchforge", stage, *args, *extra],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def holds(lock: str, pid: int) -> bool:
+        try:
+            return json.loads((cell / f".{lock}.lock").read_text())["pid"] == pid
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def race(stage: str, lock: str, *extra: str) -> list[subprocess.CompletedProcess[str]]:
+        first = start(stage, *extra)
+        deadline = time.monotonic() + 120
+        while not holds(lock, first.pid):  # the first is writing: the second overlaps it
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.01)
+        procs = [first, start(stage, *extra)]
+        outs = [p.communicate(timeout=300) for p in procs]
         return [subprocess.CompletedProcess(p.args, p.returncode, *out)
                 for p, out in zip(procs, outs, strict=True)]
 
-    done = race("run")
-    codes = sorted(p.returncode for p in done)
-    assert codes == [0, 2], [p.stderr[-500:] for p in done]
-    refused = next(p for p in done if p.returncode == 2).stderr
-    assert "Traceback" not in refused
-    assert "is in use by pid" in refused.strip().splitlines()[-1]
-    assert _keys(cell / "samples.jsonl") == (30, 30)
-    assert _keys(cell / "results.jsonl") == (30, 30)
+    done = race("run", "generate")
+    assert [p.returncode for p in done] == [0, 2], [p.stderr[-500:] for p in done]
+    assert "Traceback" not in done[1].stderr
+    assert "is in use by pid" in done[1].stderr.strip().splitlines()[-1]
+    assert _keys(cell / "samples.jsonl") == (164, 164)
+    assert _keys(cell / "results.jsonl") == (164, 164)
 
-    forced = race("score", "score.force=true")
-    assert sorted(p.returncode for p in forced) == [0, 2], [p.stderr[-500:] for p in forced]
-    assert _keys(cell / "results.jsonl") == (30, 30)
-    waited = race("score", "score.force=true", "run.wait_for_lock=true")
+    forced = race("score", "score", "score.force=true")
+    assert [p.returncode for p in forced] == [0, 2], [p.stderr[-500:] for p in forced]
+    assert "score is in use by pid" in forced[1].stderr
+    assert _keys(cell / "results.jsonl") == (164, 164)
+    waited = race("score", "score", "score.force=true", "run.wait_for_lock=true")
     assert [p.returncode for p in waited] == [0, 0], [p.stderr[-500:] for p in waited]
-    assert any("waiting" in p.stderr for p in waited)
-    assert _keys(cell / "results.jsonl") == (30, 30)
-    aggregated = race("aggregate", "run.wait_for_lock=true")
-    assert [p.returncode for p in aggregated] == [0, 0]
+    assert "waiting (run.wait_for_lock=true)" in waited[1].stderr
+    assert _keys(cell / "results.jsonl") == (164, 164)
+    aggregated = [start("aggregate", "run.wait_for_lock=true") for _ in range(2)]
+    assert [p.wait(120) for p in aggregated] == [0, 0]
     assert run_cli("verify", f"run.root={root}", cwd=tmp_path).returncode == 0
 
 

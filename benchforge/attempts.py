@@ -33,6 +33,7 @@ from benchforge.errors import BenchforgeError
 from benchforge.rundir import RowAppender, read_rows, utc_now
 
 ATTEMPTS_NAME = "attempts.jsonl"
+SLURM_LOCK_WAIT_S = 600.0  # a SLURM shard waits this long for a held lock, then refuses
 DATA_FILE = {"generate": "samples.jsonl", "score": "results.jsonl"}
 _current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "benchforge_attempt", default=None)
@@ -161,8 +162,13 @@ def cell_stage(stage: str) -> Callable[[F], F]:
                 return fn(cfg, *args, **kwargs)
             cell = Path(str(cfg.run.dir)).expanduser().resolve()
             created = _first_missing(cell)
+            # A requeued SLURM shard may find the lock of its crashed predecessor still held
+            # on the NFS server until the client's lease expires (~90 s): it waits a while.
+            in_slurm = "SLURM_JOB_ID" in os.environ
+            wait = bool(cfg.run.wait_for_lock) or in_slurm
+            timeout = None if cfg.run.wait_for_lock else SLURM_LOCK_WAIT_S
             try:
-                with cell_lock(cell, stage, wait=bool(cfg.run.wait_for_lock)):
+                with cell_lock(cell, stage, wait=wait, timeout_s=timeout):
                     with stage_attempt(cell, stage, cfg):
                         result = fn(cfg, *args, **kwargs)
                     if stage in DATA_FILE and (cell / "provenance.json").exists():

@@ -7,8 +7,10 @@ hands each one to a callback as soon as it arrives (the caller appends it to dis
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +56,45 @@ class ClientSettings:
 
 
 OnCompletion = Callable[[Request, Completion], None]
+log = logging.getLogger("benchforge")
+
+
+class _RetryWarnings(logging.Filter):
+    """The openai client's own "Retrying request" INFO line, as one WARNING of ours per retry
+    (a stuck or failing server is visible at once, not after every retry has run out)."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Retrying request") and len(record.args or ()) >= 3:
+            delay, retry, limit = record.args  # type: ignore[misc]
+            log.warning("endpoint %s: request failed or got no answer within "
+                        "model.request_timeout_s=%g s; retry %s of %s (model.max_retries) in "
+                        "%.1f s", self.settings.base_url, self.settings.timeout_s, retry, limit,
+                        float(delay))
+        return False
+
+
+@contextmanager
+def _warn_on_retries(settings: ClientSettings) -> Iterator[None]:
+    logger = logging.getLogger("openai._base_client")
+    level, found = logger.level, _RetryWarnings(settings)
+    logger.setLevel(logging.INFO)  # its retry lines are INFO; the filter drops all others
+    logger.addFilter(found)
+    try:
+        yield
+    finally:
+        logger.removeFilter(found)
+        logger.setLevel(level)
 
 
 def generate(requests: list[Request], settings: ClientSettings, on_completion: OnCompletion,
              on_progress: Callable[[], None] | None = None) -> None:
     """Send every request; call ``on_completion`` for each answer, in arrival order."""
-    asyncio.run(_generate_all(requests, settings, on_completion, on_progress))
+    with _warn_on_retries(settings):
+        asyncio.run(_generate_all(requests, settings, on_completion, on_progress))
 
 
 async def _generate_all(requests: list[Request], settings: ClientSettings,
@@ -86,21 +121,58 @@ async def _generate_all(requests: list[Request], settings: ClientSettings,
                 if on_progress:
                     on_progress()
 
+        last_answer = [time.monotonic()]
+        inner = on_progress
+
+        def progressed() -> None:
+            last_answer[0] = time.monotonic()
+            if inner:
+                inner()
+
+        on_progress = progressed
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        watchdog = asyncio.ensure_future(_watch(settings, last_answer))
         try:
             await asyncio.gather(*workers)
         finally:
-            for task in workers:
+            for task in [*workers, watchdog]:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*workers, watchdog, return_exceptions=True)
     finally:
         await client.close()
+
+
+SILENCE_WARNING_S = 60.0  # a WARNING when no answer arrived for this long
+
+
+async def _watch(settings: ClientSettings, last_answer: list[float]) -> None:
+    """Say so while the server answers nothing (a hung server never keeps a run silent)."""
+    while True:
+        await asyncio.sleep(min(SILENCE_WARNING_S, settings.timeout_s) / 2)
+        quiet = time.monotonic() - last_answer[0]
+        if quiet >= SILENCE_WARNING_S:
+            log.warning("endpoint %s: no answer for %.0f s (each request gives up after "
+                        "model.request_timeout_s=%g s, then retries up to model.max_retries=%d)",
+                        settings.base_url, quiet, settings.timeout_s, settings.max_retries)
+            last_answer[0] = time.monotonic()
 
 
 def _explain(exc: Exception, settings: ClientSettings, what: str) -> BenchforgeError:
     import openai
 
     attempts = settings.max_retries + 1
+    refused = _connection_refused(exc)
+    if refused:
+        return BenchforgeError(
+            f"endpoint {settings.base_url} unreachable after {attempts} attempts while {what}: "
+            f"connection refused ({refused}), nothing listens there; is the server up? check "
+            "model.base_url")
+    if isinstance(exc, openai.APITimeoutError):
+        return BenchforgeError(
+            f"endpoint {settings.base_url}: no answer within model.request_timeout_s="
+            f"{settings.timeout_s:g} s ({attempts} attempts) while {what}; the server accepts "
+            "connections but does not answer: overloaded or stuck? check its log, or raise "
+            "model.request_timeout_s")
     if isinstance(exc, openai.APIConnectionError):
         # the transport's own error says what happened (refused, reset, timed out)
         cause = exc.__cause__ or exc
@@ -119,6 +191,30 @@ def _explain(exc: Exception, settings: ClientSettings, what: str) -> BenchforgeE
             f"(after up to {attempts} attempts): {exc.message}"
         )
     return BenchforgeError(f"endpoint {settings.base_url} failed while {what}: {exc}")
+
+
+def _connection_refused(exc: BaseException) -> str | None:
+    """The refusal in an error's cause chain (some transports call it a connect timeout)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if isinstance(seen, ConnectionRefusedError) or "Connect call failed" in text \
+                or "Connection refused" in text:
+            return f"{type(seen).__name__}: {text}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _status_of(exc: BaseException) -> str:
+    """The HTTP status of the reply whose body failed to parse (from the parser's frames)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        response = tb.tb_frame.f_locals.get("response")
+        code = getattr(response, "status_code", None) or getattr(response, "status", None)
+        if isinstance(code, int):
+            return str(code)
+        tb = tb.tb_next
+    return "2xx"
 
 
 async def _check_served(client: Any, settings: ClientSettings) -> None:
@@ -167,6 +263,12 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
     except openai.OpenAIError as exc:
         raise _explain(exc, settings, f"generating {request.task_id}#{request.sample_idx}") from exc
+    except ValueError as exc:  # a JSON content type whose body does not parse
+        body = getattr(exc, "doc", "") or ""
+        raise BenchforgeError(
+            f"{settings.base_url}{path}: malformed reply for {request.task_id}#"
+            f"{request.sample_idx}: HTTP {_status_of(exc)} with a body that is not JSON "
+            f"({getattr(exc, 'msg', exc)}); first bytes: {body[:120]!r}") from None
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise BenchforgeError(f"{settings.base_url}{path}: malformed reply for "
                               f"{request.task_id}#{request.sample_idx} ({exc!r}): "

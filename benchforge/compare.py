@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import CellDir, read_json, read_rows
+from benchforge.rundir import CellDir, read_json
 from benchforge.stats import PairedDifference, paired_bootstrap
 
 
@@ -25,7 +25,9 @@ def cell_dirs(path: Path) -> dict[str, CellDir]:
     manifest = path / "manifest.jsonl"
     if manifest.exists():
         cells: dict[str, CellDir] = {}
-        for row in read_rows(manifest):
+        from benchforge.manifest import read_manifest
+
+        for row in read_manifest(path.resolve()):
             key = str(row["benchmark"])
             if key in cells:
                 key = f"{row['model']}/{row['benchmark']}"

@@ -141,6 +141,7 @@ class RunConfig:
     root: str = "runs"
     name: str = "default"
     dir: str = MISSING  # the cell dir; derived from root/name/model/benchmark unless set
+    wait_for_lock: bool = False  # another process writes this cell+stage: wait (else refuse)
 
 
 @dataclass

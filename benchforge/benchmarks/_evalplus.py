@@ -17,6 +17,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +34,24 @@ SUITES = ("base", "plus")
 # joined for one more second.
 SUITE_CAP_S = 60.0
 SUITE_SLACK_S = 2.0
+GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 100}  # size of the expected-output pickle
+_FIXTURES_LOCK = threading.Lock()
+
+
+def _remove_stale_temp(cache: Path) -> None:
+    """Temp files of ``cache`` left by a killed computation on this host (pid not running)."""
+    import os
+
+    for tmp in cache.parent.glob(f".{cache.name}.*.tmp"):
+        pid = tmp.name[len(cache.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass
 
 
 def read_tasks(path: Path, kind: str) -> tuple[list[dict[str, Any]], str]:
@@ -128,16 +147,28 @@ class EvalPlusBenchmark(FunctionBenchmark):
         fixtures)."""
         if not hasattr(self, "_md5"):
             self.load()
+        failed = getattr(self, "_truth_failed", None)
+        if failed is not None:  # computed once: every scoring thread gets the same error
+            raise failed
         cache = self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}.pkl"
         if not cache.is_file():
-            cache.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BenchforgeError(f"data.cache={self.cache_dir}: cannot create it "
+                                      f"({exc.strerror})") from None
+            _remove_stale_temp(cache)
             proc = subprocess.run(
                 [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
                  str(self._path), str(cache)], capture_output=True, text=True)
             if proc.returncode != 0:
-                raise BenchforgeError(
-                    f"computing {self.cfg.name} expected outputs failed: "
-                    f"{proc.stderr.strip().splitlines()[-1:]}")
+                lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+                self._truth_failed = BenchforgeError(
+                    f"data.cache={self.cache_dir}: computing the {self.cfg.name} expected "
+                    f"outputs into {cache.name} (~{GROUND_TRUTH_MB.get(self.kind, 100)} MB) "
+                    f"failed: {lines[-1]}; free space there or set data.cache to another "
+                    "disk, then rerun")
+                raise self._truth_failed
         with open(cache, "rb") as fh:
             return pickle.load(fh)  # written by benchforge itself, never downloaded
 
@@ -147,6 +178,12 @@ class EvalPlusBenchmark(FunctionBenchmark):
 
     @cached_property
     def fixtures(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+        with _FIXTURES_LOCK:  # scoring threads ask at once: one computes, the others wait
+            if "_fixtures" not in self.__dict__:
+                self.__dict__["_fixtures"] = self._make_fixtures()
+            return self.__dict__["_fixtures"]
+
+    def _make_fixtures(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
         """Per task: a file with its inputs, expected outputs and per-input limits (read by the
         sandbox child before the sample runs, so nothing big crosses the worker pipe and each
         child holds only its own task), and the suites' wall limits."""

@@ -34,10 +34,16 @@ def main() -> None:
                 code, row[f"{suite}_input"], row["entry_point"], record_time=True,
                 output_not_none=row["entry_point"] in not_none)
         truth[row["task_id"]] = oracle
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        pickle.dump(truth, fh)
-    os.replace(tmp, target)
+    # named after its target and this pid, so that one left by a killed run is recognised
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(truth, fh)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a failed write (full disk) leaves nothing behind
+        raise
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class BenchmarkConfig:
     time_factor: float | None = None
     cutoff: str | None = None  # LiveCodeBench: problems before this date are contaminated
     lcb_fixes: bool = False  # LiveCodeBench: correct lcb_runner's harness bugs (README)
+    language: str | None = None  # MultiPL-E: the language (cpp, java, js, go, rs, py)
 
 
 @dataclass
@@ -276,7 +277,7 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
 
 # Opt-in benchmark switches: at their default (false) they are left out of the cell id, so adding
 # one keeps every existing cell's id; switched on, they make a different cell.
-_OPT_IN_BENCHMARK_KEYS = frozenset({"lcb_fixes"})
+_OPT_IN_BENCHMARK_KEYS = frozenset({"lcb_fixes", "language"})
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -78,13 +78,13 @@ def test_loading_errors_are_one_line(tmp_path: Path) -> None:
         load_benchmark(compose(["benchmark=multiple_cpp", f"data.root={tmp_path}"])).load()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"name": "x", "language": "cpp", "prompt": ""}) + "\n")
-    with pytest.raises(BenchforgeError, match="row 1 lacks MultiPL-E field.*doctests"):
+    with pytest.raises(BenchforgeError, match=r"row 1 lacks MultiPL-E field.*doctests"):
         load_benchmark(compose(["benchmark=multiple_cpp", f"benchmark.path={bad}"])).load()
     with pytest.raises(BenchforgeError, match="rows of language 'java', but "
                        "benchmark=multiple_cpp expects 'cpp'"):
         load_benchmark(compose(["benchmark=multiple_cpp",
                                 f"benchmark.path={fixture('java')}"])).load()
-    with pytest.raises(BenchforgeError, match="benchmark.language=cobol: expected one of"):
+    with pytest.raises(BenchforgeError, match=r"benchmark\.language=cobol: expected one of"):
         bench("cpp", "benchmark.language=cobol").load()
 
 

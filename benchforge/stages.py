@@ -661,6 +661,11 @@ def run_run(cfg: DictConfig) -> dict[str, Any]:
         report_reference(run_score(cfg))
         return run_aggregate(cfg)
     if not cfg.score.samples:
+        benchmark = load_benchmark(cfg)
+        if benchmark.tier >= 2:  # no model time on a cell that could not be scored here
+            from benchforge.readiness import run_gate
+
+            run_gate(cfg, benchmark)
         run_plan(cfg)
         run_generate(cfg)
     run_score(cfg)

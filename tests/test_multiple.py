@@ -163,3 +163,22 @@ def test_scored_end_to_end_through_the_oracle(lang: str, workdir: Path) -> None:
     assert readiness["ok"] and readiness["smoke"]["passed"]
     assert all(r["found"] and r["version"] for r in readiness["requirements"])
     assert provenance["dataset"]["version"] == REVISION
+
+
+@pytest.mark.slow
+def test_completion_mode_is_multiples_protocol(workdir: Path) -> None:
+    """model.mode=completion: the raw prompt goes out with the row's stop tokens, the sample's
+    code is the bare completion, and the verdicts are the same."""
+    proc = run_cli("run", "benchmark=multiple_js", f"benchmark.path={fixture('js')}",
+                   "model.mode=completion", "score.audit_timeouts=false",
+                   "generate.progress=false", cwd=workdir, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    cell = workdir / "runs" / "default" / "oracle" / "multiple_js"
+    rows = {json.loads(line)["name"]: json.loads(line)
+            for line in fixture("js").read_text().splitlines()}
+    samples = {s["task_id"]: s for s in read_rows(cell / "samples.jsonl")}
+    assert {t: s["code"] for t, s in samples.items()} == {
+        t: r["fixture_completion"] for t, r in rows.items()}
+    results = {r["task_id"]: r for r in read_rows(cell / "results.jsonl")}
+    assert {t: r["failure_mode"] for t, r in results.items()} == {
+        t: FAILURE_MODE[r["fixture_status"]] for t, r in rows.items()}

@@ -17,7 +17,7 @@ from benchforge.errors import BenchforgeError
 from benchforge.readiness import check_readiness, probe_program, refusal, run_gate
 from benchforge.rundir import read_json
 from benchforge.sandbox import Limits, SandboxPool
-from benchforge.stages import load_benchmark, run_score
+from benchforge.stages import load_benchmark, run_run, run_score
 
 FIXTURE = REPO / "tests" / "fixtures" / "multiple" / "humaneval-py.jsonl"
 LIMITS = Limits(timeout_s=10.0, memory_mb=4096, stack_mb=64, cpu_s=30, nofile=256, nproc=64,
@@ -127,3 +127,13 @@ def test_scoring_refuses_until_ready(tmp_path: Path, monkeypatch: pytest.MonkeyP
     readiness = read_json(cell / "provenance.json")["readiness"]
     assert not readiness["ok"] and readiness["missing"]
     assert os.environ.get("PATH")  # the host environment is untouched by the gate
+
+
+def test_run_refuses_before_any_generation(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(multiple.TOOLS, "py", ("no-such-python-bf",))
+    with pytest.raises(BenchforgeError, match="not ready to score"):
+        run_run(compose(["benchmark=multiple_py", f"benchmark.path={FIXTURE}", "sandbox=bwrap",
+                         "generate.progress=false"]))
+    assert not (tmp_path / "runs" / "default" / "oracle" / "multiple_py").exists()

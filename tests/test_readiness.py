@@ -135,5 +135,6 @@ def test_run_refuses_before_any_generation(tmp_path: Path,
     monkeypatch.setitem(multiple.TOOLS, "py", ("no-such-python-bf",))
     with pytest.raises(BenchforgeError, match="not ready to score"):
         run_run(compose(["benchmark=multiple_py", f"benchmark.path={FIXTURE}", "sandbox=bwrap",
-                         "generate.progress=false"]))
-    assert not (tmp_path / "runs" / "default" / "oracle" / "multiple_py").exists()
+                         "generate.progress=false", "model=endpoint",
+                         "model.base_url=http://127.0.0.1:9/v1", "model.served_name=m"]))
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("samples*"))

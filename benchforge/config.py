@@ -86,6 +86,7 @@ class BenchmarkConfig:
     # max_tokens of each request; null = the official harness's where it fixes one (CRUXEval:
     # chat 100 direct / 1000 CoT, completion 1024 / 2048), else model.max_tokens
     max_tokens: int | None = None
+    language: str | None = None  # MultiPL-E: the language (cpp, java, js, go, rs, py)
 
 
 @dataclass
@@ -280,7 +281,8 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
 
 # Benchmark keys added after cells existed, each with the default at which it is left out of the
 # cell id (so adding one keeps every existing cell's id); any other value makes a different cell.
-_LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None}
+_LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None,
+                                         "language": None}
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -65,6 +65,12 @@ def run_smoke(cfg: DictConfig) -> dict[str, Any]:
     mode = str(cfg.model.mode)
     kwargs = thinking_kwargs(cfg.model) or {}
     benchmark = load_benchmark(cfg)
+    if benchmark.tier >= 2:  # the scoring toolchain first: the readiness gate
+        from benchforge.readiness import run_gate
+
+        readiness = run_gate(cfg, benchmark)
+        if cfg.model.provider == "oracle":  # nothing to serve: the gate is the whole smoke
+            return {"benchmark": str(cfg.benchmark.name), "readiness": readiness, "ok": True}
     tasks = benchmark.load().tasks[: max(int(cfg.smoke.prompts), 1)]
     prompts = [benchmark.prompt(task, mode) for task in tasks]
     logs = run_root(cfg) / "logs" / f"smoke-{slug(str(cfg.model.name))}"

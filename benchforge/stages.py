@@ -543,7 +543,12 @@ def run_score(cfg: DictConfig) -> Cell | None:
     sb = cfg.sandbox
     cache = Path(str(cfg.data.cache)).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
-    with make_sandbox(sb, workers, read_only=(str(cache),)) as sandbox:
+    with make_sandbox(sb, workers, read_only=(str(cache), *cell.benchmark.sandbox_paths())) \
+            as sandbox:
+        if cell.benchmark.tier >= 2:  # opt-in benchmarks: refuse until the toolchain is ready
+            from benchforge.readiness import gate_cell
+
+            gate_cell(cell.benchmark, sandbox, cell.dir, str(cfg.benchmark.name))
         record_sandbox(cell.dir, done.values(), sandbox.mode, sandbox.guarantees,
                        image_digest=(f"sha256:{sha256_file(Path(sandbox.image))}"
                                      if sandbox.image else None))
@@ -773,6 +778,12 @@ def run_run(cfg: DictConfig) -> dict[str, Any]:
         report_reference(run_score(cfg))
         return run_aggregate(cfg)
     if not cfg.score.samples:
+        benchmark = load_benchmark(cfg)
+        # tier 2: no model time on a cell that could not be scored here (the oracle costs none)
+        if benchmark.tier >= 2 and cfg.model.provider != "oracle":
+            from benchforge.readiness import run_gate
+
+            run_gate(cfg, benchmark)
         run_plan(cfg)
         run_generate(cfg)
     run_score(cfg)

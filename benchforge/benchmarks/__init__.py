@@ -57,6 +57,7 @@ class Download:
     dest: str
     sha256: str | None = None
     files: tuple[str, ...] = ()
+    revision: str | None = None  # hf_dataset: the pinned dataset commit (None: main)
 
 
 class Benchmark(ABC):
@@ -66,6 +67,8 @@ class Benchmark(ABC):
     # task's reference solution is timed through the sandbox to derive one limit per sample.
     per_test_time_limits = False
     has_references = True  # reference_code() gives a solution for every task
+    # 2: opt-in (never a default); scoring waits for the readiness gate (benchforge.readiness)
+    tier = 1
 
     def __init__(self, cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> None:
         self.cfg = cfg
@@ -115,6 +118,10 @@ class Benchmark(ABC):
         if isinstance(row.get("completion"), str):
             return self.extract_code(task, row["completion"], "completion")
         return None
+
+    def sandbox_paths(self) -> list[str]:
+        """Host dirs the scoring toolchain reads, bound read-only into the sandbox view."""
+        return []
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
         """Benchmark-specific columns of a results row, from the sandbox's extra output."""

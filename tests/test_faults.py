@@ -252,6 +252,7 @@ def test_full_disk_is_one_line_and_status_verify_still_answer(tmp_path: Path) ->
 INTERNAL_RAISES = {
     ("sandbox/_worker.py", "*"): "inside the sandbox child: exceptions are the sample's verdict",
     ("benchmarks/_lcb_grader.py", "*"): "inside the sandbox child (LiveCodeBench checks)",
+    ("benchmarks/_multiple_runner.py", "*"): "inside the sandbox child (MultiPL-E runs)",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",
     ("benchmarks/__init__.py", "KeyError"): "Dataset.task lookup (mapping protocol)",
     ("benchmarks/livecodebench.py", "UnpicklingError"): "refusal caught by its caller",

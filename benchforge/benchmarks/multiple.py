@@ -22,6 +22,7 @@ import glob
 import inspect
 import json
 import os
+import re
 import shutil
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +34,10 @@ from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
+
+# A fenced block of a chat answer: its language tag and its body (an unclosed last fence runs to
+# the end). MultiPL-E defines no chat protocol; this one is benchforge's own (README).
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 HF_DATASET = "nuprl/MultiPL-E"
 DATA_DIR = "multiple"
@@ -199,8 +204,6 @@ class MultiPLE(Benchmark):
         prompt, stops = task.data["prompt"], list(task.data["stop_tokens"])
         if mode == "completion":
             return stop_at_stop_token(completion, stops)
-        from benchforge.benchmarks import _FENCE
-
         blocks = [body for _, body in _FENCE.findall(completion)] or [completion]
         body = next((b for b in blocks if prompt.strip() in b), blocks[0])
         at = body.find(prompt.strip())

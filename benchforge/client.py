@@ -30,6 +30,7 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float
+    decode_s: float | None = None  # the server's own decode time, where it reports one
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class ClientSettings:
     max_retries: int = 4
     # chat template switches (e.g. {"enable_thinking": False}), sent as vLLM expects them
     chat_template_kwargs: dict[str, Any] | None = None
+    # request: send temperature/top_p/seed; server: send none (the server's defaults apply)
+    sampling: str = "request"
 
 
 OnCompletion = Callable[[Request, Completion], None]
@@ -135,13 +138,13 @@ async def _check_served(client: Any, settings: ClientSettings) -> None:
 async def _complete(client: Any, settings: ClientSettings, request: Request) -> Completion:
     import openai
 
-    common: dict[str, Any] = {
-        "model": settings.served_name,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_tokens": settings.max_tokens,
-        "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
-    }
+    common: dict[str, Any] = {"model": settings.served_name, "max_tokens": settings.max_tokens}
+    if settings.sampling != "server":
+        common |= {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
+        }
     if settings.stop:
         common["stop"] = list(settings.stop)
     if request.prompt.text is not None:
@@ -166,10 +169,13 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
                               f"{request.task_id}#{request.sample_idx} ({exc!r}): "
                               f"{str(data)[:200]}") from exc
     usage = data.get("usage") or {}
+    timings = data.get("timings") or {}  # llama-server's own measurements (milliseconds)
     return Completion(
         text=text,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         latency_s=round(time.monotonic() - started, 4),
+        decode_s=(round(float(timings["predicted_ms"]) / 1000, 4)
+                  if isinstance(timings, dict) and timings.get("predicted_ms") else None),
     )

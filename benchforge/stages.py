@@ -79,6 +79,10 @@ def chat_template_sha256(cfg: DictConfig) -> str | None:
         if not path.is_file():
             raise BenchforgeError(f"model.chat_template={path}: file not found")
         return sha256_file(path)
+    if cfg.model.get("gguf") and cfg.model.mode == "chat":
+        from benchforge.gguf_model import model_gguf
+
+        return model_gguf(cfg.model).chat_template_sha256  # type: ignore[union-attr]
     if cfg.model.provider != "hf" or cfg.model.mode != "chat":
         return None
     from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot, template_sha256
@@ -117,12 +121,18 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
         model_info |= {k: cfg.model[k] for k in ("hf_repo", "revision", "license",
                                                  "osi_approved", "thinking")
                        if cfg.model[k] is not None}
+        if cfg.model.sampling != "request":
+            model_info["sampling"] = cfg.model.sampling  # non-canonical (benchforge.serving)
         if cfg.model.provider == "hf":
             from benchforge.hub import hf_cache, staged_snapshot
 
             entry = staged_snapshot(cfg.model, hf_cache(cfg))
             if entry:
                 model_info |= {"commit": entry["commit"], "snapshot": entry["path"]}
+        if cfg.model.get("gguf"):
+            from benchforge.gguf_model import gguf_provenance
+
+            model_info["gguf"] = gguf_provenance(cfg.model)
     if cell_dir.provenance.exists():
         previous = read_json(cell_dir.provenance).get("cell_id")
         if previous not in (None, cid):
@@ -236,15 +246,21 @@ def run_generate(cfg: DictConfig) -> Cell:
                             cfg.engine, cfg.paths) as base_url,
               RowAppender(cell.dir.samples) as appender,
               progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
+            from benchforge.serving import serving_settings
+
+            in_flight = concurrency(cfg.model, cfg.engine)
+            serving = serving_settings(cfg.model, base_url, _api_key(cfg), todo[0].prompt,
+                                       in_flight)
+            update_provenance(cell.dir, serving=serving)
             settings = ClientSettings(
                 base_url=base_url, served_name=str(cfg.model.served_name), api_key=_api_key(cfg),
                 mode=mode, temperature=cfg.model.temperature, top_p=cfg.model.top_p,
-                max_tokens=cfg.model.max_tokens, seed=cfg.model.seed,
+                max_tokens=serving["max_tokens"], seed=cfg.model.seed,
                 stop=[*cfg.model.stop, *cell.benchmark.stop_sequences(mode)],
-                concurrency=concurrency(cfg.model, cfg.engine),
-                timeout_s=cfg.model.request_timeout_s,
+                concurrency=in_flight,
+                timeout_s=serving["request_timeout_s"],
                 max_retries=cfg.model.max_retries,
-                chat_template_kwargs=template_kwargs,
+                chat_template_kwargs=template_kwargs, sampling=serving["sampling"],
             )
 
             def on_completion(request: Request, completion: Completion) -> None:
@@ -256,7 +272,8 @@ def run_generate(cfg: DictConfig) -> Cell:
                     "finish_reason": completion.finish_reason,
                     "prompt_tokens": completion.prompt_tokens,
                     "completion_tokens": completion.completion_tokens,
-                    "latency_s": completion.latency_s, "chat_template_sha256": template_sha,
+                    "latency_s": completion.latency_s, "decode_s": completion.decode_s,
+                    "chat_template_sha256": template_sha,
                 })
 
             generate(todo, settings, on_completion, advance)
@@ -551,6 +568,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         **({"mean@n": mean_n} if (mean_n := mean_at_n_matrix(verdicts.matrix(headline)))
            else {}),
         "cost": cell_cost(cell_dir, provenance, samples),
+        **serving_metrics(provenance, samples),
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
     }
@@ -582,6 +600,22 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
     }
 
 
+def serving_metrics(provenance: dict[str, Any], samples: list[dict[str, Any]]
+                    ) -> dict[str, Any]:
+    """Latency p50/p95 and decode tokens/s of the cell; whether its numbers are canonical."""
+    from benchforge.serving import latency_stats, non_canonical_reasons
+
+    reasons = non_canonical_reasons(provenance.get("model", {}))
+    return {"serving": latency_stats(samples), "canonical": not reasons,
+            **({"non_canonical": reasons} if reasons else {})}
+
+
+def serving_line(serving: dict[str, Any]) -> str:
+    return (f"latency p50 {serving['latency_p50_s']:.2f} s, p95 {serving['latency_p95_s']:.2f} s"
+            f" over {serving['requests']} requests; decode "
+            f"{serving['decode_tokens_per_s']} tokens/s ({serving['decode_time_source']})")
+
+
 def _fmt_estimate(est: dict[str, Any] | None) -> str:
     if not est:
         return "-"
@@ -594,10 +628,14 @@ class RegressionDetected(BenchforgeError):
 
 
 def licence_tag(model: dict[str, Any]) -> str:
-    """`` [non-OSI: <licence>]`` for a model whose licence is not OSI-approved, else ''."""
+    """`` [non-OSI: <licence>]`` for a model whose licence is not OSI-approved, and
+    `` [non-canonical: server sampling]`` for a run with ``model.sampling=server``; else ''."""
+    tag = ""
     if model.get("osi_approved") is False:
-        return f" [non-OSI: {model.get('license') or 'unknown licence'}]"
-    return ""
+        tag = f" [non-OSI: {model.get('license') or 'unknown licence'}]"
+    if model.get("sampling") == "server" or model.get("canonical") is False:
+        tag += " [non-canonical: server sampling]"
+    return tag
 
 
 def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
@@ -628,6 +666,8 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
                  for label, values in groups.items()]
     print_table(f"{metrics['model']}{licence_tag(metrics)} on {metrics['benchmark']}",
                 ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
+    if metrics.get("serving"):
+        print(serving_line(metrics["serving"]))
     if baseline:
         print(f"vs baseline: {baseline['verdict']}"
               + (" — REGRESSION" if baseline["regression"] else ""))
@@ -688,6 +728,7 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             "expected": expected, "generated": _count_rows(cdir.samples),
             "generate_done": cdir.generate_done.exists(), "scored": _count_rows(cdir.results),
             "score_done": cdir.score_done.exists(), "pass@1": metrics.get("pass@1"),
+            "serving": metrics.get("serving"),
         }
         shard = shards.get(cell["dir"])
         if shard:
@@ -698,7 +739,7 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             status["cell_id"],
             f"{status['generated']}/{expected}" + (" ✓" if status["generate_done"] else ""),
             f"{status['scored']}/{expected}" + (" ✓" if status["score_done"] else ""),
-            _fmt_estimate(status["pass@1"]),
+            _fmt_estimate(status["pass@1"]), _fmt_serving(status["serving"]),
         ]
         if shards:
             row += [f"{shard['job_id']} {shard['job_state']}".strip() if shard else "",
@@ -706,11 +747,19 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
                     f"{shard['gpu_hours']:.3f}" if shard else "",
                     shard["shard_state"] if shard else ""]
         table.append(row)
-    columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]"]
+    columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]",
+               "latency p50/p95 s, tok/s"]
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
     print_table(f"run {root}", columns, table)
     return statuses
+
+
+def _fmt_serving(serving: dict[str, Any] | None) -> str:
+    if not serving:
+        return "-"
+    return (f"{serving['latency_p50_s']:.2f}/{serving['latency_p95_s']:.2f}, "
+            f"{serving['decode_tokens_per_s']}")
 
 
 def verify_cell(cell: dict[str, Any], cfg_aggregate: DictConfig) -> list[str]:

@@ -156,9 +156,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(self.state.delay_s)
         text, finish = apply_stop(self.state.answers[key], body.get("stop"))
         n = int(body.get("n") or 1)
+        prompt_tokens = count_tokens(prompt_text)
         if chat and self.state.flavour == "llama-cpp-python" and self.state.chat_template:
-            prompt_text = " " * len(self._render(body))  # one token per rendered character
-        usage = {"prompt_tokens": count_tokens(prompt_text),
+            prompt_tokens = len(self._render(body))  # one token per rendered character
+        usage = {"prompt_tokens": prompt_tokens,
                  "completion_tokens": n * count_tokens(text)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if chat:

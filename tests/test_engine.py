@@ -105,8 +105,9 @@ def test_crash_at_startup_shows_the_last_30_log_lines(cfg_with, fake_engine,
 def test_server_dying_mid_generate_fails_clearly_and_a_rerun_resumes(cfg_with, fake_engine,
                                                                      monkeypatch) -> None:
     monkeypatch.setenv("FAKE_VLLM_MODE", "die_after:4")
+    # a set timeout: no decode-speed probe, so the 4 answers before the crash are all rows
     cfg = cfg_with(**QWEN, benchmark__limit=10, model__concurrency=1, model__max_retries=1,
-                   generate__progress=False)
+                   model__request_timeout_s=600, generate__progress=False)
     with pytest.raises(BenchforgeError, match=r"unreachable|server"):
         run_generate(cfg)
     samples = Path(str(cfg.run.root), "default", "qwen-coder-7b", "humaneval", "samples.jsonl")

@@ -201,3 +201,27 @@ def serving_settings(model: Any, base_url: str, api_key: str, prompt: Any,
         record["server_sampling"] = server_props(base_url) or {
             "source": None, "note": "the server does not report its sampling defaults"}
     return record
+
+
+def serving_metrics(provenance: dict[str, Any], samples: list[dict[str, Any]]
+                    ) -> dict[str, Any]:
+    """``metrics.json``'s serving figures (:func:`latency_stats`) and whether the cell's
+    numbers are canonical."""
+    reasons = non_canonical_reasons(provenance.get("model", {}))
+    return {"serving": latency_stats(samples), "canonical": not reasons,
+            **({"non_canonical": reasons} if reasons else {})}
+
+
+def serving_line(serving: dict[str, Any]) -> str:
+    """One line for aggregate's output."""
+    return (f"latency p50 {serving['latency_p50_s']:.2f} s, p95 {serving['latency_p95_s']:.2f} s"
+            f" over {serving['requests']} requests; decode "
+            f"{serving['decode_tokens_per_s']} tokens/s ({serving['decode_time_source']})")
+
+
+def serving_cell(serving: dict[str, Any] | None) -> str:
+    """``p50/p95, tokens/s`` for a status table cell ('-' without timed rows)."""
+    if not serving:
+        return "-"
+    return (f"{serving['latency_p50_s']:.2f}/{serving['latency_p95_s']:.2f}, "
+            f"{serving['decode_tokens_per_s']}")

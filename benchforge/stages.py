@@ -502,6 +502,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
     import numpy as np
 
     from benchforge.scoring import audit_summary
+    from benchforge.serving import serving_metrics
     from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts
     from benchforge.verdicts import BREAKDOWN_FIELDS, read_verdicts
 
@@ -568,7 +569,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         **({"mean@n": mean_n} if (mean_n := mean_at_n_matrix(verdicts.matrix(headline)))
            else {}),
         "cost": cell_cost(cell_dir, provenance, samples),
-        **serving_metrics(provenance, samples),
+        **serving_metrics(provenance, samples),  # benchforge.serving
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
     }
@@ -598,22 +599,6 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
                       if score.get("wall_s") else None),
         "slurm_attempts": sum(1 for a in attempts if a.get("event") == "start"),
     }
-
-
-def serving_metrics(provenance: dict[str, Any], samples: list[dict[str, Any]]
-                    ) -> dict[str, Any]:
-    """Latency p50/p95 and decode tokens/s of the cell; whether its numbers are canonical."""
-    from benchforge.serving import latency_stats, non_canonical_reasons
-
-    reasons = non_canonical_reasons(provenance.get("model", {}))
-    return {"serving": latency_stats(samples), "canonical": not reasons,
-            **({"non_canonical": reasons} if reasons else {})}
-
-
-def serving_line(serving: dict[str, Any]) -> str:
-    return (f"latency p50 {serving['latency_p50_s']:.2f} s, p95 {serving['latency_p95_s']:.2f} s"
-            f" over {serving['requests']} requests; decode "
-            f"{serving['decode_tokens_per_s']} tokens/s ({serving['decode_time_source']})")
 
 
 def _fmt_estimate(est: dict[str, Any] | None) -> str:
@@ -667,6 +652,8 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
     print_table(f"{metrics['model']}{licence_tag(metrics)} on {metrics['benchmark']}",
                 ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
     if metrics.get("serving"):
+        from benchforge.serving import serving_line
+
         print(serving_line(metrics["serving"]))
     if baseline:
         print(f"vs baseline: {baseline['verdict']}"
@@ -712,6 +699,7 @@ def provenance_model(cdir: CellDir) -> dict[str, Any]:
 
 def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     from benchforge.console import print_table
+    from benchforge.serving import serving_cell
     from benchforge.shard import shard_summaries
 
     root = run_root(cfg)
@@ -739,7 +727,7 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             status["cell_id"],
             f"{status['generated']}/{expected}" + (" ✓" if status["generate_done"] else ""),
             f"{status['scored']}/{expected}" + (" ✓" if status["score_done"] else ""),
-            _fmt_estimate(status["pass@1"]), _fmt_serving(status["serving"]),
+            _fmt_estimate(status["pass@1"]), serving_cell(status["serving"]),
         ]
         if shards:
             row += [f"{shard['job_id']} {shard['job_state']}".strip() if shard else "",
@@ -753,13 +741,6 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
     print_table(f"run {root}", columns, table)
     return statuses
-
-
-def _fmt_serving(serving: dict[str, Any] | None) -> str:
-    if not serving:
-        return "-"
-    return (f"{serving['latency_p50_s']:.2f}/{serving['latency_p95_s']:.2f}, "
-            f"{serving['decode_tokens_per_s']}")
 
 
 def verify_cell(cell: dict[str, Any], cfg_aggregate: DictConfig) -> list[str]:

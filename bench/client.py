@@ -91,12 +91,14 @@ def _direct(settings: ClientSettings, requests: list[Request]) -> list[str]:
     return asyncio.run(run())
 
 
-def measure_real(n_requests: int, concurrency: int, max_tokens: int, rounds: int) -> None:
+def measure_real(n_requests: int, concurrency: int, max_tokens: int, rounds: int,
+                 threads: int | None) -> None:
     from benchforge.config import compose
     from benchforge.engine import model_endpoint
     from benchforge.stages import load_benchmark
 
     cfg = compose(["model=smollm2-135m-instruct-gguf", "engine=llamacpp",
+                   f"engine.threads={threads if threads else 'null'}",
                    f"data.root={Path(__file__).resolve().parents[2] / 'shared' / 'data'}"])
     benchmark = load_benchmark(cfg)
     tasks = benchmark.load().tasks[:n_requests]
@@ -138,9 +140,12 @@ def main() -> None:
                         help="a real llama.cpp server instead of the loopback fake")
     parser.add_argument("--max-tokens", type=int, default=128, help="--real only")
     parser.add_argument("--rounds", type=int, default=2, help="--real only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--real only: engine.threads (default: the CPUs available)")
     args = parser.parse_args()
     if args.real:
-        measure_real(args.requests or 8, args.concurrency or 1, args.max_tokens, args.rounds)
+        measure_real(args.requests or 8, args.concurrency or 1, args.max_tokens, args.rounds,
+                     args.threads)
         return
     args.requests = args.requests or 3000
     args.concurrency = args.concurrency or 64

@@ -27,8 +27,11 @@ from benchforge.rundir import read_json, read_rows
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m-instruct-gguf"
-# Bounded so the whole file stays within a few minutes on 2 CPU cores.
+# Bounded so the whole file stays within a few minutes on 2 CPU cores: at most 128 tokens per
+# answer, and one server thread (on a CPU shared with the rest of CI, llama.cpp's threads wait
+# for each other: 2 threads decoded 1-5 tokens/s there, 1 thread 13).
 MAX_TOKENS = "model.max_tokens=128"
+THREADS = "engine.threads=1"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,7 @@ def smollm2() -> dict:
 
 def _run(tmp: Path, run_name: str, *args: str) -> Path:
     started = time.monotonic()
-    proc = run_cli("run", f"model={MODEL}", "engine=llamacpp", MAX_TOKENS, *args,
+    proc = run_cli("run", f"model={MODEL}", "engine=llamacpp", MAX_TOKENS, THREADS, *args,
                    f"run.root={tmp / 'runs'}", f"run.name={run_name}",
                    "generate.progress=false", cwd=tmp, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -110,7 +113,7 @@ def test_real_model_end_to_end(tmp_path: Path, shared_data: Path, smollm2: dict)
         return {(r["task_id"], r["sample_idx"]): r["completion"].encode() for r in rows}
 
     assert by_key(first) == by_key(again)
-    smoke = run_cli("smoke", f"model={MODEL}", "engine=llamacpp", MAX_TOKENS, data,
+    smoke = run_cli("smoke", f"model={MODEL}", "engine=llamacpp", MAX_TOKENS, THREADS, data,
                     "smoke.prompts=2", f"run.root={tmp_path / 'runs'}", cwd=tmp_path,
                     timeout=600)
     assert smoke.returncode == 0, smoke.stdout[-2000:] + smoke.stderr[-2000:]

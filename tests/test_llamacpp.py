@@ -69,7 +69,8 @@ def fake_llamacpp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, humaneval):
 def gguf_model(fake: dict, **extra: object) -> dict[str, object]:
     return {"model.name": "tiny-gguf", "model.provider": "gguf",
             "model.gguf": str(fake["gguf"]), "model.served_name": "tiny",
-            "model.concurrency": None, "engine.name": "llamacpp", "engine.launch": "llamacpp",
+            "model.concurrency": None, "model.request_timeout_s": None,  # probed
+            "engine.name": "llamacpp", "engine.launch": "llamacpp",
             "engine.executable": str(fake["executable"]), "engine.max_model_len": 4096,
             "engine.max_num_seqs": 1, "engine.threads": 2, "engine.startup_timeout_s": 30,
             "generate.progress": False, **extra}

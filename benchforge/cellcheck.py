@@ -80,7 +80,7 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
         "cell_id": cell["cell_id"], "model": cell["model"], "benchmark": cell["benchmark"],
         "dir": str(cdir.path), "expected": expected, "generated": None, "scored": None,
         "generate_done": cdir.generate_done.exists(), "score_done": cdir.score_done.exists(),
-        "pass@1": None, "metrics": None, "notes": notes, "model_info": {},
+        "pass@1": None, "serving": None, "metrics": None, "notes": notes, "model_info": {},
     }
     if not cdir.path.is_dir():
         notes.append("cell dir missing")
@@ -98,6 +98,7 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
     metrics = _json(cdir.metrics, notes)
     if metrics:
         status["pass@1"] = metrics.get("pass@1")
+        status["serving"] = metrics.get("serving")
         status["metrics"] = "current"
         try:
             current = sha256_file(cdir.results) if cdir.results.exists() else None

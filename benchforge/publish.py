@@ -72,6 +72,7 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
     row: dict[str, Any] = {"model": model, "benchmark": benchmark, "run": run_name,
                            "license": metrics.get("license"),
                            "osi_approved": metrics.get("osi_approved"),
+                           "canonical": metrics.get("canonical", True),
                            "n_tasks": metrics["n_tasks"], "n_samples": metrics["n_samples"]}
     for key, value in metrics.items():
         if key.startswith("pass@") and isinstance(value, dict):
@@ -82,6 +83,8 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
             row[f"pass@1_{window}"] = values["pass@1"]["value"]
     for key, value in (metrics.get("cost") or {}).items():
         row[f"cost_{key}"] = value
+    for key in ("latency_p50_s", "latency_p95_s", "decode_tokens_per_s"):
+        row[key] = (metrics.get("serving") or {}).get(key)
     row["provenance"] = None  # set by write_tables: the published copy, never a local path
     return row
 

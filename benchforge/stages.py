@@ -90,6 +90,10 @@ def chat_template_sha256(cfg: DictConfig) -> str | None:
         if not path.is_file():
             raise BenchforgeError(f"model.chat_template={path}: file not found")
         return sha256_file(path)
+    if cfg.model.get("gguf") and cfg.model.mode == "chat":
+        from benchforge.gguf_model import model_gguf
+
+        return model_gguf(cfg.model).chat_template_sha256  # type: ignore[union-attr]
     if cfg.model.provider != "hf" or cfg.model.mode != "chat":
         return None
     from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot, template_sha256
@@ -128,12 +132,18 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
         model_info |= {k: cfg.model[k] for k in ("hf_repo", "revision", "license",
                                                  "osi_approved", "thinking")
                        if cfg.model[k] is not None}
+        if cfg.model.sampling != "request":
+            model_info["sampling"] = cfg.model.sampling  # non-canonical (benchforge.serving)
         if cfg.model.provider == "hf":
             from benchforge.hub import hf_cache, staged_snapshot
 
             entry = staged_snapshot(cfg.model, hf_cache(cfg))
             if entry:
                 model_info |= {"commit": entry["commit"], "snapshot": entry["path"]}
+        if cfg.model.get("gguf"):
+            from benchforge.gguf_model import gguf_provenance
+
+            model_info["gguf"] = gguf_provenance(cfg.model)
     if cell_dir.provenance.exists():
         previous = read_json(cell_dir.provenance).get("cell_id")
         if previous not in (None, cid):
@@ -284,15 +294,21 @@ def run_generate(cfg: DictConfig) -> Cell:
                             cfg.engine, cfg.paths) as base_url,
               RowAppender(cell.dir.samples) as appender,
               progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
+            from benchforge.serving import serving_settings
+
+            in_flight = concurrency(cfg.model, cfg.engine)
+            serving = serving_settings(cfg.model, base_url, _api_key(cfg), todo[0].prompt,
+                                       in_flight, answer_tokens=max_tokens)
+            update_provenance(cell.dir, serving=serving)
             settings = ClientSettings(
                 base_url=base_url, served_name=str(cfg.model.served_name), api_key=_api_key(cfg),
                 mode=mode, temperature=cfg.model.temperature, top_p=cfg.model.top_p,
-                max_tokens=max_tokens, seed=cfg.model.seed,
+                max_tokens=serving["max_tokens"], seed=cfg.model.seed,
                 stop=[*cfg.model.stop, *cell.benchmark.stop_sequences(mode)],
-                concurrency=concurrency(cfg.model, cfg.engine),
-                timeout_s=cfg.model.request_timeout_s,
+                concurrency=in_flight,
+                timeout_s=serving["request_timeout_s"],
                 max_retries=cfg.model.max_retries,
-                chat_template_kwargs=template_kwargs,
+                chat_template_kwargs=template_kwargs, sampling=serving["sampling"],
             )
 
             def on_completion(request: Request, completion: Completion) -> None:
@@ -312,11 +328,12 @@ def run_generate(cfg: DictConfig) -> Cell:
                     "completion_tokens": completion.completion_tokens,
                     "reasoning_tokens": completion.reasoning_tokens,
                     "reasoning_chars": len(completion.reasoning) + len(inline_reasoning),
-                    "latency_s": completion.latency_s, "chat_template_sha256": template_sha,
+                    "latency_s": completion.latency_s, "decode_s": completion.decode_s,
+                    "chat_template_sha256": template_sha,
                 })
 
             generate(todo, settings, on_completion, advance)
-        update_provenance(cell.dir, request={"max_tokens": max_tokens,
+        update_provenance(cell.dir, request={"max_tokens": settings.max_tokens,
                                              "stop_sent": sent_stops(settings.stop),
                                              "stop_cut_client_side": list(settings.stop)})
     if not mark_generate_done(cell):
@@ -597,6 +614,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
 
     from benchforge.outcomes import count_outcomes
     from benchforge.scoring import audit_summary
+    from benchforge.serving import serving_metrics
     from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts, require_samples_for_ks
     from benchforge.verdicts import BREAKDOWN_FIELDS, read_verdicts
 
@@ -666,6 +684,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         **({"mean@n": mean_n} if (mean_n := mean_at_n_matrix(verdicts.matrix(headline)))
            else {}),
         "cost": cell_cost(cell_dir, provenance, samples),
+        **serving_metrics(provenance, samples),  # benchforge.serving
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
     }
@@ -716,10 +735,14 @@ class RegressionDetected(BenchforgeError):
 
 
 def licence_tag(model: dict[str, Any]) -> str:
-    """`` [non-OSI: <licence>]`` for a model whose licence is not OSI-approved, else ''."""
+    """`` [non-OSI: <licence>]`` for a model whose licence is not OSI-approved, and
+    `` [non-canonical: server sampling]`` for a run with ``model.sampling=server``; else ''."""
+    tag = ""
     if model.get("osi_approved") is False:
-        return f" [non-OSI: {model.get('license') or 'unknown licence'}]"
-    return ""
+        tag = f" [non-OSI: {model.get('license') or 'unknown licence'}]"
+    if model.get("sampling") == "server" or model.get("canonical") is False:
+        tag += " [non-canonical: server sampling]"
+    return tag
 
 
 @cell_stage("aggregate")
@@ -754,6 +777,10 @@ def run_aggregate(cfg: DictConfig) -> dict[str, Any]:
                  for label, values in groups.items()]
     print_table(f"{metrics['model']}{licence_tag(metrics)} on {metrics['benchmark']}",
                 ["metric", "value [95% CI]", "tasks", "samples/task", "failures"], rows)
+    if metrics.get("serving"):
+        from benchforge.serving import serving_line
+
+        print(serving_line(metrics["serving"]))
     if baseline:
         print(f"vs baseline: {baseline['verdict']}"
               + (" — REGRESSION" if baseline["regression"] else ""))
@@ -805,6 +832,7 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     duplicates, stale metrics, hash mismatch) is shown in words in its row."""
     from benchforge.cellcheck import cell_status
     from benchforge.console import print_table
+    from benchforge.serving import serving_cell
     from benchforge.shard import shard_summaries
 
     root = run_root(cfg)
@@ -831,7 +859,7 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             status["cell_id"],
             _progress(status["generated"], expected, status["generate_done"]),
             _progress(status["scored"], expected, status["score_done"]),
-            pass_at_1, "; ".join(status["notes"]) or "",
+            pass_at_1, serving_cell(status.get("serving")), "; ".join(status["notes"]) or "",
         ]
         if shards:
             row += [f"{shard['job_id']} {shard['job_state']}".strip() if shard else "",
@@ -840,7 +868,7 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
                     shard["shard_state"] if shard else ""]
         table.append(row)
     columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]",
-               "problems"]
+               "latency p50/p95 s, tok/s", "problems"]
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
     print_table(f"run {root}", columns, table)

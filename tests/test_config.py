@@ -32,6 +32,8 @@ def test_every_group_has_options() -> None:
                          [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group: str, option: str) -> None:
     extra = ["model.base_url=http://h:1/v1", "model.served_name=m"] if option == "endpoint" else []
+    if option == "gguf":  # any GGUF: its file and name are the user's
+        extra = ["model.name=my-coder", "model.gguf=/models/my-coder.gguf"]
     cfg = compose([f"{group}={option}", *extra])
     assert isinstance(cfg, DictConfig)
     assert cfg.run.dir.endswith(f"{cfg.model.name}/{cfg.benchmark.name}".replace("/", "/"))

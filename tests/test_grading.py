@@ -49,7 +49,9 @@ def bench_and_tasks(*overrides: str):
 
 
 def endpoint(url: str, run_dir: Path, *extra: str) -> list[str]:
+    # a fixed request timeout: no decode-speed probe, so the request log holds only the task's
     return ["model=endpoint", f"model.base_url={url}", "model.served_name=m",
+            "model.request_timeout_s=60",
             f"run.dir={run_dir}", f"run.root={run_dir.parent / 'runs'}",
             "generate.progress=false", *extra]
 

@@ -173,6 +173,7 @@ def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
         raise placeholder_error(found, str(compute.name))
     shard = str(compute.shard)
     shape = compute[shard]
+    slurm_minutes(str(compute.time))  # the config's own format first, before asking SLURM
     check_shape(compute, shard)
     budget = check_budget(config, n_shards, shape)
     width, why = array_width(compute, shape)

@@ -869,6 +869,10 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
         table.append(row)
     columns = ["model", "benchmark", "cell", "generated", "scored", "pass@1 [95% CI]",
                "latency p50/p95 s, tok/s", "problems"]
+    if not any(s.get("serving") for s in statuses):  # no cell measured serving: no column
+        columns.pop(6)
+        for row in table:
+            row.pop(6)
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
     print_table(f"run {root}", columns, table)

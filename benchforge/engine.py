@@ -286,11 +286,7 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
         with (_exit_on_signals(),
               launch_server(cmd, port, logs / "server.log", float(engine.startup_timeout_s),
                             env) as url):
-            names = served_models(url)
-            if str(model.served_name) not in names:
-                raise BenchforgeError(
-                    f"server at {url} serves {names or 'no models'}, not "
-                    f"model.served_name={model.served_name}; see {logs / 'server.log'}")
+            require_served(url, model, logs / "server.log")
             yield url
         return
     if model.provider != "oracle":
@@ -305,6 +301,15 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
                "--delay-s", str(float(model.oracle_latency_s))]
         with launch_server(cmd, port, logs / "server.log", model.startup_timeout_s) as url:
             yield url
+
+
+def require_served(url: str, model: DictConfig, log_path: Path) -> None:
+    """Raise BenchforgeError unless the server at ``url`` lists ``model.served_name``."""
+    names = served_models(url)
+    if str(model.served_name) not in names:
+        raise BenchforgeError(
+            f"server at {url} serves {names or 'no models'}, not "
+            f"model.served_name={model.served_name}; see {log_path}")
 
 
 @contextlib.contextmanager
@@ -323,9 +328,5 @@ def _llamacpp_server(model: DictConfig, engine: DictConfig, logs: Path) -> Itera
     with (_exit_on_signals(),
           launch_server(cmd, port, log_path, float(engine.startup_timeout_s),
                         ready_path="/v1/models") as url):
-        names = served_models(url)
-        if str(model.served_name) not in names:
-            raise BenchforgeError(
-                f"server at {url} serves {names or 'no models'}, not "
-                f"model.served_name={model.served_name}; see {log_path}")
+        require_served(url, model, log_path)
         yield url

@@ -231,3 +231,12 @@ def test_scored_end_to_end_through_the_oracle(workdir: Path) -> None:
     assert reference.returncode == 0, reference.stderr
     ref = workdir / "runs" / "default" / "reference" / "bigcodebench" / "results.jsonl"
     assert all(r["passed"] for r in read_rows(ref)) and len(read_rows(ref)) == 9
+
+
+def test_container_pins_are_the_gates() -> None:
+    import re
+
+    text = (REPO / "containers" / "bigcodebench.def").read_text()
+    pinned = dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", text))
+    for name in ("bigcodebench", "bigcodebench_hard"):
+        assert pinned == dict(compose([f"benchmark={name}"]).benchmark.pins)

@@ -150,3 +150,26 @@ def test_scored_end_to_end_through_the_oracle(workdir: Path) -> None:
     assert reference.returncode == 0, reference.stderr
     ref = read_rows(workdir / "runs" / "default" / "reference" / "ds1000" / "results.jsonl")
     assert len(ref) == 7 and all(r["passed"] for r in ref)
+
+
+def test_container_pins_are_the_gates() -> None:
+    import re
+
+    text = (REPO / "containers" / "ds1000.def").read_text()
+    pinned = dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", text))
+    assert pinned == dict(compose(["benchmark=ds1000"]).benchmark.pins)
+
+
+def test_smoke_of_ds1000_is_the_gate(tmp_path: Path) -> None:
+    proc = run_cli("smoke", "benchmark=ds1000", f"benchmark.path={FIXTURE}", *ANY_VERSION,
+                   "sandbox=bwrap", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "readiness: ds1000 (sandbox=bwrap)" in proc.stdout
+    record = read_json(tmp_path / "runs" / "default" / "logs" / "readiness-ds1000.json")
+    assert record["ok"] and [r["name"] for r in record["requirements"]] == ["numpy", "pandas"]
+    refused = run_cli("smoke", "benchmark=ds1000", f"benchmark.path={FIXTURE}", *ANY_VERSION,
+                      "benchmark.pins.numpy=0.0.1", "sandbox=bwrap", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "benchmark=ds1000 is not ready to score" in refused.stderr
+    assert "numpy: version" in refused.stderr and "pinned 0.0.1" in refused.stderr
+    assert "containers/ds1000.def" in refused.stderr

@@ -236,6 +236,10 @@ def test_scored_end_to_end_through_the_oracle(workdir: Path) -> None:
     assert read_json(cell / "metrics.json")["pass@1"]["value"] == pytest.approx(3 / 9)
     provenance = read_json(cell / "provenance.json")
     assert provenance["readiness"]["ok"] and provenance["dataset"]["version"] == "v0.1.4"
+    assert provenance["dataset"]["sha256"] and provenance["dataset"]["semantics"].startswith(
+        "bigcodebench 0.2.5")
+    assert {r["name"] for r in provenance["readiness"]["requirements"]} == {"matplotlib",
+                                                                          "numpy"}
     reference = run_cli("run", *args, "score.reference=true", cwd=workdir, timeout=400)
     assert reference.returncode == 0, reference.stderr
     ref = workdir / "runs" / "default" / "reference" / "bigcodebench" / "results.jsonl"

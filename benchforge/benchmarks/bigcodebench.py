@@ -36,6 +36,7 @@ from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
 
+SEMANTICS = "bigcodebench 0.2.5 (generate.py, sanitize.py, evaluate.py, eval/)"
 HF_DATASETS = {"full": "bigcode/bigcodebench", "hard": "bigcode/bigcodebench-hard"}
 DATA_DIR = "bigcodebench"
 SPLITS = ("complete", "instruct")
@@ -165,7 +166,7 @@ class BigCodeBench(Benchmark):
         return Dataset(tasks=self.limited(tasks), path=path, sha256=sha256_file(path),
                        version=str(self.cfg.version),
                        extra={"hf_dataset": HF_DATASETS[self.subset], "subset": self.subset,
-                              "split": self.split})
+                              "split": self.split, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
         if mode == "completion":

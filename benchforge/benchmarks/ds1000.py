@@ -36,6 +36,7 @@ from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
 
+SEMANTICS = "github.com/xlang-ai/DS-1000 test_ds1000.py + execution.py"
 HF_DATASET = "xlangai/DS-1000"
 DATA_DIR = "ds1000"
 DATA_FILE = "test.jsonl.gz"
@@ -124,7 +125,8 @@ class DS1000(Benchmark):
             raise BenchforgeError(f"{path}: duplicate metadata.problem_id")
         self._libraries = sorted({str(r["metadata"]["library"]) for r in rows})
         return Dataset(tasks=self.limited(tasks), path=path, sha256=sha256_file(path),
-                       version=str(self.cfg.version), extra={"hf_dataset": HF_DATASET})
+                       version=str(self.cfg.version),
+                       extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
         if mode == "completion":

@@ -14,9 +14,12 @@ first ``</code>``, every `````python`` removed, cut at the next `````, cut at
 (``test_ds1000.py`` and ``execution.py``): the program ``code_context + "\\n" + "code = " +
 repr(answer) + "\\ntest_execution(code)\\n"`` (+ ``"test_string(code)\\n"`` when the context
 defines it, else ``"\\n"``), executed in empty globals in a fresh temporary directory with
-output swallowed, passed iff it raises nothing within ``timeout`` (120 s; ``benchmark.timeout_s``);
-the official kills the process at ``timeout + 1`` s (no result: ``timed out``). Inside
-benchforge's sandbox the wall limit is ``timeout + 1`` s. Each results row carries the
+output swallowed and no reliability guard, under a ``timeout`` alarm (120 s;
+``benchmark.timeout_s``): ``passed`` iff it raises nothing, ``timed out`` when the alarm fires,
+else ``failed: <exception>``. The official runs it inside a process-pool worker, so a sample
+that kills its process, or that the alarm cannot stop, leaves no verdict (the evaluation aborts
+or hangs); in benchforge's sandbox such a sample fails (its exit, or the wall limit
+``timeout + 1`` s). Each results row carries the
 problem's library as ``category``: ``metrics.json`` breaks pass@k down per library.
 Tier 2: scoring waits for the readiness gate, which checks the pinned versions
 (``benchmark.pins``) of the libraries the loaded problems use.

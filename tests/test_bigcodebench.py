@@ -11,6 +11,7 @@ recomputes it with the installed package (CI installs it: ``.ci/run``).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import json
@@ -130,7 +131,14 @@ def test_sanitize_matches_bigcodebench(official: None) -> None:
         "def helper(y):\n    return y\nprint(task_func(1))\n```\nDone.",
         "def task_func():\n    return 1\n\ntask_func()\n", "no code at all",
         "import math\nclass A:\n    pass\nX = A()\ndef task_func():\n    return X\n",
-        "def task_func(:\n    pass\nimport os\n"]
+        "def task_func(:\n    pass\nimport os\n",
+        "```python\nimport numpy as np\n\ndef helper(a):\n    return a\n\ndef task_func(a):\n"
+        "    return helper(a)\n\nif __name__ == '__main__':\n    print(task_func(1))\n```",
+        "First:\n```python\ndef task_func():\n    return 1\n```\nBetter:\n```python\n"
+        "import os\ndef task_func():\n    return os.sep\n```",
+        "def task_func(x):\n    return x\n\ndef task_func(x):\n    return 2 * x\n",
+        "import re\nPATTERN = re.compile('a')\nUNUSED = 3\n@staticmethod\ndef task_func(s):\n"
+        "    return PATTERN.findall(s)\nresult = task_func('aa')\n"]
     for answer in answers_corpus:
         assert answers.sanitize(answer, "task_func") == official(answer, "task_func"), answer
 
@@ -151,13 +159,14 @@ def test_verdicts_match_untrusted_check(official: None, tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     out = (tmp_path / "out.json").read_text()
-    official = [status for status, _ in json.loads(out)]
+    official = [tuple(x) for x in json.loads(out)]
     with SandboxPool("bwrap", LIMITS, 1) as pool:
-        ours = [bigcodebench.official_status(r.passed, r.detail) for r in
-                (pool.run(b.runner_program(p, t)) for p, t in programs)]
-    expected = [row["fixture_status"] for row in rows()]
-    assert official == expected
-    assert ours == official
+        results = [pool.run(b.runner_program(p, t)) for p, t in programs]
+    ours = [(bigcodebench.official_status(r.passed, r.detail),
+             ast.literal_eval(r.detail.split("failed=", 1)[1].split("\n", 1)[0])
+             if "status=fail failed=" in r.detail else []) for r in results]
+    assert [status for status, _ in official] == [row["fixture_status"] for row in rows()]
+    assert ours == official  # the status and the failing tests' names
 
 
 def test_loading_errors_are_one_line(tmp_path: Path) -> None:

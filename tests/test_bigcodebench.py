@@ -262,3 +262,16 @@ def test_container_pins_are_the_gates() -> None:
     pinned = dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", text))
     for name in ("bigcodebench", "bigcodebench_hard"):
         assert pinned == dict(compose([f"benchmark={name}"]).benchmark.pins)
+
+
+def test_long_failures_keep_the_status() -> None:
+    """Five tests failing with long tracebacks: the detail still starts with the status and
+    names every failing test (the sandbox keeps only the detail's last 4000 characters)."""
+    code = "def task_func():\n    raise ValueError('x' * 5000)\n"
+    test = "import unittest\nclass TestCases(unittest.TestCase):\n" + "".join(
+        f"    def test_case_{i}(self):\n        task_func()\n" for i in range(5))
+    with SandboxPool("bwrap", LIMITS, 1) as pool:
+        result = pool.run(bench().runner_program(code, test))
+    assert bigcodebench.official_status(result.passed, result.detail) == "fail"
+    assert result.failure_mode == "runtime_error"
+    assert f"failed={[f'test_case_{i}' for i in range(5)]}" in result.detail

@@ -251,8 +251,9 @@ def evaluate(code, test, timeout, limits):
     if not details:
         return
     names = sorted(details)
+    # the verdict's detail keeps its last 4000 characters: the traces are cut to fit
     text = f"status=fail failed={names}\n" + "\n".join(
-        f"--- {name}: {details[name][1][-1500:]}" for name in names[:5])
+        f"--- {name}: {details[name][1][-600:]}" for name in names[:3])
     kinds = {kind for kind, _ in details.values()}
     if kinds == {"syntax"}:
         raise CompileError(text)

@@ -75,9 +75,17 @@ def test_program_prompts_and_stops() -> None:
     assert b.check_program(numpy_task, "r").wall_limit_s() == 3.0
     assert bench("benchmark.timeout_s=null").check_program(numpy_task, "r").wall_limit_s() == 121
     assert b.prompt(numpy_task, "completion").text == numpy_task.data["prompt"]
-    assert b.prompt(numpy_task, "chat").messages == (("user", numpy_task.data["prompt"]),)
-    assert b.stop_sequences("completion") == ["</code>", "# SOLUTION END"]
-    assert b.stop_sequences("chat") == []
+    assert b.prompt(numpy_task, "chat").messages == (
+        ("system", "Write a short code following the given format and indentation. Place the "
+                   "executable code between <code> and </code> tags, without any other "
+                   "non-executable things."), ("user", numpy_task.data["prompt"]))
+    assert bench("benchmark.variant=gpt4o").prompt(numpy_task, "chat").messages[0] == (
+        "system", "Only provide the code completion needed. Don't repeat the context code.")
+    with pytest.raises(BenchforgeError, match=r"benchmark\.variant=cot: expected null"):
+        bench("benchmark.variant=cot").prompt(numpy_task, "chat")
+    assert b.stop_sequences("completion") == b.stop_sequences("chat") == [
+        "</code>", "# SOLUTION END"]
+    assert b.max_tokens("chat") == 1024 and b.max_tokens("completion") is None
 
 
 def test_loading_errors_are_one_line(tmp_path: Path) -> None:

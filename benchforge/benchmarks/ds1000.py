@@ -6,9 +6,11 @@ DS-1000, ``data/ds1000.jsonl.gz``): ``prompt``, ``reference_code``, ``code_conte
 ``perturbation_type``, ``perturbation_origin_id``); staged by ``benchforge stage``
 (``benchmark.version``: ``main`` or a dataset commit).
 
-Generation: the row's ``prompt`` verbatim (the user message in chat mode, the raw text in
-completion mode, where generation stops at ``</code>`` and ``# SOLUTION END`` as in DS-1000's
-inference scripts). The answer goes through ``test_ds1000.py``'s ``postprocess``: cut at the
+Generation: the row's ``prompt`` verbatim: in chat mode the user message after DS-1000's system
+message for chat models (``benchmark.variant``: null, the default one; ``gpt4o``, the one its
+script gives GPT-4o), ``max_tokens`` 1024; in completion mode the raw text. Generation stops at
+``</code>`` and ``# SOLUTION END`` in both, as in DS-1000's generation scripts. The answer
+goes through ``test_ds1000.py``'s ``postprocess``: cut at the
 first ``</code>``, every `````python`` removed, cut at the next `````, cut at
 ``\\nEND SOLUTION``, every ``<code>`` removed (reasoning is split off first). Execution
 (``test_ds1000.py`` and ``execution.py``): the program ``code_context + "\\n" + "code = " +
@@ -46,6 +48,13 @@ DATA_FILE = "test.jsonl.gz"
 ROW_FIELDS = ("prompt", "reference_code", "code_context", "metadata")
 METADATA_FIELDS = ("problem_id", "library")
 STOPS = ["</code>", "# SOLUTION END"]
+# DS-1000's system messages for chat models (its OpenAI generation script's default_prompt)
+SYSTEM_PROMPTS = {
+    None: "Write a short code following the given format and indentation. Place the executable "
+          "code between <code> and </code> tags, without any other non-executable things.",
+    "gpt4o": "Only provide the code completion needed. Don't repeat the context code.",
+}
+CHAT_MAX_TOKENS = 1024
 TIMEOUT_S = 120.0  # test_ds1000.py: check_correctness(test_program, timeout=120)
 # metadata.library -> the distribution the gate checks
 DISTRIBUTIONS = {"Numpy": "numpy", "Pandas": "pandas", "Scipy": "scipy",
@@ -134,10 +143,18 @@ class DS1000(Benchmark):
     def prompt(self, task: Task, mode: str) -> Prompt:
         if mode == "completion":
             return Prompt(text=task.data["prompt"])
-        return Prompt(messages=(("user", task.data["prompt"]),))
+        variant = self.cfg.get("variant")
+        if variant not in SYSTEM_PROMPTS:
+            raise BenchforgeError(f"benchmark.variant={variant}: expected null (DS-1000's "
+                                  "default system message) or gpt4o")
+        return Prompt(messages=(("system", SYSTEM_PROMPTS[variant]),
+                                ("user", task.data["prompt"])))
 
     def stop_sequences(self, mode: str) -> list[str]:
-        return list(STOPS) if mode == "completion" else []
+        return list(STOPS)
+
+    def max_tokens(self, mode: str) -> int | None:
+        return CHAT_MAX_TOKENS if mode != "completion" else None
 
     def reference_completion(self, task: Task, mode: str) -> str:
         """The oracle's answer: a fixture row's ``fixture_completion`` (not an official field;

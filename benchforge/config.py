@@ -100,6 +100,11 @@ class BenchmarkConfig:
     # chat 100 direct / 1000 CoT, completion 1024 / 2048), else model.max_tokens
     max_tokens: int | None = None
     language: str | None = None  # MultiPL-E: the language (cpp, java, js, go, rs, py)
+    subset: str | None = None  # BigCodeBench: full | hard
+    timeout_s: float | None = None  # BigCodeBench / DS-1000: the official per-sample limit
+    # tier 2 (BigCodeBench, DS-1000): distribution -> pinned version the readiness gate
+    # requires in the scoring sandbox (null: any version); part of the cell id
+    pins: dict[str, Any] | None = None
 
 
 @dataclass
@@ -298,7 +303,8 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
 _LATER_MODEL_KEYS: dict[str, Any] = {"gguf": None, "sampling": "request",
                                      "thinking_max_tokens": None}
 _LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None,
-                                         "language": None}
+                                         "language": None, "subset": None, "timeout_s": None,
+                                         "pins": None}
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -662,6 +662,12 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
             for label, tasks in sorted(groups_by_label.items())}
     samples = read_rows(cell_dir.samples)
     provenance = read_json(cell_dir.provenance)
+    cost = cell_cost(cell_dir, provenance, samples)
+    # energy per solved task: per expected solved task (pass@1 x tasks), where energy was measured
+    solved = estimates["pass@1"]["value"] * int(headline.size) if "pass@1" in estimates else 0
+    energy = cost["gpu"]["energy_wh"]
+    cost["gpu"]["energy_wh_per_solved_task"] = (round(energy / solved, 6)
+                                                if energy is not None and solved else None)
     return {
         "cell_id": provenance.get("cell_id"),
         "model": provenance.get("model", {}).get("name"),
@@ -683,7 +689,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
                       "confidence": float(cfg_aggregate.confidence), "over": "problems"},
         **({"mean@n": mean_n} if (mean_n := mean_at_n_matrix(verdicts.matrix(headline)))
            else {}),
-        "cost": cell_cost(cell_dir, provenance, samples),
+        "cost": cost,
         **serving_metrics(provenance, samples),  # benchforge.serving
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
@@ -696,6 +702,8 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
     interrupted attempts included): GPU-hours from the SLURM attempt records (else null),
     CPU-hours of scoring (wall x workers), tokens, wall time per stage, generation tokens/s."""
     from benchforge.attempts import attempt_summaries, read_attempt_log, stage_totals
+    from benchforge.gpumon import TRACE_NAME, read_trace
+    from benchforge.gpumon import summarize as gpu_cost
     from benchforge.shard import attempt_gpu_hours
 
     records = read_attempt_log(cell_dir.path)
@@ -720,6 +728,8 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
         "cpu_hours": round(score["worker_s"] / 3600, 6) if score["worker_s"] else None,
         "generate_attempts": generate["attempts"], "score_attempts": score["attempts"],
         "slurm_attempts": sum(1 for a in slurm if a.get("event") == "start"),
+        # what the GPU did while a launched engine served (benchforge.gpumon); nulls without
+        "gpu": gpu_cost(read_trace([cell_dir.logs / TRACE_NAME])),
     }
 
 
@@ -875,6 +885,12 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             row.pop(6)
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
+    if any((s.get("gpu") or {}).get("energy_wh") is not None for s in statuses):
+        columns.append("GPU Wh, peak GB")  # measured on the GPU (benchforge.gpumon)
+        for status, row in zip(statuses, table, strict=True):
+            gpu = status.get("gpu") or {}
+            row.append("" if gpu.get("energy_wh") is None else
+                       f"{gpu['energy_wh']:.1f}, {gpu['peak_memory_gb'] or 0:.1f}")
     print_table(f"run {root}", columns, table)
     pending = root / "logs" / "pending.json"  # what the sweep driver last saw (PendingWatch)
     if pending.exists():

@@ -1,5 +1,6 @@
 """The GPU trace behind ``cost.gpu``: parsing nvidia-smi, sampling through a fake nvidia-smi
-(the boundary), and the energy integral."""
+(tests/fakes/fake_nvidia_smi.py, the driver boundary), the energy integral, and the trace of a
+launched engine reaching metrics.json, status, report and the leaderboard row."""
 
 from __future__ import annotations
 
@@ -15,33 +16,14 @@ import pytest
 
 from benchforge import gpumon
 
-# A fake nvidia-smi: power ramps linearly in time since $FAKE_SMI_T0, P(t) = 100 + 40 t W on
-# GPU 0 and P(t) = 50 + 40 t W on GPU 1; memory grows 1000 MiB per second.
-FAKE_SMI = r'''#!{python}
-import os, sys, time
-args = sys.argv[1:]
-with open(os.environ["FAKE_SMI_LOG"], "a") as log:
-    log.write(" ".join(args) + "\n")
-assert args[0] == "--query-gpu=index,memory.used,power.draw,utilization.gpu", args
-assert args[1] == "--format=csv,noheader,nounits", args
-ids = ["0", "1"]
-for a in args[2:]:
-    if a.startswith("--id="):
-        ids = a[5:].split(",")
-t = time.time() - float(os.environ["FAKE_SMI_T0"])
-for i in ids:
-    base = 100.0 if i == "0" else 50.0
-    util = "[N/A]" if i == "1" else "90"
-    print(f"{{i}}, {{1000 * t:.0f}}, {{base + 40 * t:.4f}}, {{util}}")
-'''
-
 
 @pytest.fixture
 def fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bindir = tmp_path / "bin"
+    bindir = tmp_path / "smi-bin"
     bindir.mkdir()
     exe = bindir / "nvidia-smi"
-    exe.write_text(FAKE_SMI.format(python=sys.executable))
+    target = Path(__file__).parent / "fakes" / "fake_nvidia_smi.py"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{target}" "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SMI_LOG", str(tmp_path / "smi.log"))
@@ -159,3 +141,65 @@ def test_trace_rows_are_json_lines(fake_smi: Path, tmp_path: Path) -> None:
                                    "utilization_pct"} for r in rows)
     assert len({r["run"] for r in rows}) == 1
     json.dumps(gpumon.summarize(rows))
+
+
+def _ramp_integral_j(rows: list[dict], t0: float) -> float:
+    """The exact energy of the fake's P(t) over each GPU's sampled window (J)."""
+    total = 0.0
+    for gpu, base in (("0", 100.0), ("1", 50.0)):
+        ts = sorted(r["t"] - t0 for r in rows if r["gpu"] == gpu)
+        if ts:
+            total += base * (ts[-1] - ts[0]) + 20 * (ts[-1] ** 2 - ts[0] ** 2)
+    return total
+
+
+def test_a_launched_engine_reports_cost_gpu(cfg_with, fake_engine, fake_smi: Path,
+                                            monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from _support import QWEN
+
+    from benchforge.publish import leaderboard_row
+    from benchforge.stages import run_run, run_status
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the job's GPU, as SLURM sets it
+    monkeypatch.setenv("FAKE_VLLM_DELAY", "0.3")
+    cfg = cfg_with(**QWEN, benchmark__limit=5, generate__progress=False)
+    metrics = run_run(cfg)
+    cell = Path(str(cfg.run.root)) / "default" / "qwen-coder-7b" / "humaneval"
+    rows = gpumon.read_trace([cell / "logs" / gpumon.TRACE_NAME])
+    assert {r["gpu"] for r in rows} == {"1"} and len(rows) >= 2
+    assert all("--id=1" in line for line in fake_smi.read_text().splitlines())
+    gpu = metrics["cost"]["gpu"]
+    expected_wh = _ramp_integral_j(rows, float(os.environ["FAKE_SMI_T0"])) / 3600
+    assert gpu["energy_wh"] == pytest.approx(expected_wh, rel=0.01)
+    assert gpu["gpus"] == 1 and gpu["peak_power_w"] is not None
+    solved = metrics["pass@1"]["value"] * metrics["n_tasks"]
+    assert gpu["energy_wh_per_solved_task"] == pytest.approx(gpu["energy_wh"] / solved,
+                                                             rel=1e-3)
+    on_disk = json.loads((cell / "metrics.json").read_text())
+    assert on_disk["cost"]["gpu"] == gpu
+    capsys.readouterr()
+    cfg.stage = "status"
+    run_status(cfg)
+    assert "GPU Wh, peak GB" in capsys.readouterr().out
+    from benchforge.rundir import CellDir
+
+    row = leaderboard_row(CellDir(cell), "qwen-coder-7b", "humaneval", "default", cfg.aggregate)
+    assert row["gpu_energy_wh"] == gpu["energy_wh"] and "cost_gpu" not in row
+
+
+def test_no_gpu_leaves_cost_gpu_null(cfg_with, fake_engine, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from _support import QWEN
+
+    from benchforge.stages import run_run, run_status
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # and no nvidia-smi on this PATH
+    assert gpumon.open_source() is None
+    cfg = cfg_with(**QWEN, benchmark__limit=2, generate__progress=False)
+    gpu = run_run(cfg)["cost"]["gpu"]
+    assert gpu["samples"] == 0
+    assert all(v is None for k, v in gpu.items() if k != "samples")  # null, not zero
+    capsys.readouterr()
+    cfg.stage = "status"
+    run_status(cfg)
+    assert "GPU Wh" not in capsys.readouterr().out

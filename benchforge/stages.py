@@ -440,6 +440,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
     todo = [row for key, row in samples.items() if key not in done]
     workers = int(cfg.score.workers) or default_workers()
     tasks = {t.task_id: t for t in cell.dataset.tasks}
+    cell.benchmark.full_suites = bool(cfg.score.full_suites)
     sb = cfg.sandbox
     cache = Path(str(cfg.data.cache)).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
@@ -453,6 +454,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
             started = time.monotonic()
             record_stage(cell.dir, "score", started_utc=utc_now(), finished_utc=None)
             needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
+            cell.benchmark.prepare_scoring(workers, bool(cfg.generate.progress))
             limits: dict[str, float | None] = {t.task_id: None for t in needed}
             if not cell.benchmark.per_test_time_limits:
                 times = scoring.reference_times(
@@ -471,7 +473,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
         if cfg.score.audit_timeouts:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
-                                   audit)
+                                   audit, workers)
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
     write_json_atomic(cell.dir.score_done, {
         "rows": len(results), "results_sha256": sha256_file(cell.dir.results),

@@ -13,10 +13,10 @@ import gzip
 import hashlib
 import inspect
 import json
-import pickle
 import socket
 import subprocess
 import sys
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import sha256_file, write_atomic
+from benchforge.rundir import sha256_file
 from benchforge.sandbox.pool import CheckProgram
 
 SUITES = ("base", "plus")
@@ -66,6 +66,12 @@ class EvalPlusBenchmark(FunctionBenchmark):
                 "plus_input", "atol")
     per_test_time_limits = True  # per-input limits; no whole-program reference timing
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._truth_lock = threading.Lock()  # scoring threads ask for it at once
+        self._truth_error: BenchforgeError | None = None
+        self._truth_index: dict[str, Any]
+
     def downloads(self) -> list[Download]:
         version = str(self.cfg.version)
         if version not in self.sources:
@@ -100,6 +106,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
             if missing:
                 raise BenchforgeError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
         tasks = self.limited([Task(r["task_id"], r) for r in rows])
+        self._n_rows = len(rows)
         self._md5 = md5
         self._path = path
         self._dataset = Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
@@ -113,65 +120,104 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return sanitize(text, task.data["entry_point"])
 
     # ------------------------------------------------------------------------ ground truth
-    def ground_truth(self) -> dict[str, dict[str, list[Any]]]:
-        """Expected outputs and reference times of every task (big: read only to make
-        fixtures)."""
+    def truth_dir(self) -> Path:
+        """This dataset's expected outputs on this host: one pickle per task (inputs, expected
+        outputs) and ``index.json`` (per task: file, per-input reference times)."""
         if not hasattr(self, "_md5"):
             self.load()
-        cache = self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}.pkl"
-        if not cache.is_file():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
-                 str(self._path), str(cache)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise BenchforgeError(
-                    f"computing {self.cfg.name} expected outputs failed: "
-                    f"{proc.stderr.strip().splitlines()[-1:]}")
-        with open(cache, "rb") as fh:
-            return pickle.load(fh)  # written by benchforge itself, never downloaded
+        return self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}-truth"
+
+    def prepare_scoring(self, workers: int, progress: bool) -> None:
+        """Compute the expected outputs once per host (``workers`` processes, a progress bar)
+        unless cached; a failure is one BenchforgeError, raised again without rebuilding."""
+        with self._truth_lock:
+            if self._truth_error is not None:
+                raise self._truth_error
+            if "_truth_index" in self.__dict__:
+                return
+            target = self.truth_dir()
+            if not (target / "index.json").is_file():
+                try:
+                    self._build_truth(target, workers, progress)
+                except BenchforgeError as exc:
+                    self._truth_error = exc
+                    raise
+            self._truth_index = json.loads((target / "index.json").read_text())
+
+    def _build_truth(self, target: Path, workers: int, progress: bool) -> None:
+        from benchforge.console import progress_bar
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        label = {"humaneval": "HumanEval+", "mbpp": "MBPP+"}[self.kind]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
+             str(self._path), str(target), str(max(1, workers))],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        total = self._n_rows
+        with progress_bar(f"computing {label} expected outputs, once per host", total,
+                          progress) as advance:
+            for line in proc.stdout:
+                if line.startswith("done "):
+                    advance()
+        error = proc.stderr.read().strip().splitlines()
+        if proc.wait() != 0 or not (target / "index.json").is_file():
+            raise BenchforgeError(
+                f"computing {self.cfg.name} expected outputs from {self._path} failed: "
+                f"{error[-1] if error else f'exit status {proc.returncode}'}; fix the dataset "
+                f"file or delete it and run `benchforge stage benchmark={self.cfg.name}`")
 
     @cached_property
     def _support(self) -> str:
         return support_source()
 
-    @cached_property
-    def fixtures(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-        """Per task: a file with its inputs, expected outputs and per-input limits (read by the
-        sandbox child before the sample runs, so nothing big crosses the worker pipe and each
-        child holds only its own task), and the suites' wall limits."""
-        floor = float(self.cfg.get("min_time_limit_s") or 1.0)
-        factor = float(self.cfg.get("time_factor") or 4.0)
-        tasks = (self._dataset if hasattr(self, "_dataset") else self.load()).tasks
-        folder = (self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}"
-                  f"-fixtures-{floor:g}-{factor:g}")
-        index_path = folder / "index.json"
-        index = json.loads(index_path.read_text()) if index_path.exists() else {}
-        if all(t.task_id in index and Path(index[t.task_id][0]).exists() for t in tasks):
-            return {t.task_id: tuple(index[t.task_id]) for t in tasks}  # type: ignore[misc]
-        truth = self.ground_truth()
-        out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-        for task in tasks:
-            entry = truth[task.task_id]
-            suites, data = [], {}
-            for name in SUITES:
-                limits = [max(floor, factor * t) for t in entry[f"{name}_time"]]
-                data[name] = {"inputs": task.data[f"{name}_input"], "expected": entry[name],
-                              "time_limits": limits}
-                suites.append({"name": name,
-                               "wall_s": min(SUITE_CAP_S, sum(limits)) + SUITE_SLACK_S})
-            path = folder / f"{task.task_id.replace('/', '_')}.pkl"
-            if not path.exists():
-                write_atomic(path, pickle.dumps(data))
-            out[task.task_id] = (str(path), suites)
-        write_atomic(index_path, json.dumps({**index, **out}))
-        return out
-
     def check_program(self, task: Task, code: str) -> CheckProgram:
-        fixture, suites = self.fixtures[task.task_id]
+        self.prepare_scoring(1, False)
+        entry = self._truth_index[task.task_id]
+        suites = [{"name": name, "wall_s": self.suite_wall_s(entry["times"][name])}
+                  for name in SUITES]
         return CheckProgram(code=code, entry_point=task.data["entry_point"], differential={
             "dataset": self.kind, "atol": task.data["atol"], "support_source": self._support,
-            "fixture": fixture, "suites": suites})
+            "fixture": str(self.truth_dir() / entry["file"]), "suites": suites,
+            "min_time_limit_s": self._floor, "time_factor": self._factor,
+            # EvalPlus reports base and base AND plus: plus cannot change either once base failed
+            "dependent": not self.full_suites})
+
+    def audit_program(self, task: Task, code: str,
+                      row: dict[str, Any]) -> tuple[CheckProgram, dict[str, Any]]:
+        """Only the suite that timed out (named by the row's ``detail``), and within it only
+        the input that timed out (``<suite>_fail_index``) where the timeout hit one."""
+        program = self.check_program(task, code)
+        detail = str(row.get("detail") or "")
+        name = detail[1:detail.index("]")] if detail.startswith("[") and "]" in detail else None
+        if name not in SUITES:
+            return program, {}
+        index = row.get(f"{name}_fail_index")
+        spec = dict(program.differential or {})
+        spec["suites"] = [s for s in spec["suites"] if s["name"] == name]
+        if isinstance(index, int) and index >= 0:
+            spec["only_index"] = index
+        return (CheckProgram(code=code, entry_point=program.entry_point, differential=spec),
+                {"audit_suite": name, "audit_input_index": spec.get("only_index")})
+
+    @property
+    def _floor(self) -> float:
+        return float(self.cfg.get("min_time_limit_s") or 1.0)
+
+    @property
+    def _factor(self) -> float:
+        return float(self.cfg.get("time_factor") or 4.0)
+
+    def suite_wall_s(self, times: list[float]) -> float:
+        """EvalPlus's wall limit of one suite's process: min(60, sum of per-input limits
+        max(min_time_limit, factor x reference)) plus slack."""
+        limits = sum(max(self._floor, self._factor * t) for t in times)
+        return min(SUITE_CAP_S, limits) + SUITE_SLACK_S
+
+    def reference_seconds(self, task: Task) -> float | None:
+        self.prepare_scoring(1, False)
+        times = self._truth_index[task.task_id]["times"]
+        return sum(sum(times[name]) for name in SUITES)
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -183,6 +229,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
             if status == "fail" and index is not None and index >= 0:
                 failing = self.serialize_input(task, task.data[f"{name}_input"][index])
             fields[f"{name}_fail_input"] = failing
+            fields[f"{name}_fail_index"] = index if status == "fail" else None
             if failing is not None:  # what the reference returned, and what the sample did
                 fields[f"{name}_fail_expected"] = extra.get(f"{name}_fail_expected")
                 fields[f"{name}_fail_actual"] = extra.get(f"{name}_fail_actual")

@@ -472,8 +472,12 @@ def run_score(cfg: DictConfig) -> Cell | None:
         if set(results) != set(samples):
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
         if cfg.score.audit_timeouts:
-            scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
-                                   audit, workers)
+            started = time.monotonic()
+            rerun = scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(),
+                                           sandbox, audit, workers)
+            if rerun:
+                record_stage(cell.dir, "timeout_audit", rerun=rerun,
+                             wall_s=round(time.monotonic() - started, 3))
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
     write_json_atomic(cell.dir.score_done, {
         "rows": len(results), "results_sha256": sha256_file(cell.dir.results),

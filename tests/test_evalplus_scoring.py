@@ -22,8 +22,9 @@ TASKS = [  # (name, canonical body, base inputs, plus inputs)
 SAMPLES = {
     # base fails: plus cannot change base or base AND plus
     "add_one": "def add_one(x):\n    return x + 2\n",
-    # passes base; input #1 of plus (7) takes 1.5 s > its 1 s limit, but < 2 s
-    "double": ("import time\ndef double(x):\n    if x == 7:\n        time.sleep(1.5)\n"
+    # passes base; plus inputs #1 (7) and #2 (9) take 1.5 s each > their 1 s limit, but < 2 s:
+    # the first timeout ends the suite, so only #1 is rerun by the audit (1.5 s, not 3 s)
+    "double": ("import time\ndef double(x):\n    if x in (7, 9):\n        time.sleep(1.5)\n"
                "    return 2 * x\n"),
     # a module-level loop that never ends: the base suite's wall clock kills it
     "square": "while True:\n    pass\ndef square(x):\n    return x * x\n",
@@ -89,7 +90,7 @@ def test_plus_is_not_run_after_base_failed_and_the_audit_reruns_only_what_timed_
     assert set(audit) == {"HumanEval/1", "HumanEval/2"}
     one, two = audit["HumanEval/1"], audit["HumanEval/2"]
     assert (one["audit_suite"], one["audit_input_index"], one["passed"]) == ("plus", 1, True)
-    assert one["base_status"] is None and one["duration_s"] < 2.5
+    assert one["base_status"] is None and one["duration_s"] < 2.9  # input #2 not rerun
     assert (two["audit_suite"], two["audit_input_index"]) == ("base", None)
     assert two["failure_mode"] == "timeout" and two["plus_status"] is None
     assert two["time_limit_s"] == pytest.approx(2 * (1.0 + 2.0))  # 2 x base wall

@@ -72,7 +72,7 @@ def test_humanevalplus_llama3_matches_evalplus(workdir: Path, shared_data: Path)
                         cwd=workdir)
     assert inspected.returncode == 0, inspected.stderr
     wrong = next(r for r in read_rows(workdir / "a" / "results.jsonl")
-                 if r["failure_mode"] == "wrong_answer" and r["plus_fail_actual"])
+                 if r["failure_mode"] == "wrong_answer" and r.get("plus_fail_actual"))
     block = inspected.stdout.split(f"=== {wrong['task_id']} #0")[1].split("===")[0]
     assert f"input     {wrong['plus_fail_input']}" in block
     assert f"expected  {wrong['plus_fail_expected']}" in block

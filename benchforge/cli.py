@@ -7,12 +7,14 @@ traceback); real bugs keep their traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 STAGES = {
@@ -21,6 +23,7 @@ STAGES = {
     "generate": "query the model server, append rows to samples.jsonl, write generate.done",
     "score": "run every sample in the sandbox, append results.jsonl, write score.done",
     "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
+    "repair": "archive rows that no longer match their marker (kept in logs/) and redo them",
     "status": "table of the run's cells: progress, markers, pass@1",
     "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
     "stage": "login node: fetch the model (paths.hf_cache) and benchmark data (data.root)",
@@ -35,9 +38,11 @@ STAGES = {
 # Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
 RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke", "compare", "inspect",
              "publish", "report"}
+# Stages that only read: no Hydra log dir or log file, so they answer on a full disk.
+READ_ONLY = {"status", "verify"}
 # Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
 SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
-                  "aggregate": "score", "smoke": "generate"}
+                  "aggregate": "score", "smoke": "generate", "repair": "generate"}
 
 USAGE = """usage: benchforge <stage> [key=value ...] [-m]
 
@@ -85,10 +90,42 @@ def hydra_task(cfg: Any) -> Any:
         run_as_shard(cfg, cell_dir, run_root(cfg), lambda: runner(cfg))
         # submitit pickles the return value back to the submitting process: keep it small.
         return {"stage": str(cfg.stage), "cell": str(cell_dir.path)}
-    result = runner(cfg)
+    try:
+        result = runner(cfg)
+    except OSError as exc:
+        from benchforge.rundir import FULL_DISK, DiskFull
+
+        if exc.errno not in FULL_DISK:
+            raise
+        raise DiskFull(Path(exc.filename or "."), 0) from None
+    except Exception as exc:
+        from benchforge.rundir import DiskFull
+
+        if isinstance(exc, DiskFull):
+            exc.args = (f"{exc} [{disk_key(cfg, exc.path)}]",)
+        raise
     if cfg.stage == "verify" and result:
         raise VerifyFailed(result)
     return result
+
+
+def disk_key(cfg: Any, path: Path) -> str:
+    """The config key that puts ``path`` where it is (run.root, data.cache, ...)."""
+    for key in ("run.root", "run.dir", "data.cache", "data.root", "paths.hf_cache"):
+        try:
+            base = Path(str(_select(cfg, key))).expanduser().resolve()
+        except (KeyError, ValueError, TypeError):
+            continue
+        if path.resolve().is_relative_to(base):
+            return f"set by {key}={base}"
+    return "not under run.root or data.cache"
+
+
+def _select(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 class _DropHydraJobBanner:
@@ -151,6 +188,9 @@ def describe_config_error(exc: BaseException) -> str | None:
         return f"config error: {msg}{context}"
     if isinstance(exc, HydraException):
         text = str(exc).split("Config search path:")[0]
+        if "hydra/launcher/submitit_slurm" in text:
+            return ('compute=slurm needs hydra-submitit-launcher: pip install '
+                    '"benchforge[slurm]"')
         return f"config error: {one_line(text).rstrip('; ')}"
     return None
 
@@ -176,14 +216,22 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
         except BenchforgeError as exc:
             print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
             return 2
-    if stage in RUN_LEVEL:
+    if stage in READ_ONLY:  # nothing written before (or while) reading: works on a full disk
+        extra += ["hydra/job_logging=stdout", "hydra.output_subdir=null", "hydra.run.dir=."]
+    elif stage in RUN_LEVEL:
         extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + stage
                      + "-${now:%Y%m%dT%H%M%S}")
     entry = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}",
                        config_name=CONFIG_NAME)(hydra_task)
-    with _hydra_process_state([f"benchforge {stage}", *overrides, *extra]):
+    watch = _pending_watch(stage, overrides, extra)
+    with _hydra_process_state([f"benchforge {stage}", *overrides, *extra]), watch:
         try:
             entry()
+        except KeyboardInterrupt:
+            if watch.stopped:
+                print(f"benchforge {stage}: error: {watch.stopped}", file=sys.stderr)
+                return 2
+            raise
         except VerifyFailed as exc:
             for problem in exc.problems:
                 print(f"  - {problem}", file=sys.stderr)
@@ -197,6 +245,17 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
                 return 3
             print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:  # Hydra's own logs, before any stage code runs
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                message = describe_config_error(exc)  # Hydra's MissingConfig is an OSError
+                if message is None:
+                    raise
+                print(f"benchforge {stage}: {message}", file=sys.stderr)
+                return 2
+            print(f"benchforge {stage}: error: {exc.filename or 'writing a log'}: no space left "
+                  "on device; free space and rerun (nothing written before is lost)",
+                  file=sys.stderr)
+            return 2
         except Exception as exc:
             message = describe_config_error(exc)
             if message is None:
@@ -204,6 +263,22 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
             print(f"benchforge {stage}: {message}", file=sys.stderr)
             return 2
     return 0
+
+
+def _pending_watch(stage: str, overrides: Sequence[str], extra: list[str]) -> Any:
+    """A PendingWatch for a SLURM sweep (plan_launch added its array width), else a no-op."""
+    from contextlib import nullcontext
+
+    if not any(x.startswith("hydra.launcher.array_parallelism=") for x in extra):
+        noop: Any = nullcontext()
+        noop.stopped = None
+        return noop
+    from benchforge.launch import PendingWatch, first_job_config
+    from benchforge.stages import run_root
+
+    cfg = first_job_config(overrides, stage)
+    interval = float(os.environ.get("BENCHFORGE_PENDING_LOG_S", "120"))
+    return PendingWatch(f"bf-{stage}", run_root(cfg) / "logs" / "pending.json", interval)
 
 
 def positional_overrides(stage: str, args: Sequence[str]) -> list[str]:
@@ -317,7 +392,9 @@ def install_interrupt_handlers() -> dict[int, Any]:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         abort_all()
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if signum == signal.SIGTERM:
+            raise Terminated()
+        raise KeyboardInterrupt()
 
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,11 +7,14 @@ hands each one to a callback as soon as it arrives (the caller appends it to dis
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchforge.answers.stops import sent_stops
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 
@@ -25,11 +28,14 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
-    text: str
-    finish_reason: str | None
+    text: str  # the reply's content ("" when the server sent null), stop strings not yet cut
+    finish_reason: str | None  # "stop", "length" (cut by max_tokens), ...
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float
+    reasoning: str = ""  # the server's separate reasoning_content (never graded)
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens
+    decode_s: float | None = None  # the server's own decode time, where it reports one
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,50 @@ class ClientSettings:
     max_retries: int = 4
     # chat template switches (e.g. {"enable_thinking": False}), sent as vLLM expects them
     chat_template_kwargs: dict[str, Any] | None = None
+    # request: send temperature/top_p/seed; server: send none (the server's defaults apply)
+    sampling: str = "request"
 
 
 OnCompletion = Callable[[Request, Completion], None]
+log = logging.getLogger("benchforge")
+
+
+class _RetryWarnings(logging.Filter):
+    """The openai client's own "Retrying request" INFO line, as one WARNING of ours per retry
+    (a stuck or failing server is visible at once, not after every retry has run out)."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Retrying request") and len(record.args or ()) >= 3:
+            delay, retry, limit = record.args  # type: ignore[misc]
+            log.warning("endpoint %s: request failed or got no answer within "
+                        "model.request_timeout_s=%g s; retry %s of %s (model.max_retries) in "
+                        "%.1f s", self.settings.base_url, self.settings.timeout_s, retry, limit,
+                        float(delay))
+        return False
+
+
+@contextmanager
+def _warn_on_retries(settings: ClientSettings) -> Iterator[None]:
+    logger = logging.getLogger("openai._base_client")
+    level, found = logger.level, _RetryWarnings(settings)
+    logger.setLevel(logging.INFO)  # its retry lines are INFO; the filter drops all others
+    logger.addFilter(found)
+    try:
+        yield
+    finally:
+        logger.removeFilter(found)
+        logger.setLevel(level)
 
 
 def generate(requests: list[Request], settings: ClientSettings, on_completion: OnCompletion,
              on_progress: Callable[[], None] | None = None) -> None:
     """Send every request; call ``on_completion`` for each answer, in arrival order."""
-    asyncio.run(_generate_all(requests, settings, on_completion, on_progress))
+    with _warn_on_retries(settings):
+        asyncio.run(_generate_all(requests, settings, on_completion, on_progress))
 
 
 async def _generate_all(requests: list[Request], settings: ClientSettings,
@@ -83,21 +124,58 @@ async def _generate_all(requests: list[Request], settings: ClientSettings,
                 if on_progress:
                     on_progress()
 
+        last_answer = [time.monotonic()]
+        inner = on_progress
+
+        def progressed() -> None:
+            last_answer[0] = time.monotonic()
+            if inner:
+                inner()
+
+        on_progress = progressed
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        watchdog = asyncio.ensure_future(_watch(settings, last_answer))
         try:
             await asyncio.gather(*workers)
         finally:
-            for task in workers:
+            for task in [*workers, watchdog]:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*workers, watchdog, return_exceptions=True)
     finally:
         await client.close()
+
+
+SILENCE_WARNING_S = 60.0  # a WARNING when no answer arrived for this long
+
+
+async def _watch(settings: ClientSettings, last_answer: list[float]) -> None:
+    """Say so while the server answers nothing (a hung server never keeps a run silent)."""
+    while True:
+        await asyncio.sleep(min(SILENCE_WARNING_S, settings.timeout_s) / 2)
+        quiet = time.monotonic() - last_answer[0]
+        if quiet >= SILENCE_WARNING_S:
+            log.warning("endpoint %s: no answer for %.0f s (each request gives up after "
+                        "model.request_timeout_s=%g s, then retries up to model.max_retries=%d)",
+                        settings.base_url, quiet, settings.timeout_s, settings.max_retries)
+            last_answer[0] = time.monotonic()
 
 
 def _explain(exc: Exception, settings: ClientSettings, what: str) -> BenchforgeError:
     import openai
 
     attempts = settings.max_retries + 1
+    refused = _connection_refused(exc)
+    if refused:
+        return BenchforgeError(
+            f"endpoint {settings.base_url} unreachable after {attempts} attempts while {what}: "
+            f"connection refused ({refused}), nothing listens there; is the server up? check "
+            "model.base_url")
+    if isinstance(exc, openai.APITimeoutError):
+        return BenchforgeError(
+            f"endpoint {settings.base_url}: no answer within model.request_timeout_s="
+            f"{settings.timeout_s:g} s ({attempts} attempts) while {what}; the server accepts "
+            "connections but does not answer: overloaded or stuck? check its log, or raise "
+            "model.request_timeout_s")
     if isinstance(exc, openai.APIConnectionError):
         # the transport's own error says what happened (refused, reset, timed out)
         cause = exc.__cause__ or exc
@@ -118,6 +196,30 @@ def _explain(exc: Exception, settings: ClientSettings, what: str) -> BenchforgeE
     return BenchforgeError(f"endpoint {settings.base_url} failed while {what}: {exc}")
 
 
+def _connection_refused(exc: BaseException) -> str | None:
+    """The refusal in an error's cause chain (some transports call it a connect timeout)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if isinstance(seen, ConnectionRefusedError) or "Connect call failed" in text \
+                or "Connection refused" in text:
+            return f"{type(seen).__name__}: {text}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _status_of(exc: BaseException) -> str:
+    """The HTTP status of the reply whose body failed to parse (from the parser's frames)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        response = tb.tb_frame.f_locals.get("response")
+        code = getattr(response, "status_code", None) or getattr(response, "status", None)
+        if isinstance(code, int):
+            return str(code)
+        tb = tb.tb_next
+    return "2xx"
+
+
 async def _check_served(client: Any, settings: ClientSettings) -> None:
     import openai
 
@@ -135,15 +237,15 @@ async def _check_served(client: Any, settings: ClientSettings) -> None:
 async def _complete(client: Any, settings: ClientSettings, request: Request) -> Completion:
     import openai
 
-    common: dict[str, Any] = {
-        "model": settings.served_name,
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_tokens": settings.max_tokens,
-        "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
-    }
-    if settings.stop:
-        common["stop"] = list(settings.stop)
+    common: dict[str, Any] = {"model": settings.served_name, "max_tokens": settings.max_tokens}
+    if settings.sampling != "server":  # model.sampling=server: the server's own defaults apply
+        common |= {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed + request.sample_idx,  # distinct, reproducible per sample
+        }
+    if settings.stop:  # at most 4 are sent; the caller cuts every stop string client-side
+        common["stop"] = sent_stops(settings.stop)
     if request.prompt.text is not None:
         path, body = "/completions", {**common, "prompt": request.prompt.text}
     else:
@@ -157,19 +259,34 @@ async def _complete(client: Any, settings: ClientSettings, request: Request) -> 
         # of CPU per request, more than everything else on the client side together.
         data = await client.post(path, body=body, cast_to=object)
         choice = data["choices"][0]
+        message = choice.get("message") or {}
         text = (choice.get("text") if request.prompt.text is not None
-                else (choice.get("message") or {}).get("content")) or ""
+                else message.get("content")) or ""
+        # vLLM's reasoning parsers: reasoning_content (older) or reasoning (newer)
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
     except openai.OpenAIError as exc:
         raise _explain(exc, settings, f"generating {request.task_id}#{request.sample_idx}") from exc
+    except ValueError as exc:  # a JSON content type whose body does not parse
+        body = getattr(exc, "doc", "") or ""
+        raise BenchforgeError(
+            f"{settings.base_url}{path}: malformed reply for {request.task_id}#"
+            f"{request.sample_idx}: HTTP {_status_of(exc)} with a body that is not JSON "
+            f"({getattr(exc, 'msg', exc)}); first bytes: {body[:120]!r}") from None
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise BenchforgeError(f"{settings.base_url}{path}: malformed reply for "
                               f"{request.task_id}#{request.sample_idx} ({exc!r}): "
                               f"{str(data)[:200]}") from exc
     usage = data.get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
+    timings = data.get("timings") or {}  # llama-server's own measurements (milliseconds)
     return Completion(
         text=text,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         latency_s=round(time.monotonic() - started, 4),
+        reasoning=reasoning if isinstance(reasoning, str) else "",
+        reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, dict) else None,
+        decode_s=(round(float(timings["predicted_ms"]) / 1000, 4)
+                  if isinstance(timings, dict) and timings.get("predicted_ms") else None),
     )

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import CellDir, read_json, read_rows
+from benchforge.rundir import CellDir, read_json
 from benchforge.stats import PairedDifference, paired_bootstrap
 
 
@@ -25,7 +25,9 @@ def cell_dirs(path: Path) -> dict[str, CellDir]:
     manifest = path / "manifest.jsonl"
     if manifest.exists():
         cells: dict[str, CellDir] = {}
-        for row in read_rows(manifest):
+        from benchforge.manifest import read_manifest
+
+        for row in read_manifest(path.resolve()):
             key = str(row["benchmark"])
             if key in cells:
                 key = f"{row['model']}/{row['benchmark']}"
@@ -97,6 +99,13 @@ def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     baselines = [CellDir(Path(p.strip()).expanduser()) for p in str(agg.baseline).split(",")
                  if p.strip()]
+    for base in baselines:
+        prov = read_json(base.provenance) if base.provenance.exists() else {}
+        if prov.get("model", {}).get("sampling") == "server":
+            raise BenchforgeError(
+                f"aggregate.baseline={base.path}: ran with model.sampling=server (the server's "
+                "own sampling defaults: non-canonical, they can change without notice); use a "
+                "run with model.sampling=request as the regression baseline")
     greedy = float(cfg.model.temperature) == 0.0
     if not greedy and len(baselines) < 3:
         raise BenchforgeError(

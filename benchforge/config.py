@@ -25,6 +25,9 @@ CONFIG_NAME = "config"
 class ModelConfig:
     name: str = MISSING  # directory-safe name of the model in the run dir
     provider: str = MISSING  # oracle | endpoint | hf (a Hugging Face model the engine serves)
+    # | gguf (a GGUF file engine=llamacpp serves)
+    # gguf: a path, or pkg:<distribution>/<file> for a model shipped in a Python package
+    gguf: str | None = None
     hf_repo: str | None = None  # hf: the repo id (or a local snapshot dir)
     revision: str | None = None  # hf: the pinned commit of hf_repo
     trust_remote_code: bool = False  # hf: pass --trust-remote-code (only if the model needs it)
@@ -45,7 +48,12 @@ class ModelConfig:
     chat_template: str | None = None  # file whose sha256 goes into provenance and rows
     release_date: str | None = None  # training cutoff / release (YYYY-MM-DD): LCB window
     concurrency: int | None = None  # requests in flight; null = engine.max_num_seqs (or 16)
-    request_timeout_s: float = 600.0
+    # null: scaled from the endpoint's decode speed, measured by a one-shot probe (recorded)
+    request_timeout_s: float | None = None
+    # request: send temperature/top_p/seed (canonical); server: send none, the server's
+    # configured defaults apply (recorded where the server reports them; non-canonical)
+    sampling: str = "request"
+    thinking_max_tokens: int | None = None  # added to max_tokens when thinking is on
     max_retries: int = 4
     startup_timeout_s: float = 120.0
     # oracle only: seconds the built-in server waits per request, like a real model's latency
@@ -57,9 +65,11 @@ class ModelConfig:
 class EngineConfig:
     """How a model server is run for provider=hf models (see conf/engine/)."""
 
-    name: str = MISSING  # vllm_apptainer | vllm_native | endpoint
-    launch: str = "none"  # apptainer | native | none (the server already runs at base_url)
-    executable: str = "vllm"  # `vllm` (native) or `apptainer`
+    name: str = MISSING  # vllm_apptainer | vllm_native | llamacpp | endpoint
+    # apptainer | native | llamacpp | none (the server already runs at base_url)
+    launch: str = "none"
+    # `vllm` (native) or `apptainer`; llamacpp: null = `<this python> -m llama_cpp.server`
+    executable: str | None = "vllm"
     image: str | None = None  # the vLLM SIF (apptainer)
     image_source: str | None = None  # what pull-image pulls into image (docker://...)
     apptainer_args: list[str] = field(default_factory=lambda: ["--nv"])
@@ -69,6 +79,9 @@ class EngineConfig:
     max_num_seqs: int = 64
     extra_args: list[str] = field(default_factory=list)
     startup_timeout_s: float = 900.0  # weights loading + CUDA graphs on a cold node
+    # llamacpp: CPU threads (null = the CPUs this process may use) and layers on the GPU
+    threads: int | None = None
+    gpu_layers: int = 0
 
 
 @dataclass
@@ -83,6 +96,10 @@ class BenchmarkConfig:
     time_factor: float | None = None
     cutoff: str | None = None  # LiveCodeBench: problems before this date are contaminated
     lcb_fixes: bool = False  # LiveCodeBench: correct lcb_runner's harness bugs (README)
+    # max_tokens of each request; null = the official harness's where it fixes one (CRUXEval:
+    # chat 100 direct / 1000 CoT, completion 1024 / 2048), else model.max_tokens
+    max_tokens: int | None = None
+    language: str | None = None  # MultiPL-E: the language (cpp, java, js, go, rs, py)
 
 
 @dataclass
@@ -138,6 +155,7 @@ class RunConfig:
     root: str = "runs"
     name: str = "default"
     dir: str = MISSING  # the cell dir; derived from root/name/model/benchmark unless set
+    wait_for_lock: bool = False  # another process writes this cell+stage: wait (else refuse)
 
 
 @dataclass
@@ -275,9 +293,13 @@ _OPERATIONAL_MODEL_KEYS = frozenset(
      "startup_timeout_s", "oracle_latency_s"}
 )
 
-# Opt-in benchmark switches: at their default (false) they are left out of the cell id, so adding
-# one keeps every existing cell's id; switched on, they make a different cell.
-_OPT_IN_BENCHMARK_KEYS = frozenset({"lcb_fixes"})
+# Model and benchmark keys added after cells existed, each with the default at which it is left
+# out of the cell id (so adding one keeps every existing cell's id); any other value makes a
+# different cell.
+_LATER_MODEL_KEYS: dict[str, Any] = {"gguf": None, "sampling": "request",
+                                     "thinking_max_tokens": None}
+_LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None,
+                                         "language": None}
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -285,9 +307,11 @@ def cell_identity(cfg: DictConfig) -> dict[str, Any]:
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
     assert isinstance(model, dict) and isinstance(benchmark, dict)
     return {
-        "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS},
+        "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS
+                  and not (k in _LATER_MODEL_KEYS and v == _LATER_MODEL_KEYS[k])},
+        # keys added later are left out at their default, so existing cells keep their ids
         "benchmark": {k: v for k, v in sorted(benchmark.items())
-                      if v or k not in _OPT_IN_BENCHMARK_KEYS},
+                      if not (k in _LATER_BENCHMARK_KEYS and v == _LATER_BENCHMARK_KEYS[k])},
     }
 
 

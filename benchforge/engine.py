@@ -1,8 +1,9 @@
 """Model servers: launch an OpenAI-compatible server for a cell, or use one already running.
 
 A launched server runs in its own process group, logs to ``logs/server.log``, is ready when
-``/health`` answers, and is torn down with its whole group on exit, error or signal. It also
-dies with benchforge (PR_SET_PDEATHSIG), so a SIGKILLed ``generate`` leaves no orphan server.
+``/health`` answers (llama-cpp-python, which has none: ``/v1/models``), and is torn down
+with its whole group on exit, error or signal. It also dies with benchforge
+(PR_SET_PDEATHSIG), so a SIGKILLed ``generate`` leaves no orphan server.
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> Non
 
 @contextlib.contextmanager
 def launch_server(cmd: Sequence[str], port: int, log_path: Path,
-                  startup_timeout_s: float, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``cmd`` (which must listen on ``port``), wait for /health, yield its /v1 URL."""
+                  startup_timeout_s: float, env: dict[str, str] | None = None,
+                  ready_path: str = "/health") -> Iterator[str]:
+    """Start ``cmd`` (which must listen on ``port``), wait until ``ready_path`` answers 200,
+    yield its /v1 URL."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
@@ -110,7 +113,7 @@ def launch_server(cmd: Sequence[str], port: int, log_path: Path,
         )
     try:
         deadline = time.monotonic() + startup_timeout_s
-        while not _healthy(f"{base}/health"):
+        while not _healthy(f"{base}{ready_path}"):
             if proc.poll() is not None:
                 raise BenchforgeError(
                     f"model server exited with code {proc.returncode} before becoming ready; "
@@ -172,6 +175,35 @@ def vllm_command(engine: DictConfig, model: DictConfig, port: int,
     raise BenchforgeError(f"engine.launch={engine.launch}: expected native, apptainer or none")
 
 
+def llamacpp_command(engine: DictConfig, model: DictConfig, port: int, gguf: Path,
+                     has_template: bool) -> list[str]:
+    """``python -m llama_cpp.server`` with pinned flags: context length, seed, threads, GPU
+    layers, the served name as ``--model_alias``, and (chat models) the GGUF's own embedded
+    chat template (``--chat_format chat_template.default``: llama-cpp-python would otherwise
+    swap a template it recognises for a built-in formatter)."""
+    if model.chat_template:
+        raise BenchforgeError(
+            f"model.chat_template={model.chat_template}: engine=llamacpp serves the template "
+            "embedded in the GGUF and cannot load another one; unset model.chat_template")
+    threads = int(engine.threads) if engine.threads else len(os.sched_getaffinity(0)) or 1
+    if engine.executable:
+        head = [str(engine.executable)]
+    else:
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise BenchforgeError("engine=llamacpp needs llama-cpp-python in this environment: "
+                                  "pip install 'benchforge[llamacpp]'")
+        head = [sys.executable, "-m", "llama_cpp.server"]
+    cmd = [*head, "--model", str(gguf), "--model_alias", str(model.served_name),
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(engine.max_model_len),
+           "--seed", str(model.seed), "--n_threads", str(threads),
+           "--n_threads_batch", str(threads), "--n_gpu_layers", str(engine.gpu_layers)]
+    if has_template and str(model.mode) == "chat":
+        cmd += ["--chat_format", "chat_template.default"]
+    return cmd + [str(a) for a in engine.extra_args]
+
+
 def served_models(base_url: str) -> list[str]:
     try:
         with urllib.request.urlopen(f"{base_url}/models", timeout=10) as resp:
@@ -220,7 +252,7 @@ def concurrency(model: DictConfig, engine: DictConfig) -> int:
     """Requests in flight: the model's setting, else as many as the server batches."""
     if model.concurrency is not None:
         return int(model.concurrency)
-    if model.provider == "hf" and engine.launch != "none":
+    if model.provider in ("hf", "gguf") and engine.launch != "none":
         return int(engine.max_num_seqs)
     return 16
 
@@ -230,13 +262,22 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
                    logs: Path, engine: DictConfig | None = None,
                    paths: DictConfig | None = None) -> Iterator[str]:
     """Yield the base URL of a server for ``model``, launching one if the provider needs it."""
-    if model.provider == "endpoint" or (model.provider == "hf" and
+    if model.provider == "endpoint" or (model.provider in ("hf", "gguf") and
                                         (engine is None or engine.launch == "none")):
         if not model.base_url:
+            engines = "llamacpp" if model.provider == "gguf" else "vllm_native|vllm_apptainer"
             raise BenchforgeError(f"model={model.name}: no server to talk to; set "
-                                  "model.base_url, or engine=vllm_native|vllm_apptainer")
+                                  f"model.base_url, or engine={engines}")
         yield str(model.base_url)
         return
+    if model.provider in ("gguf", "hf") and engine is not None and engine.launch == "llamacpp":
+        with _llamacpp_server(model, engine, logs) as url:
+            yield url
+        return
+    if model.provider == "gguf":
+        raise BenchforgeError(f"model={model.name} is a GGUF model: use engine=llamacpp "
+                              f"(engine={engine.name if engine is not None else None} serves "
+                              "Hugging Face snapshots)")
     if model.provider == "hf":
         assert engine is not None
         snapshot, env = resolve_snapshot(model, paths)
@@ -245,16 +286,12 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
         with (_exit_on_signals(),
               launch_server(cmd, port, logs / "server.log", float(engine.startup_timeout_s),
                             env) as url):
-            names = served_models(url)
-            if str(model.served_name) not in names:
-                raise BenchforgeError(
-                    f"server at {url} serves {names or 'no models'}, not "
-                    f"model.served_name={model.served_name}; see {logs / 'server.log'}")
+            require_served(url, model, logs / "server.log")
             yield url
         return
     if model.provider != "oracle":
         raise BenchforgeError(
-            f"model.provider={model.provider}: expected oracle, endpoint or hf")
+            f"model.provider={model.provider}: expected oracle, endpoint, hf or gguf")
     with tempfile.TemporaryDirectory(prefix="benchforge-oracle-") as tmp:
         answers = Path(tmp) / "answers.jsonl"
         write_answers(answers, oracle_answers(benchmark, tasks, str(model.mode)))
@@ -264,3 +301,32 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
                "--delay-s", str(float(model.oracle_latency_s))]
         with launch_server(cmd, port, logs / "server.log", model.startup_timeout_s) as url:
             yield url
+
+
+def require_served(url: str, model: DictConfig, log_path: Path) -> None:
+    """Raise BenchforgeError unless the server at ``url`` lists ``model.served_name``."""
+    names = served_models(url)
+    if str(model.served_name) not in names:
+        raise BenchforgeError(
+            f"server at {url} serves {names or 'no models'}, not "
+            f"model.served_name={model.served_name}; see {log_path}")
+
+
+@contextlib.contextmanager
+def _llamacpp_server(model: DictConfig, engine: DictConfig, logs: Path) -> Iterator[str]:
+    """Launch llama-cpp-python's server for ``model.gguf``; yield its /v1 URL."""
+    from benchforge.gguf_model import model_gguf
+
+    if model.provider not in ("gguf", "hf") or not model.get("gguf"):
+        raise BenchforgeError(f"engine=llamacpp serves GGUF files: model={model.name} sets no "
+                              "model.gguf (a path, or pkg:<distribution>/<file>)")
+    info = model_gguf(model)
+    assert info is not None
+    port = free_port()
+    cmd = llamacpp_command(engine, model, port, Path(info.path), info.chat_template is not None)
+    log_path = logs / "server.log"
+    with (_exit_on_signals(),
+          launch_server(cmd, port, log_path, float(engine.startup_timeout_s),
+                        ready_path="/v1/models") as url):
+        require_served(url, model, log_path)
+        yield url

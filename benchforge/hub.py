@@ -141,15 +141,16 @@ def _fetch_hf_dataset(download: Download, data_root: Path) -> list[dict[str, Any
     folder = data_root / download.dest
     try:
         snapshot_download(download.source, repo_type="dataset", local_dir=str(folder),
-                          allow_patterns=list(download.files))
+                          allow_patterns=list(download.files), revision=download.revision)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise BenchforgeError(f"stage dataset {download.source}: {_first_line(exc)}") from exc
     missing = [f for f in download.files if not (folder / f).is_file()]
     if missing:
         raise BenchforgeError(f"dataset {download.source} has no {', '.join(missing)}: is "
                               "benchmark.version newer than the dataset?")
+    at = f"@{download.revision}" if download.revision else ""
     return [{"file": str(folder / f), "status": "downloaded", "sha256": sha256_file(folder / f),
-             "source": f"hf://datasets/{download.source}"} for f in download.files]
+             "source": f"hf://datasets/{download.source}{at}"} for f in download.files]
 
 
 def stage_data(benchmark: Benchmark, data_root: Path, mirror: str) -> list[dict[str, Any]]:

@@ -67,8 +67,14 @@ def run_inspect(cfg: DictConfig) -> dict[str, Any]:
                 print(line)
             if row.get("detail"):
                 print(f"detail: {row['detail']}")
-            print("--- code")
-            print(samples.get(key, {}).get("code", "(sample missing)"))
+            sample = samples.get(key, {})
+            if row.get("exec_failure_mode"):
+                print(f"code failed as: {row['exec_failure_mode']}")
+            print(f"--- raw answer (finish_reason={sample.get('finish_reason')})")
+            raw = sample.get("completion")
+            print(raw if raw else "(empty)")
+            print("--- code (extracted)")
+            print(sample.get("code", "(sample missing)"))
         if len(failed) > len(shown):
             print(f"\n... {len(failed) - len(shown)} more (inspect.limit={cfg.inspect.limit})")
         report["shown"] = [f"{r['task_id']}#{r['sample_idx']}" for r in shown]

@@ -105,6 +105,65 @@ def check_budget(config: DictConfig, n_shards: int, shape: DictConfig) -> str:
     return line
 
 
+def _limit(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def check_shape(compute: DictConfig, shard: str) -> None:
+    """Refuse a shard shape no node of the partition can run (it would pend forever with
+    reason PartitionConfig), naming the ``compute.*`` key to change.
+
+    Raises:
+        BenchforgeError: CPUs, memory, GPUs or time beyond the partition's nodes or limits.
+    """
+    shape = compute[shard]
+    partition = str(compute.partition) if compute.partition else None
+    nodes = slurm.partition_nodes(partition)
+    if nodes is None:
+        return  # no sinfo: SLURM itself will judge
+    where = f"partition {partition}" if partition else "the default partition"
+    if not nodes:
+        raise BenchforgeError(f"compute.partition={partition}: no nodes in it (sinfo); "
+                              "nothing was submitted")
+    limits = slurm.partition_limits(partition) if partition else None
+    cpus, mem_mb, gpus = int(shape.cpus), int(shape.mem_gb) * 1024, int(shape.gpus)
+    nothing = "nothing was submitted"
+    if limits:
+        max_time = limits.get("MaxTime", "UNLIMITED")
+        if max_time not in ("UNLIMITED", "INFINITE", "") and \
+                slurm_minutes(str(compute.time)) > slurm_minutes(max_time):
+            raise BenchforgeError(
+                f"compute.time={compute.time} is longer than {where}'s MaxTime={max_time}; "
+                f"set compute.time={max_time} or less; {nothing}")
+        cap = _limit(limits.get("MaxCPUsPerNode"))
+        if cap is not None and cpus > cap:
+            raise BenchforgeError(
+                f"compute.{shard}.cpus={cpus} is more than {where}'s MaxCPUsPerNode={cap}; "
+                f"set compute.{shard}.cpus={cap} or less; {nothing}")
+        cap = _limit(limits.get("MaxMemPerNode"))
+        if cap is not None and mem_mb > cap:
+            raise BenchforgeError(
+                f"compute.{shard}.mem_gb={shape.mem_gb} is more than {where}'s "
+                f"MaxMemPerNode={cap} MB; set compute.{shard}.mem_gb={cap // 1024} or less; "
+                f"{nothing}")
+    if any(n.cpus >= cpus and n.mem_mb >= mem_mb and n.gpus >= gpus for n in nodes):
+        return
+    for key, want, have, unit in (("cpus", cpus, max(n.cpus for n in nodes), "CPUs"),
+                                  ("gpus", gpus, max(n.gpus for n in nodes), "GPUs"),
+                                  ("mem_gb", mem_mb, max(n.mem_mb for n in nodes), "MB")):
+        if want > have:
+            shown = shape[key]
+            largest = have // 1024 if key == "mem_gb" else have
+            raise BenchforgeError(
+                f"compute.{shard}.{key}={shown}: no node of {where} has that many {unit} "
+                f"(largest: {have} {unit}); set compute.{shard}.{key}={largest} or less, or "
+                f"use another compute.partition; {nothing}")
+    raise BenchforgeError(
+        f"compute.{shard}: no single node of {where} has {cpus} CPUs, {shape.mem_gb} GB and "
+        f"{gpus} GPUs together; lower compute.{shard}.* or use another compute.partition; "
+        f"{nothing}")
+
+
 def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
     """Everything checked and decided before a SLURM job array of ``n_shards`` is submitted;
     returns the launch record (also appended to the run's ``logs/launches.jsonl``)."""
@@ -114,6 +173,8 @@ def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
         raise placeholder_error(found, str(compute.name))
     shard = str(compute.shard)
     shape = compute[shard]
+    slurm_minutes(str(compute.time))  # the config's own format first, before asking SLURM
+    check_shape(compute, shard)
     budget = check_budget(config, n_shards, shape)
     width, why = array_width(compute, shape)
     # submitit reads the signal name from the environment, here (sbatch --signal) and in the
@@ -262,3 +323,75 @@ def plan_launch(stage: str, overrides: Sequence[str]) -> list[str]:
     record = preflight(cfg, sweep_size(overrides))
     return [f"hydra.launcher.array_parallelism={record['array_parallelism']}"]
 
+
+
+# ----------------------------------------------------------------------- waiting for a sweep
+class PendingWatch:
+    """While a sweep's job arrays wait, log each array's state and pending reason every
+    ``interval_s`` (also into ``<run>/logs/pending.json`` for ``status``), and stop the sweep
+    when a job pends for a reason that cannot resolve itself (PartitionConfig, QOSMax*, ...):
+    its jobs are cancelled and the driver is interrupted with that reason.
+
+    Args:
+        name: the SLURM job name of the sweep's shards (``bf-<stage>``).
+        record: file for the latest observation (read by ``status``).
+        interval_s: seconds between two looks.
+    """
+
+    def __init__(self, name: str, record: Any, interval_s: float = 120.0) -> None:
+        import threading
+
+        self.name, self.record, self.interval_s = name, record, interval_s
+        self.user = os.environ.get("USER") or getpass.getuser()
+        self.before = {job for job, _, _ in slurm.pending_jobs(name, self.user)}
+        self.stopped: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> PendingWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def look(self) -> list[tuple[str, str, str]]:
+        """One look: log and record the sweep's jobs; stop the sweep on a hopeless reason."""
+        import json
+
+        jobs = [j for j in slurm.pending_jobs(self.name, self.user)
+                if j[0] not in self.before]
+        if not jobs:
+            return jobs
+        arrays: dict[str, tuple[str, str]] = {}
+        for job, state, reason in jobs:
+            arrays.setdefault(job.split("_")[0], (state, reason))
+        for array, (state, reason) in arrays.items():
+            log.warning("slurm: array %s (%s) %s%s", array, self.name, state,
+                        f" ({reason})" if state == "PENDING" else "")
+        try:
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            self.record.write_text(json.dumps({"utc": utc_now(), "jobs": [
+                {"job": j, "state": s, "reason": r} for j, s, r in jobs]}) + "\n")
+        except OSError:
+            pass
+        hopeless = [(j, r) for j, s, r in jobs if s == "PENDING" and slurm.unresolvable(r)]
+        if hopeless and self.stopped is None:
+            job, reason = hopeless[0]
+            slurm.cancel(sorted({j.split("_")[0] for j, _, _ in jobs}))
+            self.stopped = (f"job {job} pends with reason {reason}, which waiting cannot "
+                            f"resolve (the request exceeds what the partition, QOS or account "
+                            f"allows); its sweep was cancelled: change compute.* and rerun")
+            import _thread
+
+            _thread.interrupt_main()
+        return jobs
+
+    def _loop(self) -> None:
+        first = min(15.0, self.interval_s)
+        if self._done.wait(first):
+            return
+        while not self._done.is_set():
+            self.look()
+            if self.stopped or self._done.wait(self.interval_s):
+                return

@@ -34,13 +34,28 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def cell_dir_of(run_root: Path, row: dict[str, Any]) -> Path:
+    """The directory of a manifest row's cell, read under ``run_root`` (where the manifest was
+    found): rows store it relative to the run root, so a moved or copied run reads its own
+    cells. A row written before that (an absolute path) is read as
+    ``<run_root>/<model>/<benchmark>`` when that exists, else where it points."""
+    recorded = Path(str(row["dir"]))
+    if not recorded.is_absolute():
+        return (run_root / recorded).resolve()
+    moved = run_root / recorded.parent.name / recorded.name  # <model>/<benchmark>
+    return moved if moved.is_dir() else recorded
+
+
 def read_manifest(run_root: Path) -> list[dict[str, Any]]:
+    """The run's cell rows, each ``dir`` resolved under ``run_root`` (absolute; the stored,
+    relative value is kept as ``dir_recorded``)."""
     path = manifest_path(run_root)
     if not path.exists():
         raise BenchforgeError(
             f"{path}: no manifest; run `benchforge plan` (or `benchforge run`) for this run.name"
         )
-    return read_rows(path)
+    return [{**row, "dir_recorded": row["dir"], "dir": str(cell_dir_of(run_root, row))}
+            for row in read_rows(path)]
 
 
 def upsert_cell(run_root: Path, row: dict[str, Any]) -> None:
@@ -52,8 +67,9 @@ def upsert_cell(run_root: Path, row: dict[str, Any]) -> None:
     path = manifest_path(run_root)
     with _locked(path):
         rows = read_rows(path) if path.exists() else []
+        here = cell_dir_of(run_root, row)
         for i, existing in enumerate(rows):
-            if existing["dir"] != row["dir"]:
+            if cell_dir_of(run_root, existing) != here:
                 continue
             if existing["cell_id"] != row["cell_id"]:
                 raise BenchforgeError(
@@ -79,8 +95,9 @@ def annotate_cell(run_root: Path, cell_dir: str, fields: dict[str, Any]) -> bool
         return False
     with _locked(path):
         rows = read_rows(path)
+        wanted = Path(cell_dir).resolve()
         for row in rows:
-            if row["dir"] == cell_dir:
+            if cell_dir_of(run_root, row) == wanted:
                 row.update(fields)
                 break
         else:

@@ -2,8 +2,12 @@
 
 It answers ``/v1/chat/completions`` and ``/v1/completions`` from an answers file that maps the
 sha256 of a prompt (see :mod:`benchforge.prompts`) to a completion, and serves ``/health`` and
-``/v1/models`` like vLLM. ``model=oracle`` runs it with the benchmark's canonical solutions;
-tests run it with chosen wrong answers, delays or transient 503s.
+``/v1/models`` like vLLM. ``--flavour`` picks the tokenize API it speaks: ``vllm``
+(``/tokenize``), ``llama-cpp-python`` (``/extras/tokenize``; chat ``usage.prompt_tokens``
+counts the rendered prompt), ``llama-server`` (``/tokenize`` with ``content``,
+``/apply-template``, ``/props``, ``timings`` in replies) or ``none``. ``model=oracle`` runs
+it with the benchmark's canonical solutions; tests run it with chosen wrong answers, delays
+or transient 503s.
 
     python -m benchforge.mock_server --port 8000 --answers answers.jsonl --served-model-name m
 """
@@ -24,7 +28,7 @@ from benchforge.prompts import messages_sha256, text_sha256
 
 
 class MockState:
-    def __init__(self, answers: dict[str, str], served_name: str, delay_s: float,
+    def __init__(self, answers: dict[str, Any], served_name: str, delay_s: float,
                  fail_first: int, die_after: int = 0, log_requests: Path | None = None) -> None:
         self.answers = answers
         self.log_requests = log_requests  # append every completion request body (tests)
@@ -33,6 +37,7 @@ class MockState:
         self.chat_template: str | None = None
         self.special_tokens: dict[str, Any] = {}
         self.template_suffix = ""  # a server whose rendering drifts (tests)
+        self.flavour = "vllm"  # which tokenize API it speaks (module docstring)
         self.die_after = die_after  # exit the process after this many answers (0: never)
         self.answered = 0
         self.served_name = served_name
@@ -50,13 +55,23 @@ class MockState:
             return False
 
 
-def load_answers(path: Path) -> dict[str, str]:
-    answers: dict[str, str] = {}
+# Optional fields of an answers row that make the reply misbehave as real servers do.
+REPLY_FIELDS = ("finish_reason", "reasoning_content", "reasoning_tokens", "ignore_stop")
+
+
+def load_answers(path: Path) -> dict[str, Any]:
+    """``prompt_sha256 -> completion`` from an answers file. A row may also set
+    ``finish_reason`` (e.g. ``"length"``: a reply cut by max_tokens), ``completion: null``
+    (content null), ``reasoning_content``/``reasoning_tokens`` (a reasoning parser's split)
+    and ``ignore_stop`` (the server does not apply ``stop``); such rows map to a dict."""
+    answers: dict[str, Any] = {}
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)
-                answers[row["prompt_sha256"]] = row["completion"]
+                extra = {k: row[k] for k in REPLY_FIELDS if k in row}
+                answers[row["prompt_sha256"]] = ({"completion": row["completion"], **extra}
+                                                 if extra else row["completion"])
     return answers
 
 
@@ -95,7 +110,11 @@ class Handler(BaseHTTPRequestHandler):
                                       "code": status}})
 
     def do_GET(self) -> None:
-        if self.path == "/health":
+        if self.path == "/props" and self.state.flavour == "llama-server":
+            self._send(200, {"default_generation_settings": {
+                "params": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+                           "seed": -1}}, "model_path": "/models/mock.gguf"})
+        elif self.path == "/health" and self.state.flavour != "llama-cpp-python":
             self._send(200, {})
         elif self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [
@@ -110,8 +129,16 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self._error(400, "body is not JSON")
             return
-        if self.path == "/tokenize":
+        route = {"vllm": "/tokenize", "llama-server": "/tokenize",
+                 "llama-cpp-python": "/extras/tokenize"}.get(self.state.flavour)
+        if self.path == route:
             self._tokenize(body)
+            return
+        if self.path == "/apply-template" and self.state.flavour == "llama-server":
+            if self.state.chat_template is None:
+                self._error(400, "this model has no chat template")
+                return
+            self._send(200, {"prompt": self._render(body)})
             return
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             self._error(404, f"no route {self.path}")
@@ -137,22 +164,44 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.state.delay_s:
             time.sleep(self.state.delay_s)
-        text, finish = apply_stop(self.state.answers[key], body.get("stop"))
+        entry = self.state.answers[key]
+        reply = entry if isinstance(entry, dict) else {"completion": entry}
+        text: str | None = reply["completion"]
+        finish = "stop"
+        if text is not None:
+            text, finish = apply_stop(text, None if reply.get("ignore_stop")
+                                      else body.get("stop"))
+        finish = reply.get("finish_reason") or finish
         n = int(body.get("n") or 1)
-        usage = {"prompt_tokens": count_tokens(prompt_text),
-                 "completion_tokens": n * count_tokens(text)}
+        prompt_tokens = count_tokens(prompt_text)
+        if chat and self.state.flavour == "llama-cpp-python" and self.state.chat_template:
+            prompt_tokens = len(self._render(body))  # one token per rendered character
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens,
+                                 "completion_tokens": n * count_tokens(text or "")}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if "reasoning_tokens" in reply:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reply["reasoning_tokens"]}
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": text},
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if "reasoning_content" in reply:
+                message["reasoning_content"] = reply["reasoning_content"]
+            choices = [{"index": i, "message": dict(message),
                         "finish_reason": finish, "logprobs": None} for i in range(n)]
             obj = "chat.completion"
         else:
             choices = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}
                        for i in range(n)]
             obj = "text_completion"
-        self._send(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": obj,
-                         "created": int(time.time()), "model": self.state.served_name,
-                         "choices": choices, "usage": usage})
+        reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": obj,
+                 "created": int(time.time()), "model": self.state.served_name,
+                 "choices": choices, "usage": usage}
+        if self.state.flavour == "llama-server":
+            predicted_ms = 1000 * (self.state.delay_s or 0.001)
+            reply["timings"] = {"predicted_n": usage["completion_tokens"],
+                                "predicted_ms": predicted_ms,
+                                "predicted_per_second":
+                                    1000 * usage["completion_tokens"] / predicted_ms}
+        self._send(200, reply)
         with self.state._lock:
             self.state.answered += 1
             dying = 0 < self.state.die_after <= self.state.answered
@@ -161,20 +210,26 @@ class Handler(BaseHTTPRequestHandler):
             os._exit(1)
 
 
+    def _render(self, body: dict[str, Any]) -> str:
+        from benchforge.chat_template import render
+
+        assert self.state.chat_template is not None
+        text = render(self.state.chat_template, body["messages"], self.state.special_tokens,
+                      add_generation_prompt=bool(body.get("add_generation_prompt", True)),
+                      **(body.get("chat_template_kwargs") or {}))
+        return text + self.state.template_suffix
+
     def _tokenize(self, body: dict[str, Any]) -> None:
-        """vLLM's ``POST /tokenize``: a prompt, or messages rendered by the chat template."""
-        if "messages" in body:
+        """vLLM's ``POST /tokenize`` (a prompt, or messages rendered by the chat template),
+        llama-server's (``content``), llama-cpp-python's ``/extras/tokenize`` (``input``)."""
+        if "messages" in body and self.state.flavour == "vllm":
             if self.state.chat_template is None:
                 self._error(400, "this model has no chat template")
                 return
-            from benchforge.chat_template import render
-
-            text = render(self.state.chat_template, body["messages"], self.state.special_tokens,
-                          add_generation_prompt=bool(body.get("add_generation_prompt", True)),
-                          **(body.get("chat_template_kwargs") or {}))
-            text += self.state.template_suffix
+            text = self._render(body)
         else:
-            text = str(body.get("prompt", ""))
+            text = str(body.get({"vllm": "prompt", "llama-server": "content",
+                                 "llama-cpp-python": "input"}[self.state.flavour], ""))
         tokens = [ord(c) for c in text]
         self._send(200, {"count": len(tokens), "max_model_len": 16384, "tokens": tokens})
 
@@ -199,9 +254,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--served-model-name", required=True)
     parser.add_argument("--delay-s", type=float, default=0.0, help="sleep per request")
     parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to N requests")
+    parser.add_argument("--flavour", default="vllm",
+                        choices=["vllm", "llama-cpp-python", "llama-server", "none"])
+    parser.add_argument("--chat-template", type=Path, help="template file the server renders")
+    parser.add_argument("--template-suffix", default="",
+                        help="appended to every rendering (a server using another template)")
+    parser.add_argument("--log-requests", type=Path, default=None,
+                        help="append every completion request (path and JSON body) here")
     args = parser.parse_args(argv)
     state = MockState(load_answers(args.answers), args.served_model_name, args.delay_s,
-                      args.fail_first)
+                      args.fail_first, log_requests=args.log_requests)
+    state.flavour = args.flavour
+    state.template_suffix = args.template_suffix
+    if args.chat_template:
+        state.chat_template = args.chat_template.read_text(encoding="utf-8")
     server = make_server(args.host, args.port, state)
     print(f"mock server for {args.served_model_name} on http://{args.host}:{args.port}/v1 "
           f"({len(state.answers)} answers)", flush=True)

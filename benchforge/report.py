@@ -48,6 +48,14 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _latency(serving: dict[str, Any] | None) -> str:
+    """``p50 / p95 | tokens/s`` cells of the Markdown table (blank for an unserved cell)."""
+    if not serving:
+        return " | "
+    return (f"{serving['latency_p50_s']:.2f} / {serving['latency_p95_s']:.2f} | "
+            f"{serving['decode_tokens_per_s']}")
+
+
 def run_report(cfg: DictConfig) -> dict[str, Any]:
     from benchforge.stages import compute_metrics, licence_tag, run_root
 
@@ -63,7 +71,8 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
                      "ci95": tuple(metrics["pass@1"]["ci95"]), "n_tasks": metrics["n_tasks"],
                      "n_samples": metrics["n_samples"], "tag": licence_tag(metrics),
                      "tokens": metrics["cost"]["completion_tokens"],
-                     "gpu_hours": metrics["cost"]["gpu_hours"]})
+                     "gpu_hours": metrics["cost"]["gpu_hours"],
+                     "serving": metrics.get("serving")})
     if not rows:
         raise BenchforgeError(f"{root}: no scored cell to report; run `benchforge run` first")
     png, md = root / "report.png", root / "report.md"
@@ -73,12 +82,13 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
              f"problems ({cfg.aggregate.bootstrap} resamples, seed {cfg.aggregate.seed}), "
              "recomputed from results.jsonl.", "", "![pass@1](report.png)", "",
              "| model | benchmark | pass@1 | 95% CI | tasks | samples/task | completion tokens "
-             "| GPU-h |", "|---|---|---|---|---|---|---|---|"]
+             "| GPU-h | latency p50 / p95 (s) | decode tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["benchmark"], -r["pass@1"])):
         gpu = "" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"
         lines.append(f"| {r['model']}{r['tag']} | {r['benchmark']} | {100 * r['pass@1']:.1f} | "
                      f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {r['n_tasks']} | "
-                     f"{r['n_samples']} | {r['tokens']} | {gpu} |")
+                     f"{r['n_samples']} | {r['tokens']} | {gpu} | {_latency(r['serving'])} |")
     write_atomic(md, "\n".join(lines) + "\n")
     print(f"wrote {png} and {md}")
     return {"png": str(png), "markdown": str(md), "cells": len(rows)}

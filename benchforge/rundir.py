@@ -7,10 +7,12 @@ else, because silently skipping a row would change a score.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +23,31 @@ from typing import Any
 from benchforge.errors import BenchforgeError
 
 RowKey = tuple[str, int]
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(BenchforgeError):
+    """A write failed for lack of space (or quota); what was written before is kept."""
+
+    def __init__(self, path: Path, needed: int, detail: str = "") -> None:
+        self.path = path
+        try:
+            free = shutil.disk_usage(path.parent).free
+            where = f"{_size(free)} free there"
+        except OSError:
+            where = "free space unknown"
+        super().__init__(
+            f"{path}: no space left on device ({where}; this write needed at least "
+            f"{_size(needed)} more{detail}); free space or move it elsewhere, then rerun: "
+            "everything written before is kept")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
 
 
 def utc_now() -> str:
@@ -88,8 +115,10 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in FULL_DISK:
+            raise DiskFull(path, len(data)) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -141,6 +170,14 @@ def update_record_map(path: Path, key: str, record: dict[str, Any], remedy: str)
         write_json_atomic(path, records)
 
 
+def not_utf8(path: Path, data: bytes, start: int) -> str:
+    """``file:line: not UTF-8 (byte 0xNN at byte offset K of the file, column C)``."""
+    line = data.count(b"\n", 0, start) + 1
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    return (f"{path}:{line}: not UTF-8 (byte 0x{data[start]:02x} at byte offset {start} of the "
+            f"file, column {column} of the line); fix the encoding or delete that line")
+
+
 def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
     """Read a JSONL file of row objects.
 
@@ -163,6 +200,10 @@ def read_rows(path: Path, *, torn_tail: str = "ignore") -> list[dict[str, Any]]:
             try:
                 row = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if isinstance(exc, UnicodeDecodeError) and not (
+                        lineno == len(complete) and not tail and torn_tail != "error"):
+                    offset = sum(len(x) + 1 for x in complete[:lineno - 1]) + exc.start
+                    raise BenchforgeError(not_utf8(path, data, offset)) from None
                 if lineno == len(complete) and not tail and torn_tail != "error":
                     # A corrupt final line is a torn write, not data.
                     if torn_tail == "repair":
@@ -215,6 +256,14 @@ def _truncate(path: Path, size: int) -> None:
         os.fsync(fh.fileno())
 
 
+def _complete_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.endswith(b"\n"))
+    except OSError:
+        return 0
+
+
 def row_key(row: dict[str, Any]) -> RowKey:
     return (str(row["task_id"]), int(row["sample_idx"]))
 
@@ -232,15 +281,27 @@ class RowAppender:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "ab")  # noqa: SIM115 - closed in close()/__exit__
+        self._path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def append(self, row: dict[str, Any]) -> None:
-        self._fh.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        try:
+            while view:  # unbuffered: nothing is left to flush (and fail again) at close
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            if exc.errno in FULL_DISK:
+                raise DiskFull(self._path, len(view), f"; {_complete_lines(self._path)} "
+                               "complete rows in the file are kept, a torn last line is "
+                               "redone") from None
+            raise
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> RowAppender:
         return self

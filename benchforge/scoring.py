@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.benchmarks import Benchmark, Task
+from benchforge.outcomes import relabel
 from benchforge.rundir import (
+    CellDir,
     RowAppender,
     first_rows_by_key,
     read_json,
@@ -108,14 +110,16 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
         task = tasks[sample["task_id"]]
         verdict = benchmark.prejudge(task, sample["code"])
         if verdict is not None:
-            return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
-                    "failure_mode": None, "duration_s": 0.0, "time_limit_s": None,
-                    "sandbox_mode": None, "detail": "", **verdict}
+            return relabel({"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
+                            "failure_mode": None, "duration_s": 0.0, "time_limit_s": None,
+                            "sandbox_mode": None, "detail": "", **verdict}, sample)
         program: CheckProgram = benchmark.check_program(task, sample["code"])
         limit = limits[task.task_id]
         result = sandbox.run(program, limit)
-        return verdict_row(benchmark, task, sample, result, sandbox.mode,
-                           limit if limit is not None else program.wall_limit_s())
+        # a reply cut by max_tokens or empty: that is why its code failed
+        return relabel(verdict_row(benchmark, task, sample, result, sandbox.mode,
+                                   limit if limit is not None else program.wall_limit_s()),
+                       sample)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         ordered = largest_first(benchmark, tasks, samples, limits)
@@ -148,14 +152,16 @@ def idle_cores(interval_s: float = 0.25) -> int:
 def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
                    samples: dict[tuple[str, int], dict[str, Any]],
                    results: Iterable[dict[str, Any]], sandbox: Sandbox, audit: Path,
-                   workers: int = 1) -> int:
+                   workers: int = 1, cell: CellDir | None = None) -> int:
     """Rerun what timed out with twice its limits; rows go to ``audit``.
 
     Only the part that timed out is rerun where the benchmark can name it (EvalPlus: the
     suite, and within it the input); reruns go side by side on at most ``workers`` sandbox
     workers and never more than the host's idle cores, so the node stays unloaded.
     Verdicts are not changed: the audit measures how much of the timeout count came from an
-    overloaded node. Returns how many samples were rerun now.
+    overloaded node. Where ``cell`` is given and anything was rerun, its wall time goes to
+    provenance ``stages.timeout_audit`` (``rerun``, ``wall_s``). Returns how many samples were
+    rerun now.
     """
     done = first_rows_by_key(read_rows(audit, torn_tail="repair"))
     todo = [r for r in results if r["failure_mode"] == "timeout" and row_key(r) not in done]
@@ -174,11 +180,17 @@ def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
                               shown * 2 if limit is None and shown is not None else shown),
                 "original_time_limit_s": row.get("time_limit_s"), **part}
 
+    started = time.monotonic()
     parallel = max(1, min(len(todo), workers, idle_cores()))
     with RowAppender(audit) as appender, ThreadPoolExecutor(max_workers=parallel) as pool:
         for future in as_completed([pool.submit(rerun, r) for r in todo]):
             appender.append(future.result())
     log.info("score: timeout audit reran %d sample(s), %d at a time", len(todo), parallel)
+    if cell is not None:
+        from benchforge.provenance import record_stage
+
+        record_stage(cell, "timeout_audit", rerun=len(todo),
+                     wall_s=round(time.monotonic() - started, 3))
     return len(todo)
 
 

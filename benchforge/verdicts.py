@@ -30,6 +30,7 @@ class Columns:
 
     task_codes: np.ndarray  # int64
     task_names: list[str]
+    sample_idx: np.ndarray  # int64, per row
     passed: np.ndarray  # bool
     skipped: np.ndarray  # bool
     mode_codes: np.ndarray  # int64
@@ -45,8 +46,9 @@ class CellVerdicts:
     rows: np.ndarray  # result rows per task
     n: np.ndarray  # verdicts pass@k counts per task (CRUXEval's skip rule applied)
     c: np.ndarray  # of which passed
-    # counted verdicts, flattened task by task (file order within a task), and where each
-    # task starts in it: mean@N takes the first N of every task
+    # counted verdicts, flattened task by task (by sample_idx within a task, whatever order
+    # the rows sit in the file), and where each task starts in it: mean@N takes the first N
+    # sample indices of every task, so column j is "run j" (seed model.seed + j)
     counted: np.ndarray
     starts: np.ndarray
     labels: dict[str, list[Any]]  # first row's value per task
@@ -108,6 +110,7 @@ def _columns_arrow(path: Path) -> Columns | None:
 
     return Columns(
         task_codes=task_codes, task_names=tasks.dictionary.to_pylist(),
+        sample_idx=table.column("sample_idx").to_numpy().astype(np.int64),
         passed=table.column("passed").to_numpy().astype(bool),
         skipped=table.column("skipped").fill_null(False).to_numpy().astype(bool),
         mode_codes=mode_codes, mode_names=modes.dictionary.to_pylist(),
@@ -149,6 +152,8 @@ def columns_from_rows(rows: list[dict[str, Any]], path: Path) -> Columns:
 
     return Columns(
         task_codes=task_codes, task_names=task_names,
+        sample_idx=np.fromiter((int(r["sample_idx"]) for r in rows), dtype=np.int64,
+                               count=len(rows)),
         passed=np.fromiter((bool(r["passed"]) for r in rows), dtype=bool, count=len(rows)),
         skipped=np.fromiter((bool(r.get("skipped")) for r in rows), dtype=bool,
                             count=len(rows)),
@@ -180,7 +185,7 @@ def cell_verdicts(columns: Columns) -> CellVerdicts:
     rank = np.empty(n_tasks, dtype=np.int64)
     rank[by_name] = np.arange(n_tasks)
     codes = rank[columns.task_codes]  # codes into the sorted task ids
-    order = np.argsort(codes, kind="stable")  # task by task, file order within each
+    order = np.lexsort((columns.sample_idx, codes))  # task by task, by sample_idx within each
     rows = np.bincount(codes, minlength=n_tasks)
     kept_pass = columns.passed & ~columns.skipped
     any_pass = np.bincount(codes, weights=kept_pass, minlength=n_tasks) > 0

@@ -55,6 +55,8 @@ def table(board: pd.DataFrame, window: str = "all problems") -> pd.DataFrame:
             view[f"pass@{k} (%)"] = (100 * board[f"pass@{k}"]).round(1)
     view["licence"] = board["license"].fillna("unknown")
     view["OSI"] = [value is True for value in board["osi_approved"]]  # unknown: not OSI
+    if "canonical" in board:  # false: model.sampling=server (the server's own defaults)
+        view["canonical"] = [value is not False for value in board["canonical"]]
     view["tasks"] = board["n_tasks"]
     view["samples"] = board["n_samples"]
     for cost, label in (("cost_gpu_hours", "GPU-h"), ("cost_completion_tokens", "tokens"),

@@ -59,8 +59,10 @@ def mock_server(tmp_path: Path, humaneval):
 
     def start(wrong: set[str] = frozenset(), *, delay_s: float = 0.0, fail_first: int = 0,
               served_name: str = "mock-model", mode: str = "chat",
-              answers: list[dict[str, str]] | None = None) -> str:
-        """Oracle answers for HumanEval (``wrong`` tasks get a wrong one), or ``answers``."""
+              answers: list[dict[str, str]] | None = None, flavour: str = "vllm",
+              chat_template: Path | None = None, template_suffix: str = "") -> str:
+        """Oracle answers for HumanEval (``wrong`` tasks get a wrong one), or ``answers``;
+        ``flavour`` is the tokenize API the server speaks (benchforge.mock_server)."""
         bench, dataset = humaneval
         rows = answers if answers is not None else oracle_answers(bench, dataset.tasks, mode)
         for row, task in zip(rows if answers is None else [], dataset.tasks, strict=False):
@@ -72,8 +74,12 @@ def mock_server(tmp_path: Path, humaneval):
         port = free_port()
         cmd = [sys.executable, "-m", "benchforge.mock_server", "--port", str(port),
                "--answers", str(answers), "--served-model-name", served_name,
-               "--delay-s", str(delay_s), "--fail-first", str(fail_first)]
-        ctx = launch_server(cmd, port, tmp_path / f"mock-{len(started)}.log", 30)
+               "--delay-s", str(delay_s), "--fail-first", str(fail_first),
+               "--flavour", flavour, "--template-suffix", template_suffix]
+        if chat_template is not None:
+            cmd += ["--chat-template", str(chat_template)]
+        ctx = launch_server(cmd, port, tmp_path / f"mock-{len(started)}.log", 30,
+                            ready_path="/v1/models")
         url = ctx.__enter__()
         started.append(ctx)
         return url

@@ -32,6 +32,8 @@ def test_every_group_has_options() -> None:
                          [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group: str, option: str) -> None:
     extra = ["model.base_url=http://h:1/v1", "model.served_name=m"] if option == "endpoint" else []
+    if option == "gguf":  # any GGUF: its file and name are the user's
+        extra = ["model.name=my-coder", "model.gguf=/models/my-coder.gguf"]
     cfg = compose([f"{group}={option}", *extra])
     assert isinstance(cfg, DictConfig)
     assert cfg.run.dir.endswith(f"{cfg.model.name}/{cfg.benchmark.name}".replace("/", "/"))
@@ -112,8 +114,9 @@ def test_sweep_two_models_one_manifest(tmp_path: Path) -> None:
     assert len({r["cell_id"] for r in rows}) == 2
     for row in rows:
         assert row["n_tasks"] == 164 and row["n_samples"] == 1
-        assert Path(row["dir"], "config.yaml").is_file()
-        assert Path(row["dir"], "provenance.json").is_file()
+        assert not Path(row["dir"]).is_absolute()  # relative to the run root: runs can move
+        assert (manifest.parent / row["dir"] / "config.yaml").is_file()
+        assert (manifest.parent / row["dir"] / "provenance.json").is_file()
 
 
 def test_help_is_instant_and_lists_stages() -> None:

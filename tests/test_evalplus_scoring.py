@@ -141,7 +141,7 @@ def test_a_failing_expected_output_build_is_one_line_and_leaves_nothing(tmp_path
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr
     assert "HumanEval/0 base: the canonical solution raised ValueError" in lines[-1]
-    assert lines[-1].count("computing humanevalplus expected outputs") == 1
+    assert lines[-1].count("computing the humanevalplus expected outputs") == 1
     cache = tmp_path / "cache"
     assert not cache.exists() or list(cache.iterdir()) == []  # no partial build left
 

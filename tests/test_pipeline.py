@@ -66,7 +66,7 @@ def test_oracle_end_to_end(workdir: Path) -> None:
     assert (cell / "logs" / "server.log").read_text().strip()
     manifest = [json.loads(x) for x in (workdir / "runs/default/manifest.jsonl").open()]
     assert [(m["model"], m["n_tasks"], m["dir"]) for m in manifest] == [
-        ("oracle", 164, str(cell))]
+        ("oracle", 164, "oracle/humaneval")]  # relative to the run root
     assert wall < 60, f"benchforge run took {wall:.1f}s"
 
     # A rerun resumes: nothing is regenerated or rescored.
@@ -105,7 +105,8 @@ def test_sweep_runs_every_cell(workdir: Path, mock_server) -> None:
                    "generate.progress=false", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(x) for x in (root / "default/manifest.jsonl").open()]
-    scores = {r["model"]: json.loads(Path(r["dir"], "metrics.json").read_text())["pass@1"]
+    scores = {r["model"]: json.loads((root / "default" / r["dir"] / "metrics.json").read_text())
+              ["pass@1"]
               ["value"] for r in rows}
     assert scores == {"oracle": 1.0, "mock-model": 0.9}
     status = run_cli("status", f"run.root={root}", cwd=workdir)

@@ -43,6 +43,16 @@ def test_dry_run_layout_and_parquet_round_trip(scored_run: Path, tmp_path: Path)
     assert board["mock-model"]["pass@1"] == pytest.approx(8 / 12)
     assert board["mock-model"]["pass@1_ci_lo"] < board["mock-model"]["pass@1"]
     assert board["oracle"]["cost_completion_tokens"] > 0
+    # each row links to the provenance.json published with the results (never a local path),
+    # and that copy is the cell's, with its config.yaml beside it
+    for model, row in board.items():
+        link = row["provenance"]
+        assert link == f"results/provenance/benchmark=humaneval/model={model}/provenance.json"
+        cell = scored_run / "default" / model / "humaneval"
+        assert (out / link).read_bytes() == (cell / "provenance.json").read_bytes()
+        assert (out / link).with_name("config.yaml").read_bytes() == \
+            (cell / "config.yaml").read_bytes()
+        assert str(scored_run) not in link
 
 
 class FakeHfApi:
@@ -81,6 +91,12 @@ def test_upload_sends_each_folder_to_its_dataset_repo(scored_run: Path) -> None:
     ]
     assert (out / "space" / "leaderboard_source.txt").read_text().strip() == \
         "hf://datasets/lab/benchforge-leaderboard"
+    board = pq.read_table(out / "leaderboard" / "leaderboard.parquet").to_pylist()
+    for row in board:  # the uploaded copy inside lab/benchforge-results
+        relative = row["provenance"].split("/blob/main/")[1]
+        assert row["provenance"].startswith(
+            "https://huggingface.co/datasets/lab/benchforge-results/blob/main/provenance/")
+        assert (out / "results" / relative).is_file()
     no_org = compose([f"run.root={scored_run}", "publish.dry_run=false"], stage="publish")
     with pytest.raises(BenchforgeError, match=r"publish\.org is required"):
         run_publish(no_org, api_factory=lambda: api)

@@ -78,7 +78,9 @@ def test_a_cell_resumed_under_another_mode_records_both(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     results = cell / "results.jsonl"
     lines = results.read_text().splitlines(keepends=True)
-    results.write_text("".join(lines[:1]))  # as if killed after one verdict
+    results.write_text("".join(lines[:1]))  # as if killed after one verdict: no markers yet
+    for marker in ("score.done", "metrics.json"):
+        (cell / marker).unlink()
     done = run_cli(*args, "sandbox=bwrap", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     provenance = json.loads((cell / "provenance.json").read_text())

@@ -248,3 +248,19 @@ def test_score_shard_started_early_waits_for_generation(tmp_path: Path,
     assert score_stops[-1]["reason"] == "completed"
     assert lines(cell / "results.jsonl") == 40
     assert json.loads((cell / "score.done").read_text())["rows"] == 40
+
+
+def test_shard_larger_than_any_node_is_refused_before_submission(tmp_path: Path) -> None:
+    """The default generate shape asks 4 CPUs / 32 GB; a shard asking more CPUs than the CI
+    node has would pend forever (PartitionConfig): refused, naming the key, nothing queued."""
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                            text=True).stdout.split()
+    proc = run_cli("generate", "-m", *SHARDS, "compute.generate.cpus=512",
+                   f"run.root={tmp_path / 'runs'}", "benchmark.limit=2", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("benchforge generate: error: compute.generate.cpus=512: no node of "
+                           "partition debug has that many CPUs"), proc.stderr
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                           text=True).stdout.split()
+    assert after == before

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from benchforge.errors import BenchforgeError
-from benchforge.stats import bootstrap_ci, pass_at_k, pass_at_k_estimates
+from benchforge.stats import (
+    bootstrap_ci,
+    pass_at_k,
+    pass_at_k_estimates,
+    require_samples_for_ks,
+)
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -30,9 +35,30 @@ def test_pass_at_1_is_mean_correct() -> None:
     assert got.tolist() == pytest.approx([0.25, 0.75])
 
 
-def test_k_greater_than_n_is_refused() -> None:
-    with pytest.raises(BenchforgeError, match="pass@5 needs at least 5 samples"):
-        pass_at_k(np.array([10, 3]), np.array([1, 1]), 5)
+def official_cruxeval_pass_at_k(n: int, c: int, k: int) -> float:
+    """CRUXEval evaluation/utils_general.py @ 190faf16 ``pass_at_k``, restated."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+@pytest.mark.parametrize("n,c,k", [(3, 1, 5), (3, 1, 1), (4, 4, 5), (10, 1, 5), (10, 0, 5),
+                                   (2, 1, 5), (1, 1, 10), (6, 2, 5)])
+def test_pass_at_k_matches_the_official_estimator_also_when_n_lt_k(n: int, c: int,
+                                                                   k: int) -> None:
+    # n < k arises when CRUXEval's skip rule dropped generations of a task that has a pass
+    got = pass_at_k(np.array([n]), np.array([c]), k)[0]
+    assert got == pytest.approx(official_cruxeval_pass_at_k(n, c, k), abs=1e-12)
+    from evalplus.eval import estimate_pass_at_k
+
+    assert got == pytest.approx(float(estimate_pass_at_k([n], [c], k)[0]), abs=1e-12)
+
+
+def test_k_greater_than_the_samples_drawn_is_refused() -> None:
+    with pytest.raises(BenchforgeError, match=r"pass@5 needs at least 5 samples per task but "
+                       r"model\.n_samples is 3"):
+        require_samples_for_ks([1, 5], 3, "model.n_samples")
+    require_samples_for_ks([1, 5], 5, "model.n_samples")  # enough: no error
 
 
 def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:

@@ -44,6 +44,7 @@ def expected(rows: list[dict]) -> dict:
         by_task[row["task_id"]].append(row)
     out = {}
     for task, task_rows in sorted(by_task.items()):
+        task_rows.sort(key=lambda r: r["sample_idx"])  # "run j" is sample j, not file row j
         kept = [r["passed"] for r in task_rows if not r["skipped"]]
         counted = kept if any(kept) else [False] * len(task_rows)
         out[task] = (len(task_rows), counted, task_rows[0]["contaminated"],
@@ -108,3 +109,19 @@ def test_shared_bootstrap_draws_equal_a_separate_call() -> None:
     idx = np.random.default_rng(11).integers(0, 300, size=(500, 300))
     lo, hi = np.quantile(a[idx].mean(axis=1), [0.025, 0.975])
     assert together[0] == pytest.approx((lo, hi), abs=1e-12)
+
+
+def test_mean_at_n_groups_by_sample_idx_not_file_order(tmp_path: Path) -> None:
+    """Same verdicts in two row orders: same mean@N and stderr (over sample indices)."""
+    from benchforge.stats import mean_at_n_matrix
+
+    plan = {"T/0": [True, True, False], "T/1": [True, False, False], "T/2": [False] * 3}
+    rows = [{"task_id": t, "sample_idx": i, "passed": p}
+            for t, verdicts in plan.items() for i, p in enumerate(verdicts)]
+    shuffled = rows[:3][::-1] + rows[3:]
+    results = []
+    for name, order in (("a", rows), ("b", shuffled)):
+        verdicts = read_verdicts(write(tmp_path / f"{name}.jsonl", order))
+        results.append(mean_at_n_matrix(verdicts.matrix(np.arange(3))))
+    assert results[0] == results[1]
+    assert results[0]["stderr"] == pytest.approx(np.std([2 / 3, 1 / 3, 0], ddof=1) / np.sqrt(3))

@@ -7,7 +7,6 @@ Adding a benchmark is one module (subclass :class:`Benchmark`, decorate it with
 from __future__ import annotations
 
 import importlib
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ class Download:
     dest: str
     sha256: str | None = None
     files: tuple[str, ...] = ()
+    revision: str | None = None  # hf_dataset: the pinned dataset commit (None: main)
 
 
 class Benchmark(ABC):
@@ -70,6 +70,8 @@ class Benchmark(ABC):
     # Benchmarks with dependent suites (EvalPlus: plus counts only where base passed) skip a
     # later suite once an earlier one failed, unless ``score.full_suites=true`` sets this.
     full_suites = False
+    # 2: opt-in (never a default); scoring waits for the readiness gate (benchforge.readiness)
+    tier = 1
 
     def __init__(self, cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> None:
         self.cfg = cfg
@@ -102,6 +104,26 @@ class Benchmark(ABC):
         """The task's canonical solution as code (timed per host for time limits), if any."""
 
     def stop_sequences(self, mode: str) -> list[str]:
+        """Stop strings of the official protocol for ``mode`` (all cut client-side)."""
+        return []
+
+    def max_tokens(self, mode: str) -> int | None:
+        """The official harness's ``max_tokens`` for ``mode``, where it fixes one (else None:
+        ``model.max_tokens`` applies). ``benchmark.max_tokens`` overrides both."""
+        return None
+
+    def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
+        """The program an external samples row is graded as (``score.samples``): its
+        ``solution`` as is, else its ``completion`` through :meth:`extract_code`; None when
+        the row has neither as a string."""
+        if isinstance(row.get("solution"), str):
+            return row["solution"]
+        if isinstance(row.get("completion"), str):
+            return self.extract_code(task, row["completion"], "completion")
+        return None
+
+    def sandbox_paths(self) -> list[str]:
+        """Host dirs the scoring toolchain reads, bound read-only into the sandbox view."""
         return []
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
@@ -165,13 +187,3 @@ def get_benchmark(cfg: DictConfig, data_root: Path, cache_dir: Path | None = Non
     if loader not in _REGISTRY:
         raise BenchforgeError(f"benchmark.loader={loader}: module registers no benchmark")
     return _REGISTRY[loader](cfg, data_root, cache_dir)
-
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def fenced_blocks(text: str) -> list[str]:
-    """Code blocks of a markdown answer, Python-tagged (or untagged) ones first."""
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
-    python = [body for lang, body in blocks if lang in ("python", "py", "python3", "")]
-    return python + [body for lang, body in blocks if lang not in ("python", "py", "python3", "")]

@@ -15,6 +15,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from benchforge.answers import cruxeval as cruxeval_answers
+from benchforge.answers.cruxeval import (
+    CHAT_MAX_TOKENS,
+    COMPLETION_MAX_TOKENS,
+    STOP,
+    SYSTEM_PROMPT,
+)
 from benchforge.benchmarks import Benchmark, Dataset, Download, Task
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
@@ -26,7 +33,6 @@ DATA_FILE = "cruxeval/cruxeval.jsonl"
 SOURCE = ("facebookresearch/cruxeval/190faf16d175b5847b0af05d937872b1fb395942/data/cruxeval.jsonl",
           "8368b81047dc5014e4caf5a2f97604eff7644e0ecd7415e3ceeb184bbc2e0c96")
 TIME_LIMIT_S = 3.0  # the official evaluator's check_correctness(timeout=3)
-STOP = "[/ANSWER]"
 
 # The official prompts (cruxeval prompts.py), verbatim.
 DIRECT_OUTPUT = '''You are given a Python function and an assertion containing an input to the function. Complete the assertion with a literal (no unsimplified expressions, no function calls) containing the output when executing the provided code on the given input, even if the function is incorrect or incomplete. Do NOT output any extra information. Provide the full assertion with the correct output in [ANSWER] and [/ANSWER] tags, following the examples.
@@ -191,24 +197,25 @@ class CruxEval(Benchmark):
         else:
             text = (COT_OUTPUT if self.cot else DIRECT_OUTPUT).format(code=data["code"],
                                                                         input=data["input"])
-        return Prompt(text=text) if mode == "completion" else Prompt(messages=(("user", text),))
+        if mode == "completion":  # inference/tasks/*_prediction.py get_prompt
+            return Prompt(text=text)
+        # openai/openai_prompt.py call_openai_api: the system message, then the same prompt
+        return Prompt(messages=(("system", SYSTEM_PROMPT), ("user", text)))
 
     def stop_sequences(self, mode: str) -> list[str]:
         return [STOP]
 
+    def max_tokens(self, mode: str) -> int | None:
+        """openai_run.py (chat): 100 direct / 1000 CoT; inference/scripts (completion):
+        ``--max_length_generation`` 1024 direct / 2048 CoT."""
+        return (CHAT_MAX_TOKENS if mode == "chat" else COMPLETION_MAX_TOKENS)[self.cot]
+
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
-        """The official postprocess_generation, applied to what follows the prompt."""
-        generation = completion.split(STOP)[0]
-        if self.cot and "[ANSWER]" in generation:
-            generation = generation.split("[ANSWER]")[1].strip()
-        if self.mode == "input":
-            if "==" in generation:
-                generation = generation.split("==")[0].strip()
-            if "assert" in generation:
-                generation = generation.split("assert")[1].strip()
-        elif "==" in generation:
-            generation = generation.split("==")[1].strip()
-        return generation.strip()
+        """The official extraction of the harness that ``mode`` follows (see
+        :mod:`benchforge.answers.cruxeval`)."""
+        if mode == "completion":
+            return cruxeval_answers.harness_answer(completion, self.mode, self.cot)
+        return cruxeval_answers.chat_answer(completion, self.mode, self.cot)
 
     def reference_answer(self, task: Task) -> str:
         return f"f({task.data['input']})" if self.mode == "input" else task.data["output"]
@@ -216,7 +223,8 @@ class CruxEval(Benchmark):
     def reference_completion(self, task: Task, mode: str) -> str:
         data = task.data
         call = f"f({data['input']})"
-        return f"assert {call} == {data['output']}\n{STOP}"
+        answer = f"assert {call} == {data['output']}\n{STOP}"
+        return f"[/THOUGHT]\n[ANSWER]\n{answer}" if self.cot else answer
 
     def reference_code(self, task: Task) -> str:
         return self.reference_answer(task)

@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
+from benchforge.answers import evalplus as evalplus_answers
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
@@ -32,6 +33,25 @@ SUITES = ("base", "plus")
 # joined for one more second.
 SUITE_CAP_S = 60.0
 SUITE_SLACK_S = 2.0
+GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 100}  # size of the expected-output store
+
+
+def _remove_stale_builds(target: Path) -> None:
+    """Build folders of ``target`` (``.<name>.build-<pid>``) left by a killed computation on
+    this host (pid no longer running); a live build by another process is left alone."""
+    import os
+    import shutil
+
+    for stale in target.parent.glob(f".{target.name}.build-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def read_tasks(path: Path, kind: str) -> tuple[list[dict[str, Any]], str]:
@@ -114,10 +134,19 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return self._dataset
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
-        from evalplus.sanitize import sanitize  # lazy: tree-sitter takes a second to load
+        """EvalPlus codegen's ``sanitize`` (see :mod:`benchforge.answers.evalplus`)."""
+        if mode == "completion":
+            return evalplus_answers.completion_solution(task.data["prompt"], completion,
+                                                        task.data["entry_point"], self.kind)
+        return evalplus_answers.chat_solution(completion, task.data["entry_point"])
 
-        text = task.data["prompt"] + completion if mode == "completion" else completion
-        return sanitize(text, task.data["entry_point"])
+    def stop_sequences(self, mode: str) -> list[str]:
+        """EvalPlus's vLLM stop strings for base models (4 sent, all cut client-side)."""
+        return evalplus_answers.completion_stops(self.kind) if mode == "completion" else []
+
+    def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
+        """evalplus.evaluate: ``solution`` as is, ``completion`` as prompt + completion."""
+        return evalplus_answers.rescoring_solution(task.data["prompt"], row)
 
     # ------------------------------------------------------------------------ ground truth
     def truth_dir(self) -> Path:
@@ -147,25 +176,33 @@ class EvalPlusBenchmark(FunctionBenchmark):
     def _build_truth(self, target: Path, workers: int, progress: bool) -> None:
         from benchforge.console import progress_bar
 
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchforgeError(f"data.cache={self.cache_dir}: cannot create it "
+                                  f"({exc.strerror})") from None
+        _remove_stale_builds(target)
         label = {"humaneval": "HumanEval+", "mbpp": "MBPP+"}[self.kind]
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
              str(self._path), str(target), str(max(1, workers))],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stderr is not None
-        total = self._n_rows
-        with progress_bar(f"computing {label} expected outputs, once per host", total,
+        with progress_bar(f"computing {label} expected outputs, once per host", self._n_rows,
                           progress) as advance:
             for line in proc.stdout:
                 if line.startswith("done "):
                     advance()
         error = proc.stderr.read().strip().splitlines()
         if proc.wait() != 0 or not (target / "index.json").is_file():
+            cause = error[-1] if error else f"exit status {proc.returncode}"
+            hint = ("fix the dataset file or delete it and run `benchforge stage "
+                    f"benchmark={self.cfg.name}`" if "canonical solution" in cause else
+                    "free space there or set data.cache to another disk, then rerun")
             raise BenchforgeError(
-                f"computing {self.cfg.name} expected outputs from {self._path} failed: "
-                f"{error[-1] if error else f'exit status {proc.returncode}'}; fix the dataset "
-                f"file or delete it and run `benchforge stage benchmark={self.cfg.name}`")
+                f"data.cache={self.cache_dir}: computing the {self.cfg.name} expected outputs "
+                f"into {target.name} (~{GROUND_TRUTH_MB.get(self.kind, 100)} MB) from "
+                f"{self._path} failed: {cause}; {hint}")
 
     @cached_property
     def _support(self) -> str:

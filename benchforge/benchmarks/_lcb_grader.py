@@ -297,12 +297,18 @@ def _grade_call_based(code, inputs, outputs, fn_name, timeout):
                     f"{repr(prediction)[:100]} != {repr(expected)[:100]}"))
         except Exception as exc:
             signal.alarm(0)
-            code = TIMEOUT if "timeoutexception" in repr(exc).lower() else RUNTIME
-            results.append(code)
-            return results, _failure(code, index, exception=exc)
+            return _crashed(results, index, exc)
         finally:
             signal.alarm(0)
     return results, {}
+
+
+def _crashed(results, index, exc):
+    """lcb_runner's verdict for an exception in test ``index``: -3 (time-out) when it is the
+    alarm's TimeoutException, else -4 (runtime error); appended to ``results``."""
+    code = TIMEOUT if "timeoutexception" in repr(exc).lower() else RUNTIME
+    results.append(code)
+    return results, _failure(code, index, exception=exc)
 
 
 def _grade_stdio(code, inputs, outputs, timeout, fixed):
@@ -322,9 +328,7 @@ def _grade_stdio(code, inputs, outputs, timeout, fixed):
                     raise TimeoutException
             except Exception as exc:
                 signal.alarm(0)
-                code = TIMEOUT if "timeoutexception" in repr(exc).lower() else RUNTIME
-                results.append(code)
-                return results, _failure(code, index, exception=exc)
+                return _crashed(results, index, exc)
             finally:
                 signal.alarm(0)
         got, want = _stripped_lines(captured.text), _stripped_lines(expected)

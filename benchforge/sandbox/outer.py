@@ -84,13 +84,16 @@ def view_spec(extra: tuple[str, ...] = ()) -> list[list[str]]:
             steps.append(["symlink", os.readlink(top), top])
         elif path.is_dir():
             steps.append(["ro", top, top])
-    steps += [["ro", "/usr", "/usr"], ["tmpfs", "/tmp"]]
+    # /etc made first as a world-traversable 0755 directory: otherwise the layer creates it
+    # as the parent of the binds below with a mode a sample uid cannot traverse, and every
+    # /etc/alternatives link (cc, javac, java) and toolchain config under /etc is unreachable.
+    steps += [["ro", "/usr", "/usr"], ["tmpfs", "/tmp"], ["dir", "/etc"]]
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
         steps.append(["ro-try", etc, etc])
     # The interpreter and the worker, read-only, with world-readable parents (an unprivileged
     # sample uid must be able to import from them). They come after the /tmp tmpfs, which
     # would otherwise hide a venv that lives in /tmp.
-    made: set[str] = {"/", "/usr", "/tmp"}
+    made: set[str] = {"/", "/usr", "/tmp", "/etc"}
     bound: list[Path] = []
     for path in sorted({*python_paths(), PACKAGE_DIR, *(Path(p).resolve() for p in extra)}):
         if str(path).startswith("/usr/") or any(b in path.parents for b in bound):

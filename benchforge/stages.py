@@ -290,7 +290,10 @@ def run_generate(cfg: DictConfig) -> Cell:
             update_provenance(cell.dir, engine_image={
                 "path": str(sif), "source": cfg.engine.image_source,
                 "sha256": verify_image(sif, Path(str(cfg.paths.images)).expanduser())})
-        with (model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs,
+        from benchforge.answers.offload import extraction_worker
+
+        with (extraction_worker(cell.benchmark, tasks) as extract_code,
+              model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs,
                             cfg.engine, cfg.paths) as base_url,
               RowAppender(cell.dir.samples) as appender,
               progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
@@ -322,7 +325,7 @@ def run_generate(cfg: DictConfig) -> Cell:
                 appender.append({
                     "task_id": request.task_id, "sample_idx": request.sample_idx,
                     "prompt_sha256": request.prompt.sha256, "completion": completion.text,
-                    "code": cell.benchmark.extract_code(task, answer, mode),
+                    "code": extract_code(task, answer, mode),
                     "finish_reason": completion.finish_reason,
                     "prompt_tokens": completion.prompt_tokens,
                     "completion_tokens": completion.completion_tokens,

@@ -15,16 +15,19 @@ Here step 1 gives the same span by trying spans from the heaviest down (so the f
 parses is the answer and nothing lighter is tried) and by never parsing a span that cannot
 parse: one holding a line that starts with a character Python rejects outside a string
 (a backtick, ``$``, ``?``: a Markdown fence) where no start line above can leave that line
-inside a string (a one-pass lexer over line-start states), or one whose first statement line
-is indented. A chat answer (prose, fenced blocks, prose) then costs a few parses of its code;
-what stays expensive is a long run of lines with no fence where the heaviest parsable span is
-much shorter than the run (a syntax error mid-way through a long unfenced program).
+inside a string (a one-pass lexer over line-start states), one that ends inside a string
+(same lexer), or one whose first statement line is indented. The lexer follows Python 3.11's
+strings; on 3.12+ (nested f-string quotes) only the indentation rule is used. A chat answer
+(prose, fenced blocks, prose) then costs a few parses of its code;
+what stays expensive is a syntax error mid-way through a long program with no fence around
+it (every heavier span holding it is parsed up to it).
 Step 2 is linear; this module writes it anew on the same tree-sitter grammar.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -68,6 +71,41 @@ def _after(line: str, state: str) -> str:
     if state in _QUOTES and not line.endswith("\\"):
         return CODE  # an unterminated one-line string: an error that the line ends
     return state
+
+
+class _Strings:
+    """Lexer state after line j for a span starting at line i (entered in ``CODE``).
+
+    One pass from line 0 gives every line's state; a start that this pass enters in ``CODE``
+    shares it from there on, and any other start is walked on its own until it enters a line
+    in the same state as the pass, from where they are the same.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.enter: list[str] = []
+        self.leave: list[str] = []
+        state = CODE
+        for line in lines:
+            self.enter.append(state)
+            state = _after(line, state)
+            self.leave.append(state)
+        self.own: dict[int, tuple[list[str], list[int]]] = {}
+
+    def after(self, i: int, j: int) -> str:
+        if self.enter[i] == CODE:
+            return self.leave[j]
+        out, merged = self.own.setdefault(i, ([], []))
+        while not merged and len(out) <= j - i:
+            k = i + len(out)
+            entering = out[-1] if out else CODE
+            if out and entering == self.enter[k]:
+                merged.append(k)
+                break
+            out.append(_after(self.lines[k], entering))
+        if merged and j >= merged[0]:
+            return self.leave[j]
+        return out[j - i]
 
 
 def _segments(lines: list[str]) -> list[tuple[int, int]]:
@@ -125,10 +163,13 @@ def code_extract(text: str) -> str:
     for k, line in enumerate(lines):
         offsets[k + 1] = offsets[k] + len(line) + 1
     indented = _first_statement_lines(lines)
+    # the line-start lexer knows Python 3.11's strings (3.12 f-strings nest quotes)
+    lexer = sys.version_info < (3, 12)
+    strings = _Strings(lines) if lexer else None
     best: tuple[int, int, int] | None = None  # (weight, i, j)
-    for first, last in _segments(lines):
+    for first, last in _segments(lines) if lexer else [(0, n - 1)]:
         floor = best[0] if best else 0  # a later segment must be strictly heavier
-        found = _heaviest_in(text, nonblank, offsets, indented, first, last, floor)
+        found = _heaviest_in(text, nonblank, offsets, indented, strings, first, last, floor)
         if found is not None:
             best = found
     if best is None:
@@ -137,12 +178,15 @@ def code_extract(text: str) -> str:
 
 
 def _heaviest_in(text: str, nonblank: list[int], offsets: list[int], indented: list[int],
-                 first: int, last: int, floor: int) -> tuple[int, int, int] | None:
+                 strings: _Strings | None, first: int, last: int,
+                 floor: int) -> tuple[int, int, int] | None:
     """The first (start, end) in order among the heaviest parsable spans of two or more lines
     within lines first..last, if heavier than ``floor``."""
     for weight in range(nonblank[last + 1] - nonblank[first], floor, -1):
         for i, j in _spans_of_weight(nonblank, first, last, weight):
             if indented[i] <= j:  # its first statement line is indented
+                continue
+            if strings is not None and strings.after(i, j) != CODE:  # ends inside a string
                 continue
             if _parses(text[offsets[i]:offsets[j + 1] - 1]):
                 return weight, i, j

@@ -290,7 +290,10 @@ def run_generate(cfg: DictConfig) -> Cell:
             update_provenance(cell.dir, engine_image={
                 "path": str(sif), "source": cfg.engine.image_source,
                 "sha256": verify_image(sif, Path(str(cfg.paths.images)).expanduser())})
-        with (model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs,
+        from benchforge.answers.offload import extraction_worker
+
+        with (extraction_worker(cell.benchmark, tasks) as extract_code,
+              model_endpoint(cfg.model, cell.benchmark, cell.dataset.tasks, cell.dir.logs,
                             cfg.engine, cfg.paths) as base_url,
               RowAppender(cell.dir.samples) as appender,
               progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
@@ -322,7 +325,7 @@ def run_generate(cfg: DictConfig) -> Cell:
                 appender.append({
                     "task_id": request.task_id, "sample_idx": request.sample_idx,
                     "prompt_sha256": request.prompt.sha256, "completion": completion.text,
-                    "code": cell.benchmark.extract_code(task, answer, mode),
+                    "code": extract_code(task, answer, mode),
                     "finish_reason": completion.finish_reason,
                     "prompt_tokens": completion.prompt_tokens,
                     "completion_tokens": completion.completion_tokens,
@@ -557,6 +560,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
     todo = [row for key, row in samples.items() if key not in done]
     workers = int(cfg.score.workers) or default_workers()
     tasks = {t.task_id: t for t in cell.dataset.tasks}
+    cell.benchmark.full_suites = bool(cfg.score.full_suites)
     sb = cfg.sandbox
     cache = Path(str(cfg.data.cache)).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
@@ -575,6 +579,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
             log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
                      len(samples), workers, sandbox.mode)
             needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
+            cell.benchmark.prepare_scoring(workers, bool(cfg.generate.progress))
             limits: dict[str, float | None] = {t.task_id: None for t in needed}
             if not cell.benchmark.per_test_time_limits:
                 times = scoring.reference_times(
@@ -591,7 +596,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
         if cfg.score.audit_timeouts:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
-                                   audit)
+                                   audit, workers, cell.dir)
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
     if cell.dir.score_done.exists():  # checked above and nothing rescored: never re-signed
         if cfg.score.aggregate:

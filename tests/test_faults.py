@@ -139,8 +139,8 @@ def test_excluded_tasks_name_limit_or_version(tmp_path: Path, shared_data: Path,
 def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Path,
                                                                    shared_data: Path,
                                                                    monkeypatch) -> None:
-    """Scoring threads all ask for the fixtures at once: one build, one error, no temp file."""
-    import subprocess
+    """Scoring threads all ask for the expected outputs at once: one build, one error."""
+    import io
 
     from benchforge.benchmarks import _evalplus
     from benchforge.config import compose
@@ -152,17 +152,22 @@ def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Pat
     bench.load()
     calls = []
 
-    def failing_build(cmd, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, "", "Traceback ...\nOSError: [Errno 28] "
-                                                       "No space left on device")
+    class FailingBuild:
+        def __init__(self, cmd, **kwargs) -> None:
+            calls.append(cmd)
+            self.stdout = io.StringIO("done 1 164\n")
+            self.stderr = io.StringIO("OSError: [Errno 28] No space left on device\n")
+            self.returncode = 1
 
-    monkeypatch.setattr(_evalplus.subprocess, "run", failing_build)
+        def wait(self) -> int:
+            return 1
+
+    monkeypatch.setattr(_evalplus.subprocess, "Popen", FailingBuild)
     errors: list[str] = []
 
     def ask() -> None:
         try:
-            bench.fixtures  # noqa: B018 - the property computes them
+            bench.prepare_scoring(2, False)
         except BenchforgeError as exc:
             errors.append(str(exc))
 
@@ -174,25 +179,29 @@ def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Pat
     assert len(calls) == 1 and len(errors) == 8 and len(set(errors)) == 1
     assert errors[0].startswith(f"data.cache={tmp_path / 'cache'}: computing the humanevalplus "
                                 "expected outputs into evalplus-humaneval-")
-    assert "(~250 MB) failed: OSError: [Errno 28] No space left on device" in errors[0]
+    assert "(~250 MB) from " in errors[0]
+    assert errors[0].endswith("failed: OSError: [Errno 28] No space left on device; free space "
+                              "there or set data.cache to another disk, then rerun")
 
 
-def test_groundtruth_writer_removes_its_temp_file_on_failure(tmp_path: Path,
-                                                             monkeypatch) -> None:
+def test_groundtruth_writer_removes_its_build_folder_on_failure(tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
     from benchforge.benchmarks import _evalplus, _groundtruth
 
-    target = tmp_path / "cache" / "truth.pkl"
+    target = tmp_path / "cache" / "truth"
     target.parent.mkdir()
-    leftover = target.parent / f".{target.name}.999999999.tmp"  # from a killed run
-    leftover.write_bytes(b"x")
-    _evalplus._remove_stale_temp(target)
+    leftover = target.parent / f".{target.name}.build-999999999"  # from a killed run
+    leftover.mkdir()
+    (leftover / "HumanEval_0.pkl").write_bytes(b"x")
+    _evalplus._remove_stale_builds(target)
     assert not leftover.exists()
-    monkeypatch.setattr(_groundtruth.pickle, "dump", lambda *a: (_ for _ in ()).throw(
+    monkeypatch.setattr(_groundtruth.json, "dumps", lambda *a: (_ for _ in ()).throw(
         OSError(28, "No space left on device")))
-    monkeypatch.setattr("sys.argv", ["x", "humaneval", "unused", str(target)])
+    monkeypatch.setattr("sys.argv", ["x", "humaneval", "unused", str(target), "1"])
     monkeypatch.setattr("benchforge.benchmarks._evalplus.read_tasks", lambda *a: ([], "m"))
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit):
         _groundtruth.main()
+    assert capsys.readouterr().err.strip() == "OSError: [Errno 28] No space left on device"
     assert list(target.parent.iterdir()) == []
 
 
@@ -253,6 +262,8 @@ INTERNAL_RAISES = {
     ("sandbox/_worker.py", "*"): "inside the sandbox child: exceptions are the sample's verdict",
     ("benchmarks/_lcb_grader.py", "*"): "inside the sandbox child (LiveCodeBench checks)",
     ("benchmarks/_multiple_runner.py", "*"): "inside the sandbox child (MultiPL-E runs)",
+    ("benchmarks/_groundtruth.py", "RuntimeError"): "expected-output subprocess: main prints "
+                                                    "one line, the host raises BenchforgeError",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",
     ("benchmarks/__init__.py", "KeyError"): "Dataset.task lookup (mapping protocol)",
     ("benchmarks/livecodebench.py", "UnpicklingError"): "refusal caught by its caller",

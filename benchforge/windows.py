@@ -13,7 +13,8 @@ Two ways to ask for windows (``compute`` keys):
 - ``tasks_per_shard=N``: windows of N whole tasks each (all their samples), the last shorter.
 
 The windows depend only on those numbers and the grid's size, so the same plan gives the same
-windows on every host. This module imports only the standard library.
+windows on every host. This module imports only the standard library and
+:mod:`benchforge.errors`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from benchforge.errors import BenchforgeError
 
-class WindowError(ValueError):
+
+class WindowError(BenchforgeError):
     """A window request that cannot be planned (non-positive counts, both keys given)."""
 
 

@@ -262,6 +262,7 @@ INTERNAL_RAISES = {
     ("sandbox/_worker.py", "*"): "inside the sandbox child: exceptions are the sample's verdict",
     ("benchmarks/_lcb_grader.py", "*"): "inside the sandbox child (LiveCodeBench checks)",
     ("benchmarks/_multiple_runner.py", "*"): "inside the sandbox child (MultiPL-E runs)",
+    ("benchmarks/_bcb_runner.py", "*"): "inside the sandbox child (BigCodeBench's checks)",
     ("benchmarks/_groundtruth.py", "RuntimeError"): "expected-output subprocess: main prints "
                                                     "one line, the host raises BenchforgeError",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",

@@ -60,7 +60,7 @@ def _json(path: Path, problems: list[str]) -> dict[str, Any] | None:
 
 
 def fresh_pass_at_1(cdir: CellDir, cfg_aggregate: Any) -> dict[str, Any] | None:
-    from benchforge.stages import compute_metrics
+    from benchforge.metrics import compute_metrics
 
     try:
         return compute_metrics(cdir, cfg_aggregate).get("pass@1")
@@ -156,7 +156,7 @@ def verify_cell(cell: dict[str, Any], cfg_aggregate: Any) -> list[str]:
 
 def _verify(cdir: CellDir, cell: dict[str, Any], cfg_aggregate: Any,
             problems: list[str]) -> None:
-    from benchforge.stages import compute_metrics
+    from benchforge.metrics import compute_metrics
 
     expected = int(cell["n_tasks"]) * int(cell["n_samples"])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,6 +61,36 @@ class ClientSettings:
 
 OnCompletion = Callable[[Request, Completion], None]
 log = logging.getLogger("benchforge")
+
+
+def api_key(model: Any) -> str:
+    """The API key sent to the server: the environment variable ``model.api_key_env`` names,
+    else ``EMPTY`` (vLLM and llama-cpp-python accept any key).
+
+    Raises:
+        BenchforgeError: ``model.api_key_env`` is set but that variable is not.
+    """
+    env = model.api_key_env
+    if not env:
+        return "EMPTY"
+    value = os.environ.get(str(env))
+    if not value:
+        raise BenchforgeError(f"model.api_key_env={env}: environment variable ${env} is not set")
+    return value
+
+
+def thinking_kwargs(model: Any) -> dict[str, Any] | None:
+    """``model.thinking: on|off`` as the chat template of Qwen3-style models reads it
+    (``chat_template_kwargs={"enable_thinking": ...}``); None when ``thinking`` is null.
+
+    Raises:
+        BenchforgeError: any other value of ``model.thinking``.
+    """
+    if model.thinking is None:
+        return None
+    if str(model.thinking) not in ("on", "off"):
+        raise BenchforgeError(f"model.thinking={model.thinking}: expected on, off or null")
+    return {"enable_thinking": str(model.thinking) == "on"}
 
 
 class _RetryWarnings(logging.Filter):

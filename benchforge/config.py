@@ -7,12 +7,9 @@ Behaviour lives elsewhere; this module only describes and composes configs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -283,41 +280,6 @@ def slurm_minutes(time: str) -> int:
         hours, minutes, seconds = int(first), int(second), int(third)
     total = int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
     return max(total, 1)
-
-
-# Fields that change how a cell is executed but not what it computes; kept out of the cell id
-# so that e.g. raising concurrency does not orphan a half-finished cell.
-_OPERATIONAL_MODEL_KEYS = frozenset(
-    {"base_url", "api_key_env", "concurrency", "request_timeout_s", "max_retries",
-     "startup_timeout_s", "oracle_latency_s"}
-)
-
-# Model and benchmark keys added after cells existed, each with the default at which it is left
-# out of the cell id (so adding one keeps every existing cell's id); any other value makes a
-# different cell.
-_LATER_MODEL_KEYS: dict[str, Any] = {"gguf": None, "sampling": "request",
-                                     "thinking_max_tokens": None}
-_LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None,
-                                         "language": None}
-
-
-def cell_identity(cfg: DictConfig) -> dict[str, Any]:
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    assert isinstance(model, dict) and isinstance(benchmark, dict)
-    return {
-        "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS
-                  and not (k in _LATER_MODEL_KEYS and v == _LATER_MODEL_KEYS[k])},
-        # keys added later are left out at their default, so existing cells keep their ids
-        "benchmark": {k: v for k, v in sorted(benchmark.items())
-                      if not (k in _LATER_BENCHMARK_KEYS and v == _LATER_BENCHMARK_KEYS[k])},
-    }
-
-
-def cell_id(cfg: DictConfig) -> str:
-    """Stable hash of what the cell computes: model identity, sampling and benchmark config."""
-    blob = json.dumps(cell_identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def compose(overrides: Sequence[str] = (), stage: str = "run") -> DictConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -21,9 +22,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from benchforge.benchmarks import Benchmark, Download
+from benchforge.benchmarks import Benchmark, Download, load_benchmark
+from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
+
+log = logging.getLogger("benchforge")
 
 STAGED_NAME = "benchforge-staged.json"
 
@@ -164,3 +168,35 @@ def stage_data(benchmark: Benchmark, data_root: Path, mirror: str) -> list[dict[
         else:
             raise BenchforgeError(f"unknown download kind {download.kind!r}")
     return staged
+
+
+def run_fetch(cfg: DictConfig) -> dict[str, Any]:
+    """``benchforge stage`` (login node, online): the selected model at its revision into
+    ``paths.hf_cache`` (recording the resolved commit), and the benchmark's data files for
+    ``benchmark.version`` into ``data.root`` (checked against their pinned sha256).
+
+    Returns:
+        ``{"model": staged record or None, "data": [one record per file]}``.
+
+    Raises:
+        BenchforgeError: run on a compute node (``paths.offline``), or a download fails or
+            does not match its pinned sha256.
+    """
+    if offline(cfg.paths):
+        raise BenchforgeError("stage runs on the login node: this looks like a compute node "
+                              "(paths.offline); set paths.offline=false to force it")
+    result: dict[str, Any] = {"model": None, "data": []}
+    if cfg.model.provider == "hf":
+        entry = stage_model(cfg.model, hf_cache(cfg))
+        result["model"] = entry
+        print_table("staged model", ["model", "repo", "revision", "commit", "path"],
+                    [[cfg.model.name, entry["repo"], entry["requested_revision"],
+                      entry["commit"], entry["path"]]])
+    result["data"] = stage_data(load_benchmark(cfg), Path(str(cfg.data.root)).expanduser(),
+                                str(cfg.data.mirror))
+    for item in result["data"]:
+        print(f"{item['file']}  {item['status']}  sha256:{item['sha256']}")
+    if result["model"] is None and not result["data"]:
+        log.info("nothing to stage: model=%s is not a hub model and benchmark=%s ships with "
+                 "benchforge", cfg.model.name, cfg.benchmark.name)
+    return result

@@ -87,8 +87,8 @@ def array_width(compute: DictConfig, shape: DictConfig) -> tuple[int, str]:
 def check_budget(config: DictConfig, n_shards: int, shape: DictConfig) -> str:
     """Refuse a launch whose worst case (every GPU shard using its whole time limit once)
     exceeds what is left of ``compute.gpu_hour_budget``; return the budget line."""
+    from benchforge.cell import run_root
     from benchforge.shard import run_gpu_hours
-    from benchforge.stages import run_root
 
     compute = config.compute
     budget = float(compute.gpu_hour_budget)
@@ -187,7 +187,7 @@ def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
         "time": str(compute.time), "signal": f"{compute.signal}@{compute.signal_delay_s}",
         "budget": budget,
     }
-    from benchforge.stages import run_root
+    from benchforge.cell import run_root
 
     launches = run_root(config) / "logs" / "launches.jsonl"
     with RowAppender(launches) as appender:

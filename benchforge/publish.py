@@ -66,7 +66,7 @@ def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> lis
 
 def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
                     agg: DictConfig) -> dict[str, Any]:
-    from benchforge.stages import compute_metrics
+    from benchforge.metrics import compute_metrics
 
     metrics = compute_metrics(cell, agg)
     row: dict[str, Any] = {"model": model, "benchmark": benchmark, "run": run_name,
@@ -118,7 +118,7 @@ def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from benchforge.stages import run_root
+    from benchforge.cell import run_root
 
     cells = [c for c in read_manifest(run_root(cfg))
              if CellDir(Path(c["dir"])).score_done.exists()]
@@ -169,7 +169,7 @@ def stage_space(out: Path, cfg: DictConfig) -> Path | None:
 
 def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Write the tables; upload them unless ``publish.dry_run`` (the default)."""
-    from benchforge.stages import run_root
+    from benchforge.cell import run_root
 
     out = Path(str(cfg.publish.dir)).expanduser() if cfg.publish.dir else \
         run_root(cfg) / "publish"

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchforge.benchmarks import Benchmark
 from benchforge.errors import BenchforgeError
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 log = logging.getLogger("benchforge")
 
@@ -166,11 +166,11 @@ def gate_cell(benchmark: Benchmark, sandbox: Any, cell_dir: Any, name: str) -> d
 def run_gate(cfg: Any, benchmark: Benchmark) -> dict[str, Any]:
     """``benchforge smoke benchmark=<tier-2>``: the gate in a fresh scoring sandbox, printed as
     a table and kept in ``<run>/logs/readiness-<benchmark>.json``; raises if not ready."""
+    from benchforge.cell import run_root
     from benchforge.config import slug
     from benchforge.console import print_table
     from benchforge.rundir import write_json_atomic
     from benchforge.sandbox import make_sandbox
-    from benchforge.stages import run_root
 
     name = str(cfg.benchmark.name)
     paths = tuple(getattr(benchmark, "sandbox_paths", list)())

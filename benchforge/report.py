@@ -57,7 +57,8 @@ def _latency(serving: dict[str, Any] | None) -> str:
 
 
 def run_report(cfg: DictConfig) -> dict[str, Any]:
-    from benchforge.stages import compute_metrics, licence_tag, run_root
+    from benchforge.cell import run_root
+    from benchforge.metrics import compute_metrics, licence_tag
 
     root = run_root(cfg)
     rows = []

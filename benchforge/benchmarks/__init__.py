@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 _REGISTRY: dict[str, type[Benchmark]] = {}
 
@@ -166,3 +166,25 @@ def get_benchmark(cfg: DictConfig, data_root: Path, cache_dir: Path | None = Non
     if loader not in _REGISTRY:
         raise BenchforgeError(f"benchmark.loader={loader}: module registers no benchmark")
     return _REGISTRY[loader](cfg, data_root, cache_dir)
+
+
+def load_benchmark(cfg: DictConfig) -> Benchmark:
+    """The benchmark of a composed config (``benchmark`` group), reading its data from
+    ``data.root`` and caching derived files under ``data.cache``.
+
+    Raises:
+        BenchforgeError: ``benchmark.loader`` names no module here, or the module registers
+            no benchmark.
+    """
+    return get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser(),
+                         Path(str(cfg.data.cache)).expanduser())
+
+
+def oracle_answers(benchmark: Benchmark, tasks: list[Task], mode: str) -> list[dict[str, str]]:
+    """Answers-file rows (``benchforge.mock_server``) that make the mock server reply to each
+    task's prompt in ``mode`` (chat | completion) with its reference solution."""
+    return [
+        {"prompt_sha256": benchmark.prompt(task, mode).sha256,
+         "completion": benchmark.reference_completion(task, mode)}
+        for task in tasks
+    ]

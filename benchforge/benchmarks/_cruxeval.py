@@ -26,7 +26,7 @@ from benchforge.benchmarks import Benchmark, Dataset, Download, Task
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 DATA_FILE = "cruxeval/cruxeval.jsonl"
 # The official data file at a pinned commit of facebookresearch/cruxeval, and its sha256.

@@ -28,7 +28,7 @@ from benchforge.benchmarks import _lcb_guard as guard
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 DATA_DIR = "livecodebench/code_generation_lite"
 HF_DATASET = "livecodebench/code_generation_lite"

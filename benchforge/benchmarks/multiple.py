@@ -33,7 +33,7 @@ from benchforge.benchmarks import _multiple_runner as runner
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 # A fenced block of a chat answer: its language tag and its body (an unclosed last fence runs to
 # the end). MultiPL-E defines no chat protocol; this one is benchforge's own (README).

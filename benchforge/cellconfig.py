@@ -102,12 +102,14 @@ def execution_diff(path: Path, cfg: Any) -> dict[str, list[Any]]:
 
 
 def config_text(cfg: Any) -> str:
+    """The resolved config as YAML: what ``config.yaml`` holds (written once, at plan time)."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def sha256_text(text: str) -> str:
+    """Hex sha256 of a text's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

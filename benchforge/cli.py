@@ -154,6 +154,7 @@ def _hydra_process_state(argv: list[str]) -> Any:
 
 
 def one_line(text: str) -> str:
+    """``text`` with its line breaks (and the blanks around them) as ``; ``."""
     return re.sub(r"\s*\n\s*", "; ", str(text).strip())
 
 
@@ -291,6 +292,7 @@ def positional_overrides(stage: str, args: Sequence[str]) -> list[str]:
 
 
 def is_multirun(overrides: Sequence[str]) -> bool:
+    """Whether the overrides ask Hydra for a sweep (``-m``/``--multirun``)."""
     return "-m" in overrides or "--multirun" in overrides
 
 
@@ -336,6 +338,9 @@ def smoke_gate(overrides: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``benchforge`` itself: returns the exit status (0 ok, 1 verify problems, 2 a user
+    mistake printed as one line, 3 a regression, 130/143 interrupted/terminated).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
@@ -396,6 +401,7 @@ def install_interrupt_handlers() -> dict[int, Any]:
 
 
 def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the signal handlers install_interrupt_handlers replaced."""
     import signal
 
     for sig, handler in previous.items():

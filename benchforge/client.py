@@ -22,6 +22,8 @@ from benchforge.prompts import Prompt
 
 @dataclass(frozen=True)
 class Request:
+    """One request to the model server: the (task_id, sample_idx) it fills and its prompt."""
+
     task_id: str
     sample_idx: int
     prompt: Prompt
@@ -29,6 +31,9 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
+    """What the server answered to one request: text, reasoning, finish reason, token counts
+    (as the server reports them), latency and decode seconds."""
+
     text: str  # the reply's content ("" when the server sent null), stop strings not yet cut
     finish_reason: str | None  # "stop", "length" (cut by max_tokens), ...
     prompt_tokens: int | None
@@ -41,6 +46,12 @@ class Completion:
 
 @dataclass(frozen=True)
 class ClientSettings:
+    """How requests are sent: server, sampling, limits, concurrency, retries.
+
+    Built by ``stages.generate`` (and ``smoke``) from the ``model`` config and the serving
+    settings measured for the endpoint (``benchforge.serving``).
+    """
+
     base_url: str
     served_name: str
     api_key: str = "EMPTY"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from benchforge.errors import BenchforgeError
+
 CONFIG_MODULE = "benchforge.conf"
 CONFIG_NAME = "config"
 
@@ -267,8 +269,6 @@ def slurm_minutes(time: str) -> int:
     text = str(time).strip()
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not match:
-        from benchforge.errors import BenchforgeError
-
         raise BenchforgeError(f"compute.time={text!r}: expected [D-]HH:MM:SS")
     days, first, second, third = match.groups()
     if second is None:  # "MM"

@@ -23,6 +23,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
+from benchforge.gguf_model import model_gguf
+from benchforge.hub import offline, require_staged, staged_snapshot
 from benchforge.mock_server import write_answers
 from benchforge.procutil import (
     die_with_parent,
@@ -138,6 +140,7 @@ def llamacpp_command(engine: DictConfig, model: DictConfig, port: int, gguf: Pat
 
 
 def served_models(base_url: str) -> list[str]:
+    """The model ids the server at ``base_url`` lists (``/models``); [] when it does not answer."""
     try:
         with urllib.request.urlopen(f"{base_url}/models", timeout=10) as resp:
             return [m["id"] for m in json.load(resp).get("data", [])]
@@ -149,7 +152,6 @@ def resolve_snapshot(model: DictConfig,
                      paths: DictConfig | None) -> tuple[Path | None, dict[str, str]]:
     """The staged snapshot to serve and the server's hub environment. Offline (a compute
     node) the snapshot must have been staged, and the server may not contact the hub."""
-    from benchforge.hub import offline, require_staged, staged_snapshot
 
     if paths is None:
         return None, {}
@@ -244,7 +246,6 @@ def require_served(url: str, model: DictConfig, log_path: Path) -> None:
 @contextlib.contextmanager
 def _llamacpp_server(model: DictConfig, engine: DictConfig, logs: Path) -> Iterator[str]:
     """Launch llama-cpp-python's server for ``model.gguf``; yield its /v1 URL."""
-    from benchforge.gguf_model import model_gguf
 
     if model.provider not in ("gguf", "hf") or not model.get("gguf"):
         raise BenchforgeError(f"engine=llamacpp serves GGUF files: model={model.name} sets no "

@@ -33,6 +33,7 @@ STAGED_NAME = "benchforge-staged.json"
 
 
 def hf_cache(cfg: DictConfig) -> Path:
+    """``paths.hf_cache``, expanded: where staged model snapshots are."""
     return Path(str(cfg.paths.hf_cache)).expanduser()
 
 
@@ -50,6 +51,11 @@ def _staged_key(model: DictConfig) -> str:
 
 
 def read_staged(cache: Path) -> dict[str, dict[str, Any]]:
+    """The staged-model records of ``cache`` (``benchforge-staged.json``); {} before any.
+
+    Raises:
+        BenchforgeError: the record file is corrupt (rerun ``benchforge stage``).
+    """
     return read_record_map(cache / STAGED_NAME, "rerun `benchforge stage`")
 
 
@@ -79,6 +85,8 @@ def stage_model(model: DictConfig, cache: Path) -> dict[str, Any]:
 
 
 def staged_snapshot(model: DictConfig, cache: Path) -> dict[str, Any] | None:
+    """The staged record (``repo``, ``commit``, ``path``, ...) of ``model`` at its revision, or None
+    when it was not staged (or its snapshot dir is gone)."""
     entry = read_staged(cache).get(_staged_key(model))
     if entry and Path(entry["path"]).is_dir():
         return entry
@@ -86,6 +94,11 @@ def staged_snapshot(model: DictConfig, cache: Path) -> dict[str, Any] | None:
 
 
 def require_staged(model: DictConfig, cache: Path) -> dict[str, Any]:
+    """The staged record of ``model``; offline (a compute node) there must be one.
+
+    Raises:
+        BenchforgeError: not staged (names ``benchforge stage`` and the expected dir).
+    """
     entry = staged_snapshot(model, cache)
     if entry is None:
         expected = cache / f"models--{str(model.hf_repo).replace('/', '--')}" / "snapshots"
@@ -111,6 +124,7 @@ def snapshot_chat_template(snapshot: Path) -> tuple[str, str] | None:
 
 
 def template_sha256(text: str) -> str:
+    """Hex sha256 of a chat template's UTF-8 text (what provenance and rows record)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -24,6 +24,7 @@ RECORD_NAME = "benchforge-images.json"
 
 
 def record_path(images: Path) -> Path:
+    """The sha256 record file of the images dir (what pull-image recorded)."""
     return images / RECORD_NAME
 
 
@@ -31,6 +32,11 @@ REMEDY = "rerun `benchforge pull-image`"
 
 
 def read_records(images: Path) -> dict[str, dict[str, Any]]:
+    """The image records of ``images`` ({} before any pull).
+
+    Raises:
+        BenchforgeError: the record file is corrupt (rerun ``benchforge pull-image``).
+    """
     return read_record_map(record_path(images), REMEDY)
 
 

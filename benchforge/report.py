@@ -8,8 +8,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.cell import run_root
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest
+from benchforge.metrics import compute_metrics, licence_tag
 from benchforge.rundir import CellDir, write_atomic
 
 
@@ -57,9 +59,15 @@ def _latency(serving: dict[str, Any] | None) -> str:
 
 
 def run_report(cfg: DictConfig) -> dict[str, Any]:
-    from benchforge.cell import run_root
-    from benchforge.metrics import compute_metrics, licence_tag
+    """``benchforge report``: ``report.png`` (pass@1 with interval bars per model x benchmark) and
+    ``report.md`` in the run dir, recomputed from the rows.
 
+    Returns:
+        ``{"png": path, "markdown": path, "cells": count}``.
+
+    Raises:
+        BenchforgeError: no scored cell in the run.
+    """
     root = run_root(cfg)
     rows = []
     for entry in read_manifest(root):

@@ -1,8 +1,11 @@
-"""Structured-config schema: the shape and types of every config group.
+"""Structured-config schema: the shape, types and defaults of every config group.
 
-The YAML files under ``conf/`` hold values; the dataclasses here hold types, so a wrong
-type (``model.temperature=abc``) fails at composition with the offending key named.
-Behaviour lives elsewhere; this module only describes and composes configs.
+Each default lives here once; the YAML files under ``conf/`` hold only what a group option
+changes (as hydra's ``structured_configs/5.1_structured_config_schema_same_config_group``
+example does). A wrong type (``model.temperature=abc``) or a value outside a fixed set
+(``model.provider``, ``model.mode``, ``engine.launch``, ``compute.launcher``: enums) fails at
+composition with the offending key named. Behaviour lives elsewhere; this module only
+describes and composes configs.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -20,11 +24,55 @@ CONFIG_MODULE = "benchforge.conf"
 CONFIG_NAME = "config"
 
 
+class Choice(str, Enum):
+    """A fixed set of config strings. Members are named as their values (OmegaConf converts a
+    YAML or command-line string by member name) and behave as those strings: compared,
+    hashed, formatted and serialised (JSON, ``config.yaml``) as the value, so cell ids and
+    on-disk files are the same as with plain strings."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Provider(Choice):
+    """``model.provider``: who serves the model."""
+
+    oracle = "oracle"  # the built-in mock server answering with reference solutions
+    endpoint = "endpoint"  # an OpenAI-compatible server already running at model.base_url
+    hf = "hf"  # a Hugging Face model the engine serves
+    gguf = "gguf"  # a GGUF file engine=llamacpp serves
+
+
+class Mode(Choice):
+    """``model.mode``: how the model is asked."""
+
+    chat = "chat"  # instruct models: /v1/chat/completions
+    completion = "completion"  # base models: /v1/completions
+
+
+class Launch(Choice):
+    """``engine.launch``: how benchforge starts the model server."""
+
+    none = "none"  # it does not: the server already runs at model.base_url
+    native = "native"  # `vllm serve` in this environment
+    apptainer = "apptainer"  # vLLM in its Apptainer image
+    llamacpp = "llamacpp"  # llama-cpp-python's server
+
+
+class Launcher(Choice):
+    """``compute.launcher``: where the cells run."""
+
+    local = "local"  # in this process
+    slurm = "slurm"  # SLURM jobs (hydra-submitit-launcher)
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING  # directory-safe name of the model in the run dir
-    provider: str = MISSING  # oracle | endpoint | hf (a Hugging Face model the engine serves)
-    # | gguf (a GGUF file engine=llamacpp serves)
+    provider: Provider = MISSING  # oracle | endpoint | hf | gguf (see Provider)
     # gguf: a path, or pkg:<distribution>/<file> for a model shipped in a Python package
     gguf: str | None = None
     hf_repo: str | None = None  # hf: the repo id (or a local snapshot dir)
@@ -37,7 +85,7 @@ class ModelConfig:
     # MISSING, not None, so endpoint.yaml's `???` is enforced (merging ??? keeps a default).
     base_url: str | None = MISSING  # e.g. http://gpu-node:8000/v1 (endpoint only)
     api_key_env: str | None = None  # name of the env var holding the key; never the key
-    mode: str = "chat"  # chat (instruct models) | completion (base models)
+    mode: Mode = Mode.chat  # chat (instruct models) | completion (base models)
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -65,8 +113,7 @@ class EngineConfig:
     """How a model server is run for provider=hf models (see conf/engine/)."""
 
     name: str = MISSING  # vllm_apptainer | vllm_native | llamacpp | endpoint
-    # apptainer | native | llamacpp | none (the server already runs at base_url)
-    launch: str = "none"
+    launch: Launch = Launch.none  # apptainer | native | llamacpp | none (see Launch)
     # `vllm` (native) or `apptainer`; llamacpp: null = `<this python> -m llama_cpp.server`
     executable: str | None = "vllm"
     image: str | None = None  # the vLLM SIF (apptainer)
@@ -113,7 +160,7 @@ class ShardShape:
 @dataclass
 class ComputeConfig:
     name: str = MISSING
-    launcher: str = "local"  # local (in-process) | slurm (hydra-submitit-launcher)
+    launcher: Launcher = Launcher.local  # local (in-process) | slurm (hydra-submitit-launcher)
     # SLURM fields (compute/slurm.yaml); PLACEHOLDER_* values must be resolved before a sweep.
     partition: str | None = None
     account: str | None = None

@@ -131,6 +131,63 @@ def _leaf_keys(cfg) -> set[str]:
     return found
 
 
+def test_fixed_choices_are_checked_at_composition(tmp_path: Path) -> None:
+    """provider, mode, engine.launch and compute.launcher are enums: a value outside the set
+    is refused while composing, naming the key and the choices; the values serialise as the
+    same strings as before (config.yaml, provenance)."""
+    import pytest
+
+    from benchforge.config import Mode, compose
+
+    for override, choices in (("model.provider=bogus", "oracle, endpoint, hf, gguf"),
+                              ("model.mode=chatty", "chat, completion"),
+                              ("engine.launch=docker", "none, native, apptainer, llamacpp"),
+                              ("compute.launcher=pbs", "local, slurm")):
+        with pytest.raises(Exception) as caught:
+            compose([override])
+        text = f"{caught.value} {caught.value.__cause__}"
+        assert choices in text and override.split("=")[0] in text, text
+    cfg = compose(["model=oracle"])
+    assert cfg.model.mode == "chat" and cfg.model.mode is Mode.chat
+    assert f"{cfg.model.mode}" == str(cfg.model.mode) == "chat"
+    assert json.dumps({"m": cfg.model.mode}) == '{"m": "chat"}'
+    assert "mode: chat" in OmegaConf.to_yaml(cfg.model)
+
+
+def test_defaults_live_once() -> None:
+    """No YAML option restates a schema default (or, for a model, its model_base's value)."""
+    import yaml
+
+    from benchforge import config
+
+    root = Path(__file__).resolve().parents[1] / "conf"
+
+    def plain(cls) -> dict:
+        return OmegaConf.to_container(OmegaConf.structured(cls), enum_to_str=True)
+
+    base = yaml.safe_load((root / "model_base" / "hf.yaml").read_text())
+    restated = []
+    for group, cls in (("model", config.ModelConfig), ("model_base", config.ModelConfig),
+                       ("engine", config.EngineConfig), ("sandbox", config.SandboxConfig),
+                       ("compute", config.ComputeConfig),
+                       ("benchmark", config.BenchmarkConfig)):
+        for path in sorted((root / group).glob("*.yaml")):
+            values = yaml.safe_load(path.read_text()) or {}
+            default = plain(cls)
+            if group == "model" and "/model_base@_here_: hf" in path.read_text():
+                default.update(base)
+            restated += [f"{path.name}: {k}" for k, v in values.items()
+                         if k != "defaults" and default.get(k, "???") != "???"
+                         and default.get(k) == v]
+    top = yaml.safe_load((root / "config.yaml").read_text())
+    default = plain(config.BenchforgeConfig)
+    restated += [f"config.yaml: {section}.{k}" for section, values in top.items()
+                 if isinstance(values, dict) and isinstance(default.get(section), dict)
+                 for k, v in values.items()
+                 if default[section].get(k, "???") != "???" and default[section].get(k) == v]
+    assert not restated, restated
+
+
 # Cell ids of fixed configs, computed on main before the redesign (benchforge at 1d74f6a:
 # config.cell_id, and stages.import_external_samples for the external cell). They must never
 # change: every cell on disk is found by its id.

@@ -75,9 +75,7 @@ def run_generate(cfg: DictConfig) -> Cell:
         MarkerMismatch: ``samples.jsonl`` no longer matches its ``generate.done``
             (``benchforge repair``).
     """
-    mode = str(cfg.model.mode)
-    if mode not in ("chat", "completion"):
-        raise BenchforgeError(f"model.mode={mode}: expected chat or completion")
+    mode = str(cfg.model.mode)  # chat | completion: an enum, checked at composition
     template_kwargs = thinking_kwargs(cfg.model)  # a bad value fails before any cell is made
     require_samples_for_ks(list(cfg.aggregate.ks), int(cfg.model.n_samples), "model.n_samples")
     cell = prepare_cell(cfg)

@@ -44,6 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def attempts_file(cell: Path) -> Path:
+    """The attempt log of the cell dir ``cell`` (``logs/attempts.jsonl``)."""
     return cell / "logs" / ATTEMPTS_NAME
 
 
@@ -98,7 +99,6 @@ def _slurm_job() -> str | None:
 def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
     """Record one attempt of ``stage`` on ``cell`` (begin now, end when the block exits)."""
     from omegaconf import OmegaConf
-
 
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     data = DATA_FILE.get(stage)

@@ -71,6 +71,8 @@ class Launcher(Choice):
 
 @dataclass
 class ModelConfig:
+    """``model``: which model, who serves it, and how it is sampled (``conf/model/``)."""
+
     name: str = MISSING  # directory-safe name of the model in the run dir
     provider: Provider = MISSING  # oracle | endpoint | hf | gguf (see Provider)
     # gguf: a path, or pkg:<distribution>/<file> for a model shipped in a Python package
@@ -132,6 +134,9 @@ class EngineConfig:
 
 @dataclass
 class BenchmarkConfig:
+    """``benchmark``: which benchmark, its pinned version and data, and its limits
+    (``conf/benchmark/``)."""
+
     name: str = MISSING
     loader: str = MISSING  # module name under benchforge.benchmarks
     version: str = MISSING
@@ -159,6 +164,8 @@ class ShardShape:
 
 @dataclass
 class ComputeConfig:
+    """``compute``: where cells run, local or SLURM, with the shard shapes (``conf/compute/``)."""
+
     name: str = MISSING
     launcher: Launcher = Launcher.local  # local (in-process) | slurm (hydra-submitit-launcher)
     # SLURM fields (compute/slurm.yaml); PLACEHOLDER_* values must be resolved before a sweep.
@@ -182,6 +189,9 @@ class ComputeConfig:
 
 @dataclass
 class SandboxConfig:
+    """``sandbox``: the outer isolation mode and the per-sample limits of every mode
+    (``conf/sandbox/``; the limits are :class:`benchforge.sandbox.types.Limits`)."""
+
     name: str = MISSING  # auto | bwrap | apptainer | apptainer-setuid | userns | rlimit-only
     image: str | None = None  # scorer SIF for the apptainer modes
     timeout_s: float = 10.0  # wall clock per sample when no reference time is known
@@ -198,6 +208,8 @@ class SandboxConfig:
 
 @dataclass
 class RunConfig:
+    """``run``: where a run's cells go (``<root>/<name>/<model>/<benchmark>``)."""
+
     root: str = "runs"
     name: str = "default"
     dir: str = MISSING  # the cell dir; derived from root/name/model/benchmark unless set
@@ -206,6 +218,8 @@ class RunConfig:
 
 @dataclass
 class PathsConfig:
+    """``paths``: staged model snapshots and images, and whether the hub may be contacted."""
+
     hf_cache: str = MISSING  # staged model snapshots (shared filesystem)
     images: str = MISSING  # pulled Apptainer images
     offline: str = "auto"  # never contact the hub: true | false | auto (= inside a SLURM job)
@@ -213,6 +227,8 @@ class PathsConfig:
 
 @dataclass
 class DataConfig:
+    """``data``: benchmark data files (staged), derived data (per host), the pinned mirror."""
+
     root: str = MISSING
     cache: str = MISSING  # expected outputs and other derived data, per host
     mirror: str = "https://raw.githubusercontent.com"  # where `stage` fetches pinned data files
@@ -220,17 +236,23 @@ class DataConfig:
 
 @dataclass
 class GenerateConfig:
+    """``generate``: display of the generate stage."""
+
     progress: bool = True
 
 
 @dataclass
 class SmokeConfig:
+    """``smoke``: the smoke test of a served model."""
+
     prompts: int = 3  # benchmark prompts sent (twice, greedy) by `benchforge smoke`
     gate: bool = False  # `run -m`: smoke every model first; a failure stops the sweep
 
 
 @dataclass
 class ScoreConfig:
+    """``score``: what is scored (the cell's samples, a file, the references) and how."""
+
     samples: str | None = None  # external EvalPlus-style samples file to score
     force: bool = False
     workers: int = 0  # 0 = one per CPU core
@@ -241,6 +263,9 @@ class ScoreConfig:
 
 @dataclass
 class AggregateConfig:
+    """``aggregate``: pass@k, its bootstrap (resamples over problems, seed, interval level) and the
+    regression check."""
+
     bootstrap: int = 1000
     seed: int = 1234
     confidence: float = 0.95
@@ -252,12 +277,16 @@ class AggregateConfig:
 
 @dataclass
 class CompareConfig:
+    """``compare``: the two runs or cells of ``benchforge compare A B``."""
+
     a: str | None = None  # run or cell dir (`benchforge compare A B`)
     b: str | None = None
 
 
 @dataclass
 class PublishConfig:
+    """``publish``: where the Parquet tables go and the Hub repos they are uploaded to."""
+
     dir: str | None = None  # null: <run>/publish
     dry_run: bool = True  # write the folders only; false uploads them to the Hub
     org: str | None = None  # Hub organisation or user owning the datasets
@@ -268,6 +297,8 @@ class PublishConfig:
 
 @dataclass
 class InspectConfig:
+    """``inspect``: the cell ``benchforge inspect`` looks at and what it shows."""
+
     cell: str | None = None  # `benchforge inspect <cell> [--failed] [--diff <other cell>]`
     failed: bool = False
     diff: str | None = None
@@ -276,6 +307,8 @@ class InspectConfig:
 
 @dataclass
 class BenchforgeConfig:
+    """The whole config: one group per swappable part, one section per command's settings."""
+
     stage: str = "run"
     model: ModelConfig = MISSING
     benchmark: BenchmarkConfig = MISSING

@@ -112,7 +112,6 @@ def sandbox_record(rows: Any, mode: str, guarantees: Any,
     """
     from collections import Counter
 
-
     known: dict[str, list[str]] = {
         name: list(entry.get("guarantees") or [])
         for name, entry in (previous.get("sandbox_modes") or {}).items()}

@@ -49,6 +49,12 @@ def _provenance_columns(cell: CellDir, run_name: str) -> dict[str, Any]:
 
 
 def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> list[dict[str, Any]]:
+    """One Parquet row per scored sample of the cell (verdict, failure mode, timings, and the
+    verdict pass@k counts after CRUXEval's skip rule), with the run's provenance columns.
+
+    Raises:
+        BenchforgeError: the cell has no ``results.jsonl``.
+    """
     if not cell.results.exists():
         raise BenchforgeError(f"{cell.results}: missing; score this cell first")
     results = read_rows(cell.results, torn_tail="error")
@@ -68,6 +74,8 @@ def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> lis
 
 def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
                     agg: DictConfig) -> dict[str, Any]:
+    """The cell's leaderboard row: pass@k with intervals recomputed from its rows, licence and
+    canonical flags, cost and serving figures."""
     metrics = compute_metrics(cell, agg)
     row: dict[str, Any] = {"model": model, "benchmark": benchmark, "run": run_name,
                            "license": metrics.get("license"),
@@ -114,9 +122,17 @@ def copy_provenance(cell: CellDir, results_dir: Path, relative: str) -> None:
 
 
 def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Write the run's Hive-partitioned sample Parquet, leaderboard table and provenance copies
+    under ``out``.
+
+    Returns:
+        ``{"results": dir, "leaderboard": dir, "samples": rows, "cells": count}``.
+
+    Raises:
+        BenchforgeError: no scored cell in the run.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
 
     cells = [c for c in read_manifest(run_root(cfg))
              if CellDir(Path(c["dir"])).score_done.exists()]

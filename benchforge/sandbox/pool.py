@@ -132,6 +132,7 @@ class WorkerProcess:
         return dict(request, program=program)
 
     def close(self) -> None:
+        """Stop the worker: close its stdin, give it 5 s to exit, SIGKILL its process group."""
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         try:
@@ -286,6 +287,8 @@ class SandboxPool:
                           dict(response.get("extra") or {}))
 
     def close(self) -> None:
+        """Stop every worker (and sweep its leftovers), remove the workers' cgroups and stop
+        the spawner."""
         _OPEN.discard(self)
         with self._lock:
             workers = list(self._all.items())

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from benchforge.answers.stops import sent_stops, stop_at_stop_token
 from benchforge.answers.thinking import split_thinking
 from benchforge.attempts import cell_stage
-from benchforge.benchmarks import Benchmark, oracle_answers
+from benchforge.benchmarks import Benchmark, Task, oracle_answers
 from benchforge.cell import (
     Cell,
     chat_template_sha256,
@@ -59,6 +60,71 @@ def request_max_tokens(cfg: DictConfig, benchmark: Benchmark, mode: str) -> tupl
     return int(cfg.model.max_tokens), "model.max_tokens"
 
 
+def pending_requests(cell: Cell, mode: str) -> tuple[int, list[Request]]:
+    """The requests still to send: one per (task, sample) not yet in ``samples.jsonl``.
+
+    Returns:
+        (rows already on disk, the requests in task order), a torn last line repaired.
+
+    Raises:
+        BenchforgeError: ``samples.jsonl`` holds rows of another cell.
+        MarkerMismatch: the rows no longer match ``generate.done``.
+    """
+    require_samples_intact(cell.dir)
+    have = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="repair"))
+    check_rows_belong(have, cell, cell.dir.samples)
+    todo = [Request(t.task_id, i, cell.benchmark.prompt(t, mode))
+            for t in cell.dataset.tasks for i in range(cell.n_samples)
+            if (t.task_id, i) not in have]
+    return len(have), todo
+
+
+def sample_row(benchmark: Benchmark, task: Task, request: Request, completion: Completion,
+               stop: list[str], mode: str, template_sha256: str | None) -> dict[str, Any]:
+    """The ``samples.jsonl`` row of one reply: every stop string cut client-side (whatever the
+    server did with it), a chat reply's reasoning split off and never graded
+    (:mod:`benchforge.answers`), the code extracted as the benchmark's official evaluator
+    does, and the server's token counts and timings."""
+    answer = stop_at_stop_token(completion.text, stop)
+    inline_reasoning = ""
+    if mode == "chat":
+        answer, inline_reasoning = split_thinking(answer)
+    return {
+        "task_id": request.task_id, "sample_idx": request.sample_idx,
+        "prompt_sha256": request.prompt.sha256, "completion": completion.text,
+        "code": benchmark.extract_code(task, answer, mode),
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "reasoning_tokens": completion.reasoning_tokens,
+        "reasoning_chars": len(completion.reasoning) + len(inline_reasoning),
+        "latency_s": completion.latency_s, "decode_s": completion.decode_s,
+        "chat_template_sha256": template_sha256,
+    }
+
+
+def generate_samples(cell: Cell, todo: list[Request], settings: ClientSettings,
+                     template_sha256: str | None, progress: bool = False) -> None:
+    """The core of the stage: send ``todo`` to the server ``settings`` names and append one
+    row per reply to the cell's ``samples.jsonl`` (fsynced as it arrives, so a kill loses only
+    the requests in flight). Prints nothing unless ``progress``.
+
+    Raises:
+        BenchforgeError: the server is unreachable or keeps failing after its retries.
+        DiskFull: no space left (every complete row is kept).
+    """
+    mode = settings.mode
+    tasks = {t.task_id: t for t in cell.dataset.tasks}
+    with (RowAppender(cell.dir.samples) as appender,
+          progress_bar("generate", len(todo), progress) as advance):
+
+        def on_completion(request: Request, completion: Completion) -> None:
+            appender.append(sample_row(cell.benchmark, tasks[request.task_id], request,
+                                       completion, settings.stop, mode, template_sha256))
+
+        generate(todo, settings, on_completion, advance)
+
+
 @cell_stage("generate")
 def run_generate(cfg: DictConfig) -> Cell:
     """Generate the cell's samples: query the model server (launched when the provider needs
@@ -80,29 +146,22 @@ def run_generate(cfg: DictConfig) -> Cell:
     require_samples_for_ks(list(cfg.aggregate.ks), int(cfg.model.n_samples), "model.n_samples")
     cell = prepare_cell(cfg)
     max_tokens, max_tokens_key = request_max_tokens(cfg, cell.benchmark, mode)
-    require_samples_intact(cell.dir)
-    have = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="repair"))
-    check_rows_belong(have, cell, cell.dir.samples)
-    todo = [Request(t.task_id, i, cell.benchmark.prompt(t, mode))
-            for t in cell.dataset.tasks for i in range(cell.n_samples)
-            if (t.task_id, i) not in have]
+    have, todo = pending_requests(cell, mode)
     if todo:
         log.info("generate: %d of %d samples to do (%d already on disk)", len(todo),
-                 len(cell.expected_keys), len(have))
+                 len(cell.expected_keys), have)
         template_sha = chat_template_sha256(cfg)
-        tasks = {t.task_id: t for t in cell.dataset.tasks}
         if cfg.model.provider == "hf" and cfg.engine.launch == "apptainer":
             sif = Path(str(cfg.engine.image)).expanduser()
             update_provenance(cell.dir, engine_image={
                 "path": str(sif), "source": cfg.engine.image_source,
                 "sha256": verify_image(sif, Path(str(cfg.paths.images)).expanduser())})
+
         def answers(mode: str) -> list[dict[str, str]]:
             return oracle_answers(cell.benchmark, cell.dataset.tasks, mode)
 
-        with (model_endpoint(cfg.model, cell.dir.logs, cfg.engine, cfg.paths,
-                            answers=answers) as base_url,
-              RowAppender(cell.dir.samples) as appender,
-              progress_bar("generate", len(todo), bool(cfg.generate.progress)) as advance):
+        with model_endpoint(cfg.model, cell.dir.logs, cfg.engine, cfg.paths,
+                            answers=answers) as base_url:
             in_flight = concurrency(cfg.model, cfg.engine)
             serving = serving_settings(cfg.model, base_url, api_key(cfg.model), todo[0].prompt,
                                        in_flight, answer_tokens=max_tokens)
@@ -118,29 +177,7 @@ def run_generate(cfg: DictConfig) -> Cell:
                 max_retries=cfg.model.max_retries,
                 chat_template_kwargs=template_kwargs, sampling=serving["sampling"],
             )
-
-            def on_completion(request: Request, completion: Completion) -> None:
-                task = tasks[request.task_id]
-                # every stop string is cut client-side, whatever the server did with it, and
-                # a chat reply's reasoning is never graded (benchforge.answers)
-                answer = stop_at_stop_token(completion.text, settings.stop)
-                inline_reasoning = ""
-                if mode == "chat":
-                    answer, inline_reasoning = split_thinking(answer)
-                appender.append({
-                    "task_id": request.task_id, "sample_idx": request.sample_idx,
-                    "prompt_sha256": request.prompt.sha256, "completion": completion.text,
-                    "code": cell.benchmark.extract_code(task, answer, mode),
-                    "finish_reason": completion.finish_reason,
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "reasoning_tokens": completion.reasoning_tokens,
-                    "reasoning_chars": len(completion.reasoning) + len(inline_reasoning),
-                    "latency_s": completion.latency_s, "decode_s": completion.decode_s,
-                    "chat_template_sha256": template_sha,
-                })
-
-            generate(todo, settings, on_completion, advance)
+            generate_samples(cell, todo, settings, template_sha, bool(cfg.generate.progress))
         update_provenance(cell.dir, request={"max_tokens": settings.max_tokens,
                                              "stop_sent": sent_stops(settings.stop),
                                              "stop_cut_client_side": list(settings.stop)})

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from benchforge.rundir import (
     write_atomic,
     write_json_atomic,
 )
-from benchforge.sandbox import make_sandbox
+from benchforge.sandbox import Sandbox, make_sandbox
 from benchforge.stages.aggregate import run_aggregate
 from benchforge.stats import require_samples_for_ks
 
@@ -199,6 +200,41 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) or 1
 
 
+def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
+                  limits: Mapping[str, Any], workers: int, progress: bool = False) -> None:
+    """The core of the stage: run each sample row of ``todo`` in ``sandbox`` and append its
+    verdict row to the cell's ``results.jsonl`` (fsynced as it arrives). Prints nothing unless
+    ``progress``.
+
+    Args:
+        cell: the prepared cell (its benchmark builds each check program).
+        sandbox: an open sandbox (``workers`` parallel workers).
+        todo: ``samples.jsonl`` rows without a verdict yet.
+        limits: the ``sandbox`` config group: ``timeout_s``, and for benchmarks without their
+            own per-test limits ``min_time_limit_s`` and ``time_factor`` (each sample's limit
+            is max(min, factor x its task's reference time on this host), EvalPlus's rule).
+        workers: samples run in parallel.
+
+    Raises:
+        BenchforgeError: the sandbox itself fails (a sample's failure is a verdict instead).
+        DiskFull: no space left (every complete row is kept).
+    """
+    tasks = {t.task_id: t for t in cell.dataset.tasks}
+    needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
+    time_limits: dict[str, float | None] = {t.task_id: None for t in needed}
+    if not cell.benchmark.per_test_time_limits:
+        times = scoring.reference_times(
+            cell.benchmark, needed, sandbox, cell.dataset.sha256,
+            cell.dir.logs / "reference_times.json", workers, float(limits["timeout_s"]))
+        time_limits.update(scoring.time_limits(
+            times, needed, float(limits["min_time_limit_s"]), float(limits["time_factor"]),
+            float(limits["timeout_s"])))
+    with (RowAppender(cell.dir.results) as appender,
+          progress_bar("score", len(todo), progress) as advance):
+        scoring.score_samples(cell.benchmark, tasks, todo, sandbox, time_limits, appender,
+                              advance, workers)
+
+
 @cell_stage("score")
 def run_score(cfg: DictConfig) -> Cell | None:
     """Score the cell: run every sample not yet in ``results.jsonl`` in the sandbox, append
@@ -272,18 +308,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
         if todo:
             log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
                      len(samples), workers, sandbox.mode)
-            needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
-            limits: dict[str, float | None] = {t.task_id: None for t in needed}
-            if not cell.benchmark.per_test_time_limits:
-                times = scoring.reference_times(
-                    cell.benchmark, needed, sandbox, cell.dataset.sha256,
-                    cell.dir.logs / "reference_times.json", workers, float(sb.timeout_s))
-                limits.update(scoring.time_limits(times, needed, float(sb.min_time_limit_s),
-                                                  float(sb.time_factor), float(sb.timeout_s)))
-            with (RowAppender(cell.dir.results) as appender,
-                  progress_bar("score", len(todo), bool(cfg.generate.progress)) as advance):
-                scoring.score_samples(cell.benchmark, tasks, todo, sandbox, limits, appender,
-                                      advance, workers)
+            score_pending(cell, sandbox, todo, sb, workers, bool(cfg.generate.progress))
         results = first_rows_by_key(read_rows(cell.dir.results))
         if set(results) != set(samples):
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")

@@ -90,7 +90,8 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
                         "losses": diff.losses, "ties": diff.ties,
                         "verdict": diff.verdict(name_a, name_b)})
     print_table("paired bootstrap over shared problems (B - A, pass@1)",
-                ["benchmark", "tasks", "A", "B", "B - A [95% CI]", "P(B<=A)", "win/loss/tie"],
+                ["benchmark", "tasks", "A", "B",
+                 f"B - A [{float(cfg.aggregate.confidence):.0%} CI]", "P(B<=A)", "win/loss/tie"],
                 [[r["benchmark"], r["n_tasks"], f"{r['pass@1_a']:.3f}", f"{r['pass@1_b']:.3f}",
                   f"{100 * r['diff']:+.1f} [{100 * r['ci95'][0]:+.1f}, "
                   f"{100 * r['ci95'][1]:+.1f}]", f"{r['prob_not_better']:.3f}",

@@ -42,7 +42,8 @@ from benchforge.rundir import (
 _LATER_MODEL_KEYS: dict[str, Any] = {"gguf": None, "sampling": "request",
                                      "thinking_max_tokens": None}
 _LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None,
-                                         "language": None}
+                                         "language": None, "subset": None, "timeout_s": None,
+                                         "pins": None}
 
 
 def cell_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -151,6 +152,11 @@ class BenchmarkConfig:
     # chat 100 direct / 1000 CoT, completion 1024 / 2048), else model.max_tokens
     max_tokens: int | None = None
     language: str | None = None  # MultiPL-E: the language (cpp, java, js, go, rs, py)
+    subset: str | None = None  # BigCodeBench: full | hard
+    timeout_s: float | None = None  # BigCodeBench / DS-1000: the official per-sample limit
+    # tier 2 (BigCodeBench, DS-1000): distribution -> pinned version the readiness gate
+    # requires in the scoring sandbox (null: any version); part of the cell id
+    pins: dict[str, Any] | None = None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The readiness gate of tier-2 benchmarks: is the scoring toolchain complete, offline, inside
 the scoring sandbox?
 
-A tier-2 benchmark (``Benchmark.tier == 2``: MultiPL-E's languages) lists what its scoring
-needs (``requirements()``: executables, files, Python distributions at pinned versions) and a
+A tier-2 benchmark (``Benchmark.tier == 2``: MultiPL-E's languages, BigCodeBench, DS-1000)
+lists what its scoring needs (``requirements()``: executables, files, Python distributions at
+pinned versions, importable modules) and a
 known-good program (``smoke_program()``). The gate runs a probe inside the same sandbox that
 scores (same view, limits and sample uid), records each requirement's resolved version, then
 compiles and runs the known-good program. ``benchforge smoke benchmark=<b>`` runs it alone;
@@ -87,6 +88,16 @@ def probe(needs, version_args):
                 entry["found"] = pinned is None or entry["version"] == pinned
                 if not entry["found"]:
                     entry["problem"] = f"version {entry['version']}, pinned {pinned}"
+        elif need["kind"] == "module":
+            from importlib import util
+
+            try:
+                spec = util.find_spec(need["name"])
+            except (ImportError, ValueError):
+                spec = None
+            entry["found"] = spec is not None
+            entry["version"] = getattr(spec, "origin", None) if spec else None
+            entry["problem"] = None if spec else "not importable"
         else:
             entry["problem"] = f"unknown requirement kind {need['kind']!r}"
         report.append(entry)

@@ -252,6 +252,7 @@ INTERNAL_RAISES = {
     ("sandbox/_worker.py", "*"): "inside the sandbox child: exceptions are the sample's verdict",
     ("benchmarks/_lcb_grader.py", "*"): "inside the sandbox child (LiveCodeBench checks)",
     ("benchmarks/_multiple_runner.py", "*"): "inside the sandbox child (MultiPL-E runs)",
+    ("benchmarks/_bcb_runner.py", "*"): "inside the sandbox child (BigCodeBench checks)",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",
     ("stages/__init__.py", "AttributeError"): "module __getattr__ protocol (lazy run_*)",
     ("sandbox/conformance.py", "ConformanceError"): "a failed check: run_suite reports it",

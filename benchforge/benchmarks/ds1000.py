@@ -1,0 +1,219 @@
+"""DS-1000 (tier 2): data-science completions checked by each problem's own ``code_context``.
+
+Rows are the Hub dataset ``xlangai/DS-1000`` (the simplified format of github.com/xlang-ai/
+DS-1000, ``data/ds1000.jsonl.gz``): ``prompt``, ``reference_code``, ``code_context`` and
+``metadata`` (``problem_id``, ``library_problem_id``, ``library``, ``test_case_cnt``,
+``perturbation_type``, ``perturbation_origin_id``); staged by ``benchforge stage``
+(``benchmark.version``: ``main`` or a dataset commit).
+
+Generation: the row's ``prompt`` verbatim: in chat mode the user message after DS-1000's system
+message for chat models (``benchmark.variant``: null, the default one; ``gpt4o``, the one its
+script gives GPT-4o), ``max_tokens`` 1024; in completion mode the raw text. Generation stops at
+``</code>`` and ``# SOLUTION END`` in both, as in DS-1000's generation scripts. The answer
+goes through ``test_ds1000.py``'s ``postprocess``: cut at the
+first ``</code>``, every `````python`` removed, cut at the next `````, cut at
+``\\nEND SOLUTION``, every ``<code>`` removed (reasoning is split off first). Execution
+(``test_ds1000.py`` and ``execution.py``): the program ``code_context + "\\n" + "code = " +
+repr(answer) + "\\ntest_execution(code)\\n"`` (+ ``"test_string(code)\\n"`` when the context
+defines it, else ``"\\n"``), executed in empty globals in a fresh temporary directory with
+output swallowed and no reliability guard, under a ``timeout`` alarm (120 s;
+``benchmark.timeout_s``): ``passed`` iff it raises nothing, ``timed out`` when the alarm fires,
+else ``failed: <exception>``. The official runs it inside a process-pool worker, so a sample
+that kills its process, or that the alarm cannot stop, leaves no verdict (the evaluation aborts
+or hangs); in benchforge's sandbox such a sample fails (its exit, or the wall limit
+``timeout + 1`` s). Each results row carries the
+problem's library as ``category``: ``metrics.json`` breaks pass@k down per library.
+Tier 2: scoring waits for the readiness gate, which checks the pinned versions
+(``benchmark.pins``) of the libraries the loaded problems use.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from benchforge.answers.thinking import split_thinking
+from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
+from benchforge.errors import BenchforgeError
+from benchforge.prompts import Prompt
+from benchforge.rundir import sha256_file
+from benchforge.sandbox.types import CheckProgram
+
+SEMANTICS = "github.com/xlang-ai/DS-1000 test_ds1000.py + execution.py"
+HF_DATASET = "xlangai/DS-1000"
+DATA_DIR = "ds1000"
+DATA_FILE = "test.jsonl.gz"
+ROW_FIELDS = ("prompt", "reference_code", "code_context", "metadata")
+METADATA_FIELDS = ("problem_id", "library")
+STOPS = ["</code>", "# SOLUTION END"]
+# DS-1000's system messages for chat models (its OpenAI generation script's default_prompt)
+SYSTEM_PROMPTS = {
+    None: "Write a short code following the given format and indentation. Place the executable "
+          "code between <code> and </code> tags, without any other non-executable things.",
+    "gpt4o": "Only provide the code completion needed. Don't repeat the context code.",
+}
+CHAT_MAX_TOKENS = 1024
+TIMEOUT_S = 120.0  # test_ds1000.py: check_correctness(test_program, timeout=120)
+# metadata.library -> the distribution the gate checks
+DISTRIBUTIONS = {"Numpy": "numpy", "Pandas": "pandas", "Scipy": "scipy",
+                 "Sklearn": "scikit-learn", "Matplotlib": "matplotlib", "Pytorch": "torch",
+                 "Tensorflow": "tensorflow"}
+# The readiness gate's known-good problem, shaped like a row's code_context and answer.
+SMOKE_CONTEXT = ("import copy\n\ndef test_execution(solution: str):\n"
+                 "    env = {'a': [1, 2]}\n    exec(solution, env)\n"
+                 "    assert env['result'] == 3\n")
+SMOKE_ANSWER = "result = sum(a)\n"
+
+
+def postprocess(code: str) -> str:
+    """``test_ds1000.py``'s ``postprocess`` of a generated answer."""
+    code = code.split("</code>")[0]
+    code = code.replace("```python", "")
+    code = code.split("```")[0]
+    code = code.split("\nEND SOLUTION")[0]
+    return code.replace("<code>", "")
+
+
+def test_program(code_context: str, code: str) -> str:
+    """The program ``test_ds1000.py`` executes for ``code`` (a postprocessed answer)."""
+    return (code_context + "\n" + f"code = {code!r}\n" + "test_execution(code)\n"
+            + ("test_string(code)\n" if "test_string(" in code_context else "\n"))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """DS-1000 rows: JSON lines (``.jsonl`` or ``.jsonl.gz``), each checked for its fields."""
+    if not path.is_file():
+        raise BenchforgeError(f"{path}: DS-1000 data file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise BenchforgeError(f"{path}:{lineno}: not JSON ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise BenchforgeError(f"{path}: unreadable ({exc})") from exc
+    for index, row in enumerate(rows, start=1):
+        missing = [f for f in ROW_FIELDS if f not in row]
+        meta = row.get("metadata")
+        missing += [f"metadata.{f}" for f in METADATA_FIELDS
+                    if not isinstance(meta, dict) or f not in meta]
+        if missing:
+            raise BenchforgeError(f"{path}: row {index} lacks DS-1000 field(s) "
+                                  f"{', '.join(missing)}")
+    if not rows:
+        raise BenchforgeError(f"{path}: no DS-1000 rows")
+    return rows
+
+
+@register("ds1000")
+class DS1000(Benchmark):
+    per_test_time_limits = True  # the official fixed limit
+    tier = 2
+    container = "ds1000.def"
+
+    def downloads(self) -> list[Download]:
+        version = str(self.cfg.version)
+        return [Download("hf_dataset", HF_DATASET, DATA_DIR, files=(DATA_FILE,),
+                         revision=None if version == "main" else version)]
+
+    def load(self) -> Dataset:
+        path = (Path(str(self.cfg.path)).expanduser() if self.cfg.get("path")
+                else self.data_root / DATA_DIR / DATA_FILE)
+        if not path.is_file():
+            raise BenchforgeError(
+                f"{path}: DS-1000 data not found; run `benchforge stage benchmark="
+                f"{self.cfg.name}` (HF dataset {HF_DATASET}@{self.cfg.version}) or set "
+                "data.root / benchmark.path")
+        rows = read_rows(path)
+        tasks = [Task(f"DS1000/{r['metadata']['problem_id']}", r) for r in rows]
+        ids = [t.task_id for t in tasks]
+        if len(set(ids)) != len(ids):
+            raise BenchforgeError(f"{path}: duplicate metadata.problem_id")
+        self._libraries = sorted({str(r["metadata"]["library"]) for r in rows})
+        return Dataset(tasks=self.limited(tasks), path=path, sha256=sha256_file(path),
+                       version=str(self.cfg.version),
+                       extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS})
+
+    def prompt(self, task: Task, mode: str) -> Prompt:
+        if mode == "completion":
+            return Prompt(text=task.data["prompt"])
+        variant = self.cfg.get("variant")
+        if variant not in SYSTEM_PROMPTS:
+            raise BenchforgeError(f"benchmark.variant={variant}: expected null (DS-1000's "
+                                  "default system message) or gpt4o")
+        return Prompt(messages=(("system", SYSTEM_PROMPTS[variant]),
+                                ("user", task.data["prompt"])))
+
+    def stop_sequences(self, mode: str) -> list[str]:
+        return list(STOPS)
+
+    def max_tokens(self, mode: str) -> int | None:
+        return CHAT_MAX_TOKENS if mode != "completion" else None
+
+    def reference_completion(self, task: Task, mode: str) -> str:
+        """The oracle's answer: a fixture row's ``fixture_completion`` (not an official field;
+        tests only), else ``reference_code``."""
+        completion = task.data.get("fixture_completion")
+        return str(completion if completion is not None else task.data["reference_code"])
+
+    def extract_code(self, task: Task, completion: str, mode: str) -> str:
+        return postprocess(split_thinking(completion)[0])
+
+    def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
+        """An answers row: its ``code`` (``test_ds1000.py``'s answers file; of a list, the
+        first) postprocessed, else ``solution`` as is, else ``completion`` postprocessed."""
+        code = row.get("code")
+        if isinstance(code, list) and code:
+            code = code[0]
+        if isinstance(code, str):
+            return postprocess(code)
+        return super().rescoring_code(task, row)
+
+    def reference_code(self, task: Task) -> str | None:
+        return str(task.data["reference_code"])
+
+    @property
+    def timeout_s(self) -> float:
+        limit = self.cfg.get("timeout_s")
+        return float(limit) if limit is not None else TIMEOUT_S
+
+    def check_program(self, task: Task, code: str) -> CheckProgram:
+        return CheckProgram(code=test_program(task.data["code_context"], code),
+                            bare_globals=True, time_limit_s=self.timeout_s + 1)
+
+    def smoke_program(self) -> CheckProgram:
+        libraries = sorted({DISTRIBUTIONS.get(lib, lib) for lib in self._libraries_needed()})
+        imports = "".join(f"import {MODULES.get(d, d)}\n" for d in libraries)
+        return CheckProgram(code=test_program(imports + SMOKE_CONTEXT, SMOKE_ANSWER),
+                            bare_globals=True, time_limit_s=self.timeout_s + 1)
+
+    def _libraries_needed(self) -> list[str]:
+        if not hasattr(self, "_libraries"):
+            self.load()
+        return self._libraries
+
+    def requirements(self) -> list[dict[str, Any]]:
+        """The distribution of each library the loaded problems use, at its pin."""
+        pins = {str(k).lower(): (str(k), None if v is None else str(v))
+                for k, v in (self.cfg.get("pins") or {}).items()}
+        needs = []
+        for library in self._libraries_needed():
+            dist = DISTRIBUTIONS.get(library, library.lower())
+            name, version = pins.get(dist.lower(), (dist, None))
+            pin = f"=={version}" if version else ""
+            needs.append({"kind": "python", "name": name, "version": version,
+                          "install": f"pip install '{name}{pin}'"})
+        return needs
+
+    def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
+        return {"category": str(task.data["metadata"]["library"])}
+
+
+# distribution -> the module the smoke program imports
+MODULES = {"scikit-learn": "sklearn", "torch": "torch"}

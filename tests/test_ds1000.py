@@ -1,0 +1,183 @@
+"""DS-1000 (tier 2) on committed fixtures in the official row format.
+
+``tests/fixtures/ds1000/ds1000-fixtures.jsonl`` (``make_fixtures.py`` in the same folder): seven
+numpy/pandas problems shaped like the Hub rows (``prompt``, ``reference_code``, ``code_context``
+with ``test_execution`` and, for pandas, ``test_string``; ``metadata``), each with the answer the
+oracle gives and the outcome DS-1000's ``check_correctness`` gives it (passed, a wrong answer,
+an endless loop, a raising answer, a dying process, a loop ``test_string`` forbids). DS-1000
+ships no installable package: the outcomes follow its ``test_ds1000.py``/``execution.py``
+(a dying process has no official verdict; benchforge fails it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from _support import REPO, run_cli
+from fakes.fake_hub import FakeHub
+
+from benchforge.benchmarks import ds1000, load_benchmark
+from benchforge.config import compose
+from benchforge.errors import BenchforgeError
+from benchforge.readiness import check_readiness
+from benchforge.rundir import read_json, read_rows
+from benchforge.sandbox import Limits, SandboxPool
+
+FIXTURE = REPO / "tests" / "fixtures" / "ds1000" / "ds1000-fixtures.jsonl"
+ANY_VERSION = ["benchmark.pins.numpy=null", "benchmark.pins.pandas=null"]
+LIMITS = Limits(timeout_s=10.0, memory_mb=4096, stack_mb=64, cpu_s=60, nofile=256, nproc=64,
+                fsize_mb=16, max_output_bytes=100_000)
+
+
+def rows() -> list[dict]:
+    return [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+
+
+def bench(*extra: str):
+    return load_benchmark(compose(["benchmark=ds1000", f"benchmark.path={FIXTURE}",
+                                   "benchmark.timeout_s=2", *ANY_VERSION, *extra]))
+
+
+def test_fixtures_are_in_the_official_row_format() -> None:
+    outcomes = {r["fixture_result"].split(":")[0] for r in rows()}
+    assert outcomes == {"passed", "failed", "timed out", "died"}
+    for row in rows():
+        assert set(ds1000.ROW_FIELDS) <= set(row)
+        assert row["metadata"]["library"] in ("Numpy", "Pandas")
+        assert "def test_execution(solution: str)" in row["code_context"]
+
+
+def test_postprocess_is_test_ds1000s() -> None:
+    assert ds1000.postprocess("result = 1\n</code>\nEND SOLUTION") == "result = 1\n"
+    assert ds1000.postprocess("Sure:\n```python\nresult = 1\n```\nDone") == "Sure:\n\nresult = 1\n"
+    assert ds1000.postprocess("<code>\nresult = 1\nEND SOLUTION\nmore") == "\nresult = 1"
+    assert ds1000.postprocess("```\nresult = 1\n```") == ""
+    assert ds1000.postprocess("a```python\nb```python\nc```d") == "a\nb\nc"
+    b = bench()
+    task = b.load().tasks[0]
+    thinking = "<think>```python\nx = 0\n```</think>result = a.sum(axis=0)"
+    assert b.extract_code(task, thinking, "chat") == "result = a.sum(axis=0)"
+    assert b.rescoring_code(task, {"code": ["result = 2\n</code>", "x"]}) == "result = 2\n"
+    assert b.rescoring_code(task, {"code": "result = 2\n</code>"}) == "result = 2\n"
+
+
+def test_program_prompts_and_stops() -> None:
+    b = bench()
+    numpy_task, pandas_task = b.load().tasks[:2]
+    assert ds1000.test_program("ctx", "x = 1") == "ctx\ncode = 'x = 1'\ntest_execution(code)\n\n"
+    program = b.check_program(pandas_task, "r = 1").code
+    assert program.endswith("code = 'r = 1'\ntest_execution(code)\ntest_string(code)\n")
+    assert b.check_program(numpy_task, "r").bare_globals
+    assert b.check_program(numpy_task, "r").wall_limit_s() == 3.0
+    assert bench("benchmark.timeout_s=null").check_program(numpy_task, "r").wall_limit_s() == 121
+    assert b.prompt(numpy_task, "completion").text == numpy_task.data["prompt"]
+    assert b.prompt(numpy_task, "chat").messages == (
+        ("system", "Write a short code following the given format and indentation. Place the "
+                   "executable code between <code> and </code> tags, without any other "
+                   "non-executable things."), ("user", numpy_task.data["prompt"]))
+    assert bench("benchmark.variant=gpt4o").prompt(numpy_task, "chat").messages[0] == (
+        "system", "Only provide the code completion needed. Don't repeat the context code.")
+    with pytest.raises(BenchforgeError, match=r"benchmark\.variant=cot: expected null"):
+        bench("benchmark.variant=cot").prompt(numpy_task, "chat")
+    assert b.stop_sequences("completion") == b.stop_sequences("chat") == [
+        "</code>", "# SOLUTION END"]
+    assert b.max_tokens("chat") == 1024 and b.max_tokens("completion") is None
+
+
+def test_loading_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(BenchforgeError, match=r"ds1000/test\.jsonl\.gz: DS-1000 data not found; "
+                       r"run `benchforge stage benchmark=ds1000`"):
+        load_benchmark(compose(["benchmark=ds1000", f"data.root={tmp_path}"])).load()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "", "reference_code": "", "code_context": "",
+                               "metadata": {"problem_id": 1}}) + "\n")
+    with pytest.raises(BenchforgeError, match=r"row 1 lacks DS-1000 field\(s\) metadata\.library"):
+        load_benchmark(compose(["benchmark=ds1000", f"benchmark.path={bad}"])).load()
+
+
+def test_stage_fetches_the_dataset_from_the_hub(tmp_path: Path) -> None:
+    blob = gzip.compress(FIXTURE.read_bytes())
+    commit = "b" * 40
+    repos = {"datasets/xlangai/DS-1000": {"sha": commit, "files": {"test.jsonl.gz": blob}}}
+    args = ["benchmark=ds1000", f"data.root={tmp_path / 'data'}",
+            f"run.root={tmp_path / 'runs'}", f"benchmark.version={commit}"]
+    with FakeHub(repos) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
+        proc = run_cli("stage", *args, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    dataset = load_benchmark(compose(args)).load()
+    assert [t.task_id for t in dataset.tasks] == [f"DS1000/{i}" for i in range(7)]
+
+
+def test_gate_refuses_unpinned_libraries_and_passes_pinned(tmp_path: Path) -> None:
+    import numpy
+
+    strict = bench("benchmark.pins.numpy=0.0.1")
+    with SandboxPool("bwrap", LIMITS, 1) as pool:
+        record = check_readiness(strict, pool, "ds1000")
+        ready = check_readiness(bench(), pool, "ds1000")
+    assert not record["ok"] and record["missing"] == [
+        f"numpy: version {numpy.__version__}, pinned 0.0.1 (install: pip install "
+        "'numpy==0.0.1')"]
+    assert ready["ok"] and ready["smoke"]["passed"], ready
+    assert [(r["name"], r["found"]) for r in ready["requirements"]] == [
+        ("numpy", True), ("pandas", True)]
+
+
+@pytest.mark.slow
+def test_scored_end_to_end_through_the_oracle(workdir: Path) -> None:
+    """Every fixture problem gets DS-1000's outcome, the per-library breakdown is in
+    metrics.json, the gate is in provenance, every reference solution passes."""
+    args = ["benchmark=ds1000", f"benchmark.path={FIXTURE}", "benchmark.timeout_s=2",
+            *ANY_VERSION, "score.audit_timeouts=false", "generate.progress=false",
+            "score.workers=2"]
+    proc = run_cli("run", *args, cwd=workdir, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    cell = workdir / "runs" / "default" / "oracle" / "ds1000"
+    results = {r["task_id"]: r for r in read_rows(cell / "results.jsonl")}
+    expected = {f"DS1000/{r['metadata']['problem_id']}": r for r in rows()}
+    assert {t: r["passed"] for t, r in results.items()} == {
+        t: r["fixture_result"] == "passed" for t, r in expected.items()}
+    assert {t: r["failure_mode"] for t, r in results.items()} == {
+        t: r["fixture_failure_mode"] for t, r in expected.items()}
+    assert {t: r["category"] for t, r in results.items()} == {
+        t: r["metadata"]["library"] for t, r in expected.items()}
+    metrics = read_json(cell / "metrics.json")
+    assert metrics["pass@1"]["value"] == pytest.approx(2 / 7)
+    by_library = metrics["breakdown"]["category"]
+    assert by_library["Numpy"]["n_tasks"] == 3
+    assert by_library["Numpy"]["pass@1"]["value"] == pytest.approx(1 / 3)
+    assert by_library["Pandas"]["pass@1"]["value"] == pytest.approx(1 / 4)
+    readiness = read_json(cell / "provenance.json")["readiness"]
+    assert readiness["ok"] and {r["name"] for r in readiness["requirements"]} == {
+        "numpy", "pandas"}
+    reference = run_cli("run", *args, "score.reference=true", cwd=workdir, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    ref = read_rows(workdir / "runs" / "default" / "reference" / "ds1000" / "results.jsonl")
+    assert len(ref) == 7 and all(r["passed"] for r in ref)
+
+
+def test_container_pins_are_the_gates() -> None:
+    import re
+
+    text = (REPO / "containers" / "ds1000.def").read_text()
+    pinned = dict(re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", text))
+    assert pinned == dict(compose(["benchmark=ds1000"]).benchmark.pins)
+
+
+def test_smoke_of_ds1000_is_the_gate(tmp_path: Path) -> None:
+    proc = run_cli("smoke", "benchmark=ds1000", f"benchmark.path={FIXTURE}", *ANY_VERSION,
+                   "sandbox=bwrap", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "readiness: ds1000 (sandbox=bwrap)" in proc.stdout
+    record = read_json(tmp_path / "runs" / "default" / "logs" / "readiness-ds1000.json")
+    assert record["ok"] and [r["name"] for r in record["requirements"]] == ["numpy", "pandas"]
+    refused = run_cli("smoke", "benchmark=ds1000", f"benchmark.path={FIXTURE}", *ANY_VERSION,
+                      "benchmark.pins.numpy=0.0.1", "sandbox=bwrap", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "benchmark=ds1000 is not ready to score" in refused.stderr
+    assert "numpy: version" in refused.stderr and "pinned 0.0.1" in refused.stderr
+    assert "containers/ds1000.def" in refused.stderr

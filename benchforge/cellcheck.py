@@ -101,6 +101,7 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
     if metrics:
         status["pass@1"] = metrics.get("pass@1")
         status["serving"] = metrics.get("serving")
+        status["gpu"] = (metrics.get("cost") or {}).get("gpu")
         status["metrics"] = "current"
         try:
             current = sha256_file(cdir.results) if cdir.results.exists() else None

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.gguf_model import model_gguf
+from benchforge.gpumon import TRACE_NAME, GpuMonitor
 from benchforge.hub import offline, require_staged, staged_snapshot
 from benchforge.mock_server import write_answers
 from benchforge.procutil import (
@@ -200,7 +201,9 @@ def model_endpoint(model: DictConfig, logs: Path, engine: DictConfig | None = No
         yield str(model.base_url)
         return
     if model.provider in ("gguf", "hf") and engine is not None and engine.launch == "llamacpp":
-        with _llamacpp_server(model, engine, logs) as url:
+        # a GPU build offloading layers: what the GPU spent goes to cost.gpu (benchforge.gpumon)
+        with (_gpu_monitor(logs, int(engine.gpu_layers) != 0),
+              _llamacpp_server(model, engine, logs) as url):
             yield url
         return
     if model.provider == "gguf":
@@ -212,7 +215,7 @@ def model_endpoint(model: DictConfig, logs: Path, engine: DictConfig | None = No
         snapshot, env = resolve_snapshot(model, paths)
         port = free_port()
         cmd = vllm_command(engine, model, port, snapshot)
-        with (exit_on_signals(),
+        with (exit_on_signals(), _gpu_monitor(logs, True),
               launch_server(cmd, port, logs / "server.log", float(engine.startup_timeout_s),
                             env) as url):
             require_served(url, model, logs / "server.log")
@@ -232,6 +235,17 @@ def model_endpoint(model: DictConfig, logs: Path, engine: DictConfig | None = No
                "--delay-s", str(float(model.oracle_latency_s))]
         with launch_server(cmd, port, logs / "server.log", model.startup_timeout_s) as url:
             yield url
+
+
+@contextlib.contextmanager
+def _gpu_monitor(logs: Path, on_gpu: bool) -> Iterator[None]:
+    """Trace the visible GPUs into ``logs/gpu.jsonl`` while a launched engine serves (a no-op
+    for CPU engines and hosts without a GPU: cost.gpu then stays null)."""
+    if not on_gpu:
+        yield
+        return
+    with GpuMonitor(logs / TRACE_NAME):
+        yield
 
 
 def require_served(url: str, model: DictConfig, log_path: Path) -> None:

@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 
 from benchforge.attempts import attempt_summaries, read_attempt_log, stage_totals
 from benchforge.errors import BenchforgeError
+from benchforge.gpumon import TRACE_NAME, read_trace
+from benchforge.gpumon import summarize as gpu_cost
 from benchforge.outcomes import count_outcomes
 from benchforge.rundir import CellDir, read_json, read_rows, sha256_file, utc_now
 from benchforge.scoring import audit_summary
@@ -89,6 +91,12 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
             for label, tasks in sorted(groups_by_label.items())}
     samples = read_rows(cell_dir.samples)
     provenance = read_json(cell_dir.provenance)
+    cost = cell_cost(cell_dir, provenance, samples)
+    # energy per solved task: per expected solved task (pass@1 x tasks), where energy was measured
+    solved = estimates["pass@1"]["value"] * int(headline.size) if "pass@1" in estimates else 0
+    energy = cost["gpu"]["energy_wh"]
+    cost["gpu"]["energy_wh_per_solved_task"] = (round(energy / solved, 6)
+                                                if energy is not None and solved else None)
     return {
         "cell_id": provenance.get("cell_id"),
         "model": provenance.get("model", {}).get("name"),
@@ -110,7 +118,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
                       "confidence": float(cfg_aggregate.confidence), "over": "problems"},
         **({"mean@n": mean_n} if (mean_n := mean_at_n_matrix(verdicts.matrix(headline)))
            else {}),
-        "cost": cell_cost(cell_dir, provenance, samples),
+        "cost": cost,
         **serving_metrics(provenance, samples),  # benchforge.serving
         "results_sha256": sha256_file(cell_dir.results),
         "computed_utc": utc_now(),
@@ -144,6 +152,8 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
         "cpu_hours": round(score["worker_s"] / 3600, 6) if score["worker_s"] else None,
         "generate_attempts": generate["attempts"], "score_attempts": score["attempts"],
         "slurm_attempts": sum(1 for a in slurm if a.get("event") == "start"),
+        # what the GPU did while a launched engine served (benchforge.gpumon); nulls without
+        "gpu": gpu_cost(read_trace([cell_dir.logs / TRACE_NAME])),
     }
 
 

@@ -90,7 +90,10 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
         if isinstance(values, dict) and isinstance(values.get("pass@1"), dict):
             row[f"pass@1_{window}"] = values["pass@1"]["value"]
     for key, value in (metrics.get("cost") or {}).items():
-        row[f"cost_{key}"] = value
+        if key == "gpu":  # benchforge.gpumon's summary, one column per field (null: no GPU)
+            row.update({f"gpu_{k}": v for k, v in (value or {}).items()})
+        else:
+            row[f"cost_{key}"] = value
     for key in ("latency_p50_s", "latency_p95_s", "decode_tokens_per_s"):
         row[key] = (metrics.get("serving") or {}).get(key)
     row["provenance"] = None  # set by write_tables: the published copy, never a local path

@@ -50,6 +50,14 @@ def _plot(rows: list[dict[str, Any]], path: Path, level: float = 0.95) -> None:
     plt.close(fig)
 
 
+def _energy(gpu: dict[str, Any]) -> str:
+    """GPU energy of a cell and per solved task (benchforge.gpumon); blank where unmeasured."""
+    if gpu.get("energy_wh") is None:
+        return ""
+    per = gpu.get("energy_wh_per_solved_task")
+    return f"{gpu['energy_wh']:.2f}" + ("" if per is None else f" ({per:.3f})")
+
+
 def _latency(serving: dict[str, Any] | None) -> str:
     """``p50 / p95 | tokens/s`` cells of the Markdown table (blank for an unserved cell)."""
     if not serving:
@@ -81,6 +89,7 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
                      "n_samples": metrics["n_samples"], "tag": licence_tag(metrics),
                      "tokens": metrics["cost"]["completion_tokens"],
                      "gpu_hours": metrics["cost"]["gpu_hours"],
+                     "gpu": metrics["cost"].get("gpu") or {},
                      "serving": metrics.get("serving")})
     if not rows:
         raise BenchforgeError(f"{root}: no scored cell to report; run `benchforge run` first")
@@ -93,13 +102,14 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
              "recomputed from results.jsonl.", "", "![pass@1](report.png)", "",
              f"| model | benchmark | pass@1 | {level:.0%} CI | tasks | samples/task | "
              "completion tokens "
-             "| GPU-h | latency p50 / p95 (s) | decode tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| GPU-h | GPU Wh (per solved task) | latency p50 / p95 (s) | decode tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["benchmark"], -r["pass@1"])):
         gpu = "" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"
         lines.append(f"| {r['model']}{r['tag']} | {r['benchmark']} | {100 * r['pass@1']:.1f} | "
                      f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {r['n_tasks']} | "
-                     f"{r['n_samples']} | {r['tokens']} | {gpu} | {_latency(r['serving'])} |")
+                     f"{r['n_samples']} | {r['tokens']} | {gpu} | {_energy(r['gpu'])} | "
+                     f"{_latency(r['serving'])} |")
     write_atomic(md, "\n".join(lines) + "\n")
     print(f"wrote {png} and {md}")
     return {"png": str(png), "markdown": str(md), "cells": len(rows)}

@@ -60,7 +60,9 @@ def table(board: pd.DataFrame, window: str = "all problems") -> pd.DataFrame:
     view["tasks"] = board["n_tasks"]
     view["samples"] = board["n_samples"]
     for cost, label in (("cost_gpu_hours", "GPU-h"), ("cost_completion_tokens", "tokens"),
-                        ("cost_tokens_per_s", "tokens/s")):
+                        ("cost_tokens_per_s", "tokens/s"), ("gpu_energy_wh", "GPU Wh"),
+                        ("gpu_energy_wh_per_solved_task", "Wh / solved task"),
+                        ("gpu_peak_memory_gb", "GPU peak GB")):
         if cost in board:
             view[label] = board[cost]
     view["provenance"] = [f"[provenance]({p})" for p in board["provenance"]]

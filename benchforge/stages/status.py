@@ -69,6 +69,12 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             row.pop(6)
     if shards:
         columns += ["slurm job", "attempts", "GPU-h", "shard"]
+    if any((s.get("gpu") or {}).get("energy_wh") is not None for s in statuses):
+        columns.append("GPU Wh, peak GB")  # measured on the GPU (benchforge.gpumon)
+        for status, row in zip(statuses, table, strict=True):
+            gpu = status.get("gpu") or {}
+            row.append("" if gpu.get("energy_wh") is None else
+                       f"{gpu['energy_wh']:.1f}, {gpu['peak_memory_gb'] or 0:.1f}")
     print_table(f"run {root}", columns, table)
     pending = root / "logs" / "pending.json"  # what the sweep driver last saw (PendingWatch)
     if pending.exists():

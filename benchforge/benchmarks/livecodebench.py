@@ -87,6 +87,9 @@ def extract_last_block(text: str) -> str:
 
 @register("livecodebench")
 class LiveCodeBench(Benchmark):
+    """LiveCodeBench code generation graded as lcb_runner does, with the contamination window of
+    ``benchmark.cutoff`` (see the module docstring)."""
+
     per_test_time_limits = True
     has_references = False
 

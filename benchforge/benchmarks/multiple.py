@@ -124,6 +124,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 @register("multiple")
 class MultiPLE(Benchmark):
+    """One MultiPL-E language (``benchmark.language``), scored with MultiPL-E's own execution rules
+    for it in the sandbox (tier 2: after the readiness gate)."""
+
     per_test_time_limits = True  # the evaluation scripts' own fixed limits
     has_references = False  # MultiPL-E ships prompts and tests, no solutions
     tier = 2

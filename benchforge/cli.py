@@ -51,10 +51,11 @@ def command_usage(name: str) -> str:
     most used keys (``--cfg job`` prints the whole composed config)."""
     command = COMMANDS[name]
     width = max([len(k) for k, _ in command.keys] or [0])
-    where = ("one cell (run.dir)" if command.scope == "cell" else "a whole run")
+    lines = [f"usage: benchforge {name} {command.usage}", "", command.help]
+    if command.scope == "cell":
+        lines.append("works on: one cell (run.dir; with -m, one per combination)")
     if command.shard:
-        where += f"; SLURM shards ask for compute.{command.shard}"
-    lines = [f"usage: benchforge {name} {command.usage}", "", command.help, f"works on: {where}"]
+        lines.append(f"SLURM shards ask for compute.{command.shard}")
     if command.keys:
         lines += ["", "most used keys:", *(f"  {k:<{width}}  {h}" for k, h in command.keys)]
     lines += ["", f"full config: benchforge {name} [key=value ...] --cfg job",

@@ -51,7 +51,8 @@ def command_usage(name: str) -> str:
     most used keys (``--cfg job`` prints the whole composed config)."""
     command = COMMANDS[name]
     width = max([len(k) for k, _ in command.keys] or [0])
-    lines = [f"usage: benchforge {name} {command.usage}", "", command.help]
+    usage = command.usage or "[key=value ...]" + (" [-m]" if command.shard else "")
+    lines = [f"usage: benchforge {name} {usage}", "", command.help]
     if command.scope == "cell":
         lines.append("works on: one cell (run.dir; with -m, one per combination)")
     if command.shard:

@@ -41,7 +41,7 @@ class Command:
     scope: str = "cell"
     shard: str | None = None
     read_only: bool = False
-    usage: str = "[key=value ...] [-m]"
+    usage: str = ""  # default: "[key=value ...]", plus "[-m]" where sweeps apply (shard)
     keys: tuple[tuple[str, str], ...] = ()
 
 

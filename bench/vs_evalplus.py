@@ -1,13 +1,23 @@
-"""benchforge vs evalplus.evaluate on the same generations, same machine, same worker count.
+"""benchforge vs evalplus.evaluate as users run them: same generations, same machine.
 
-    python bench/vs_evalplus.py [--workers 2] [--only humanevalplus|mbppplus] [--record]
+    python bench/vs_evalplus.py [--pairs 3] [--workers 2] [--only humanevalplus|mbppplus]
+                                [--record]
 
 For HumanEval+ v0.1.9 (Llama-3-8B-Instruct, 164 samples) and MBPP+ v0.1.0 (WizardCoder-7B,
-399 samples) from ../shared/data/generations: runs `python -m evalplus.evaluate` (ground truth
-cached by a warm-up run, results file removed so it really scores) and `benchforge score`
-(expected outputs cached the same way, timeout audit off, as evalplus has none), prints wall
-times, the ratio, and how many per-sample verdicts each tool shares with the official ones
-(with the corrections documented in the shared SOURCES.md applied).
+399 samples) from ../shared/data/generations, each pair runs both tools one after the other
+(which goes first alternates from pair to pair), each first cold (a fresh, empty cache: the
+expected outputs are computed in the run) and then warm (same cache again):
+
+- ``python -m evalplus.evaluate --parallel <workers>`` (its cache under XDG_CACHE_HOME);
+- ``benchforge score`` with its default settings (sandbox auto, timeout audit on) and
+  ``score.workers=<workers>`` (its cache under BENCHFORGE_CACHE).
+
+Prints whole-process wall times (median, min-max over the pairs) and the ratio evalplus /
+benchforge, the peak RSS of any one process of each tool, each tool's cache size on disk, the
+timeout audit's share of benchforge's score stage, and how many tasks each tool agrees on
+with the official verdicts (base, and base AND plus, after the corrections documented in the
+shared SOURCES.md). The load average at the start and end is printed: timings on a shared
+machine are noisy.
 """
 
 from __future__ import annotations
@@ -16,10 +26,10 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _anchor  # bench/_anchor.py, next to this script
@@ -43,7 +53,21 @@ CASES = {
     },
 }
 STATUS = {"success": "pass", "failed": "fail", "timed out": "fail", "pass": "pass",
-          "fail": "fail", "timeout": "fail"}
+          "fail": "fail", "timeout": "fail", "not_run": "fail"}
+# Runs a command, then prints its wall time and the peak RSS of any one of its processes.
+MEASURE = ("import json, resource, subprocess, sys, time\n"
+           "t = time.monotonic()\n"
+           "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,"
+           " stdin=subprocess.DEVNULL).returncode\n"
+           "wall = time.monotonic() - t\n"
+           "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+           "print(json.dumps({'rc': rc, 'wall_s': wall, 'peak_rss_bytes': rss}))\n")
+
+
+def reported(base: str, plus: str) -> tuple[str, str]:
+    """EvalPlus's two numbers per sample: base, and base AND plus."""
+    base, plus = STATUS[base], STATUS[plus]
+    return base, "pass" if base == plus == "pass" else "fail"
 
 
 def official(case: dict) -> dict[str, tuple[str, str]]:
@@ -52,74 +76,136 @@ def official(case: dict) -> dict[str, tuple[str, str]]:
     verdicts = {}
     for task, entry in result.items():
         if isinstance(entry, list):
-            verdicts[task] = (STATUS[entry[0]["base_status"]], STATUS[entry[0]["plus_status"]])
+            verdicts[task] = reported(entry[0]["base_status"], entry[0]["plus_status"])
         else:
-            verdicts[task] = (STATUS[entry["base"][0][0]], STATUS[entry["plus"][0][0]])
-    return {**verdicts, **case["corrections"]}
+            verdicts[task] = reported(entry["base"][0][0], entry["plus"][0][0])
+    return {**verdicts, **{t: reported(*v) for t, v in case["corrections"].items()}}
 
 
-def run_evalplus(case: dict, work: Path, workers: int) -> tuple[float, dict]:
+def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], env=env, cwd=cwd,
+                          capture_output=True, text=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out["rc"] != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed (exit {out['rc']})")
+    return out
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def run_evalplus(case: dict, work: Path, workers: int) -> tuple[list[dict], dict, int]:
+    """Cold then warm; returns the two measurements, the warm run's verdicts, cache bytes."""
     plain = work / f"{case['evalplus']}.jsonl"  # evalplus wants it uncompressed offline
     plain.write_bytes(gzip.decompress(case["data"].read_bytes()))
     samples = work / "evalplus_samples.jsonl"
     samples.write_bytes(case["samples"].read_bytes())
-    env = {**os.environ, case["override"]: str(plain)}
+    cache = work / "evalplus-cache"
+    env = {**os.environ, case["override"]: str(plain), "XDG_CACHE_HOME": str(cache)}
     cmd = [sys.executable, "-m", "evalplus.evaluate", "--dataset", case["evalplus"],
            "--samples", str(samples), "--parallel", str(workers), "--i-just-wanna-run"]
     results = samples.with_name("evalplus_samples_eval_results.json")
-    for _run in range(2):  # the first run only warms evalplus's ground-truth cache
+    runs = []
+    for _ in ("cold", "warm"):
         results.unlink(missing_ok=True)  # else evalplus reuses it (or asks on stdin)
-        started = time.monotonic()
-        subprocess.run(cmd, env=env, check=True, capture_output=True,
-                       stdin=subprocess.DEVNULL, cwd=work)
-    wall = time.monotonic() - started
+        runs.append(measure(cmd, env, work))
     result = json.loads(results.read_text())
-    return wall, {t: (STATUS[v[0]["base_status"]], STATUS[v[0]["plus_status"]])
-                  for t, v in result["eval"].items()}
+    verdicts = {t: reported(v[0]["base_status"], v[0]["plus_status"])
+                for t, v in result["eval"].items()}
+    return runs, verdicts, du(cache)
 
 
-def run_benchforge(name: str, case: dict, work: Path, workers: int) -> tuple[float, dict]:
-    def score(run_dir: Path) -> None:
-        subprocess.run([sys.executable, "-m", "benchforge", "score", f"benchmark={name}",
-                        f"benchmark.version={case['version']}", f"data.root={DATA}",
-                        f"score.samples={case['samples']}", f"run.dir={run_dir}",
-                        f"score.workers={workers}", "score.audit_timeouts=false",
-                        "generate.progress=false"], cwd=work, check=True, capture_output=True)
+def run_benchforge(name: str, case: dict, work: Path, workers: int
+                   ) -> tuple[list[dict], dict, int, float | None]:
+    """Cold then warm with default settings; also the warm run's audit share of scoring."""
+    cache = work / "benchforge-cache"
+    env = {**os.environ, "BENCHFORGE_CACHE": str(cache)}
+    runs = []
+    for label in ("cold", "warm"):
+        runs.append(measure([sys.executable, "-m", "benchforge", "score", f"benchmark={name}",
+                             f"benchmark.version={case['version']}", f"data.root={DATA}",
+                             f"score.samples={case['samples']}", f"run.dir={work / label}",
+                             f"score.workers={workers}", "generate.progress=false"], env, work))
+    rows = [json.loads(line) for line in (work / "warm/results.jsonl").open()]
+    stages = json.loads((work / "warm/provenance.json").read_text())["stages"]
+    audit = stages.get("timeout_audit", {}).get("wall_s", 0.0)
+    share = audit / stages["score"]["wall_s"]  # the score stage's wall includes the audit
+    return (runs, {r["task_id"]: reported(r["base_status"], r["plus_status"]) for r in rows},
+            du(cache), share)
 
-    score(work / "warm")  # expected outputs and fixtures cached, like evalplus's
-    started = time.monotonic()
-    score(work / "timed")
-    wall = time.monotonic() - started
-    rows = [json.loads(line) for line in (work / "timed/results.jsonl").open()]
-    return wall, {r["task_id"]: (r["base_status"], r["plus_status"]) for r in rows}
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", choices=sorted(CASES))
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     anchor = _anchor.load(ANCHOR)
     now: dict[str, dict[str, float]] = {}
-    print(_anchor.HEADER)
+    print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} CPUs")
     for name, case in CASES.items():
         if args.only and name != args.only:
             continue
         truth = official(case)
-        with tempfile.TemporaryDirectory(prefix="benchforge-vs-evalplus-") as tmp:
-            ep_wall, ep = run_evalplus(case, Path(tmp), args.workers)
-            bf_wall, bf = run_benchforge(name, case, Path(tmp), args.workers)
-        now[name] = {"evalplus_wall_s": ep_wall, "benchforge_wall_s": bf_wall,
-                     "speedup_x": ep_wall / bf_wall}
+        walls: dict[str, list[float]] = {k: [] for k in ("ep_cold", "ep_warm", "bf_cold",
+                                                         "bf_warm")}
+        rss = {"ep": 0, "bf": 0}
+        shares: list[float] = []
+        for pair in range(args.pairs):
+            with tempfile.TemporaryDirectory(prefix="benchforge-vs-evalplus-") as tmp:
+                work = Path(tmp)
+                (work / "ep").mkdir()
+                (work / "bf").mkdir()
+                order = ("ep", "bf") if pair % 2 == 0 else ("bf", "ep")
+                for tool in order:
+                    if tool == "ep":
+                        runs, ep, ep_cache = run_evalplus(case, work / "ep", args.workers)
+                    else:
+                        runs, bf, bf_cache, share = run_benchforge(name, case, work / "bf",
+                                                                   args.workers)
+                        shares.append(share)
+                    walls[f"{tool}_cold"].append(runs[0]["wall_s"])
+                    walls[f"{tool}_warm"].append(runs[1]["wall_s"])
+                    rss[tool] = max(rss[tool], *(r["peak_rss_bytes"] for r in runs))
+            print(f"{name} pair {pair + 1}/{args.pairs} ({'/'.join(order)} first): "
+                  + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in walls.items())
+                  + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+        med = {k: statistics.median(v) for k, v in walls.items()}
+        now[name] = {"evalplus_warm_s": med["ep_warm"], "benchforge_warm_s": med["bf_warm"],
+                     "speedup_warm_x": med["ep_warm"] / med["bf_warm"],
+                     "evalplus_cold_s": med["ep_cold"], "benchforge_cold_s": med["bf_cold"],
+                     "speedup_cold_x": med["ep_cold"] / med["bf_cold"]}
+        print(_anchor.HEADER)
         for key, value in now[name].items():
             print(_anchor.row(name, key, value, anchor.get(name, {}).get(key)))
-        print(f"{name}: agreement with the official verdicts: evalplus "
-              f"{sum(ep.get(t) == v for t, v in truth.items())}/{len(truth)}, benchforge "
-              f"{sum(bf.get(t) == v for t, v in truth.items())}/{len(truth)}; differ: "
-              f"evalplus {sorted(t for t, v in truth.items() if ep.get(t) != v)}, "
-              f"benchforge {sorted(t for t, v in truth.items() if bf.get(t) != v)}")
-    print(f"({args.workers} workers each; 'ratio' compares each number with the anchor run)")
+        print(f"{name}: warm evalplus {spread(walls['ep_warm'])}, benchforge "
+              f"{spread(walls['bf_warm'])}; cold evalplus {spread(walls['ep_cold'])}, "
+              f"benchforge {spread(walls['bf_cold'])}")
+        print(f"{name}: cold overhead over warm: evalplus "
+              f"{med['ep_cold'] - med['ep_warm']:.1f} s, benchforge "
+              f"{med['bf_cold'] - med['bf_warm']:.1f} s")
+        print(f"{name}: peak RSS (largest process): evalplus {rss['ep'] / 2**30:.2f} GiB, "
+              f"benchforge {rss['bf'] / 2**30:.2f} GiB; cache on disk: evalplus "
+              f"{ep_cache / 2**20:.0f} MiB, benchforge {bf_cache / 2**20:.0f} MiB")
+        print(f"{name}: timeout audit share of benchforge's score stage (warm): "
+              f"median {100 * statistics.median(shares):.1f}% "
+              f"({100 * min(shares):.1f}-{100 * max(shares):.1f}%)")
+        for label, index in (("base", 0), ("base AND plus", 1)):
+            differ = {tool: sorted(t for t, v in truth.items()
+                                   if got.get(t, ("?", "?"))[index] != v[index])
+                      for tool, got in (("evalplus", ep), ("benchforge", bf))}
+            print(f"{name}: agreement with the official verdicts on {label}: evalplus "
+                  f"{len(truth) - len(differ['evalplus'])}/{len(truth)}, benchforge "
+                  f"{len(truth) - len(differ['benchforge'])}/{len(truth)}; differ: evalplus "
+                  f"{differ['evalplus']}, benchforge {differ['benchforge']}")
+    print(f"({args.workers} workers each, medians of {args.pairs} alternating pairs; load "
+          f"average at end: {os.getloadavg()}; 'ratio' compares each number with the anchor)")
     if args.record:
         _anchor.record(ANCHOR, now)
 

@@ -137,9 +137,31 @@ def _warn_on_retries(settings: ClientSettings) -> Iterator[None]:
 
 def generate(requests: list[Request], settings: ClientSettings, on_completion: OnCompletion,
              on_progress: Callable[[], None] | None = None) -> None:
-    """Send every request; call ``on_completion`` for each answer, in arrival order."""
-    with _warn_on_retries(settings):
-        asyncio.run(_generate_all(requests, settings, on_completion, on_progress))
+    """Send every request; call ``on_completion`` for each answer, in arrival order.
+
+    ``on_completion`` (answer extraction, the row write) runs on one worker thread, never on
+    the event loop, so a slow extraction does not hold back the requests in flight; an
+    exception it raises stops the run and is raised here once the loop has closed. Answers
+    received before a stop are still handed over.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    handler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="benchforge-answers")
+    pending: list[Any] = []
+
+    def handed_off(request: Request, completion: Completion) -> None:
+        for future in [f for f in pending if f.done()]:
+            pending.remove(future)
+            future.result()  # an earlier answer's failure stops the run here
+        pending.append(handler.submit(on_completion, request, completion))
+
+    try:
+        with _warn_on_retries(settings):
+            asyncio.run(_generate_all(requests, settings, handed_off, on_progress))
+    finally:
+        handler.shutdown(wait=True)  # answers already received are still written
+    for future in pending:
+        future.result()
 
 
 async def _generate_all(requests: list[Request], settings: ClientSettings,

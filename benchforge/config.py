@@ -262,7 +262,8 @@ class ScoreConfig:
     samples: str | None = None  # external EvalPlus-style samples file to score
     force: bool = False
     workers: int = 0  # 0 = one per CPU core
-    audit_timeouts: bool = True  # rerun timed-out samples alone with a doubled limit
+    audit_timeouts: bool = True  # rerun what timed out with doubled limits (verdicts kept)
+    full_suites: bool = False  # run dependent suites (EvalPlus plus) even after base failed
     reference: bool = False  # self-check: score the benchmark's own reference solutions
     aggregate: bool = False  # also aggregate once scored (the score shards of `run -m`)
 

@@ -31,7 +31,10 @@ def failing_case_lines(row: dict[str, Any]) -> list[str]:
     for prefix in prefixes:
         name = prefix.rstrip("_") or "failing case"
         status = row.get(f"{prefix}status")
-        if status is not None:
+        if status == "not_run":
+            lines.append(f"{name}: not run (an earlier suite failed, so it cannot change the "
+                         "verdict; score.full_suites=true runs it)")
+        elif status is not None:
             lines.append(f"{name}: {status}")
         for label, suffix in CASE_PARTS:
             value = row.get(prefix + suffix)

@@ -7,7 +7,9 @@ rows go; this module turns samples into verdict rows through a sandbox.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 from benchforge.benchmarks import Benchmark, Task
 from benchforge.outcomes import relabel
 from benchforge.rundir import (
+    CellDir,
     RowAppender,
     first_rows_by_key,
     read_json,
@@ -85,10 +88,23 @@ def verdict_row(benchmark: Benchmark, task: Task, sample: dict[str, Any], result
             "detail": result.detail}
 
 
+def largest_first(benchmark: Benchmark, tasks: dict[str, Task], samples: list[dict[str, Any]],
+                  limits: dict[str, float | None]) -> list[dict[str, Any]]:
+    """Samples ordered by their task's reference time, longest first (the benchmark's own
+    per-input reference times where it has them, else the derived limit), so a long sample
+    does not start last and leave the other workers idle at the end. Stable for ties."""
+    cost: dict[str, float] = {}
+    for task_id in {s["task_id"] for s in samples}:
+        seconds = benchmark.reference_seconds(tasks[task_id])
+        cost[task_id] = seconds if seconds is not None else float(limits.get(task_id) or 0.0)
+    return sorted(samples, key=lambda s: -cost[s["task_id"]])
+
+
 def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[dict[str, Any]],
                   sandbox: Sandbox, limits: dict[str, float | None], appender: RowAppender,
                   advance: Callable[[], None], workers: int) -> None:
-    """Score samples on ``workers`` threads (one sandbox worker each); append rows as they end."""
+    """Score samples on ``workers`` threads (one sandbox worker each), largest first; append
+    rows as they end."""
 
     def score(sample: dict[str, Any]) -> dict[str, Any]:
         task = tasks[sample["task_id"]]
@@ -106,32 +122,75 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
                        sample)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(score, s) for s in samples]):
+        ordered = largest_first(benchmark, tasks, samples, limits)
+        for future in as_completed([pool.submit(score, s) for s in ordered]):
             appender.append(future.result())
             advance()
 
 
+def idle_cores(interval_s: float = 0.25) -> int:
+    """CPUs of this process's affinity mask left idle by everything else on the host now:
+    the idle share of /proc/stat over ``interval_s`` times the CPU count (at least 1)."""
+    cpus = len(os.sched_getaffinity(0)) or 1
+
+    def idle_total() -> tuple[float, float]:
+        with open("/proc/stat") as fh:
+            values = [float(v) for v in fh.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    try:
+        idle0, total0 = idle_total()
+        time.sleep(interval_s)
+        idle1, total1 = idle_total()
+    except (OSError, ValueError, IndexError):
+        return 1
+    share = (idle1 - idle0) / (total1 - total0) if total1 > total0 else 0.0
+    host_cpus = os.cpu_count() or cpus
+    return max(1, min(cpus, int(share * host_cpus + 0.5)))
+
+
 def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
                    samples: dict[tuple[str, int], dict[str, Any]],
-                   results: Iterable[dict[str, Any]], sandbox: Sandbox, audit: Path) -> int:
-    """Rerun each timed-out sample alone with twice its limit; rows go to ``audit``.
+                   results: Iterable[dict[str, Any]], sandbox: Sandbox, audit: Path,
+                   workers: int = 1, cell: CellDir | None = None) -> int:
+    """Rerun what timed out with twice its limits; rows go to ``audit``.
 
+    Only the part that timed out is rerun where the benchmark can name it (EvalPlus: the
+    suite, and within it the input); reruns go side by side on at most ``workers`` sandbox
+    workers and never more than the host's idle cores, so the node stays unloaded.
     Verdicts are not changed: the audit measures how much of the timeout count came from an
-    overloaded node. Returns how many samples were rerun now.
+    overloaded node. Where ``cell`` is given and anything was rerun, its wall time goes to
+    provenance ``stages.timeout_audit`` (``rerun``, ``wall_s``). Returns how many samples were
+    rerun now.
     """
     done = first_rows_by_key(read_rows(audit, torn_tail="repair"))
     todo = [r for r in results if r["failure_mode"] == "timeout" and row_key(r) not in done]
-    with RowAppender(audit) as appender:
-        for row in todo:
-            sample = samples[row_key(row)]
-            task = tasks[row["task_id"]]
-            limit = 2 * float(row.get("time_limit_s") or 0) or None
-            program = benchmark.check_program(task, sample["code"])
-            result = sandbox.run(program, limit, time_scale=2.0)
-            appender.append({**verdict_row(benchmark, task, sample, result, sandbox.mode, limit),
-                             "original_time_limit_s": row.get("time_limit_s")})
-    if todo:
-        log.info("score: timeout audit reran %d sample(s) one at a time", len(todo))
+    if not todo:
+        return 0
+
+    def rerun(row: dict[str, Any]) -> dict[str, Any]:
+        sample = samples[row_key(row)]
+        task = tasks[row["task_id"]]
+        program, part = benchmark.audit_program(task, sample["code"], row)
+        limit = (None if benchmark.per_test_time_limits
+                 else 2 * float(row.get("time_limit_s") or 0) or None)
+        result = sandbox.run(program, limit, time_scale=2.0)
+        shown = limit if limit is not None else program.wall_limit_s()
+        return {**verdict_row(benchmark, task, sample, result, sandbox.mode,
+                              shown * 2 if limit is None and shown is not None else shown),
+                "original_time_limit_s": row.get("time_limit_s"), **part}
+
+    started = time.monotonic()
+    parallel = max(1, min(len(todo), workers, idle_cores()))
+    with RowAppender(audit) as appender, ThreadPoolExecutor(max_workers=parallel) as pool:
+        for future in as_completed([pool.submit(rerun, r) for r in todo]):
+            appender.append(future.result())
+    log.info("score: timeout audit reran %d sample(s), %d at a time", len(todo), parallel)
+    if cell is not None:
+        from benchforge.provenance import record_stage
+
+        record_stage(cell, "timeout_audit", rerun=len(todo),
+                     wall_s=round(time.monotonic() - started, 3))
     return len(todo)
 
 

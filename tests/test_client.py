@@ -68,3 +68,31 @@ def test_endpoint_down_fails_after_retries(humaneval) -> None:
     with pytest.raises(BenchforgeError, match=r"unreachable after 3 attempts"):
         collect(requests_for(humaneval, 1), ClientSettings(url, "m", max_retries=2))
     assert time.monotonic() - started < 30
+
+
+def test_answers_are_handled_off_the_event_loop_in_arrival_order(mock_server, humaneval) -> None:
+    """A slow on_completion (answer extraction) runs on a worker thread: the requests keep
+    going meanwhile, every answer is handed over in arrival order, and its failure is raised."""
+    import threading
+
+    url = mock_server()
+    requests = requests_for(humaneval, 8)
+    seen: list[tuple[str, bool]] = []
+
+    def slow(request: Request, completion) -> None:
+        seen.append((request.task_id, threading.current_thread() is threading.main_thread()))
+        if len(seen) == 1:
+            time.sleep(0.5)
+
+    started = time.monotonic()
+    generate(requests, ClientSettings(url, "mock-model", concurrency=1), slow)
+    assert sorted(t for t, _ in seen) == sorted(r.task_id for r in requests)
+    assert [t for t, _ in seen] == [r.task_id for r in requests]  # concurrency 1: in order
+    assert not any(on_main for _, on_main in seen)
+    assert time.monotonic() - started < 5
+
+    def failing(request: Request, completion) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        generate(requests, ClientSettings(url, "mock-model", concurrency=2), failing)

@@ -139,8 +139,8 @@ def test_excluded_tasks_name_limit_or_version(tmp_path: Path, shared_data: Path,
 def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Path,
                                                                    shared_data: Path,
                                                                    monkeypatch) -> None:
-    """Scoring threads all ask for the fixtures at once: one build, one error, no temp file."""
-    import subprocess
+    """Scoring threads all ask for the expected outputs at once: one build, one error."""
+    import io
 
     from benchforge.benchmarks import _evalplus, load_benchmark
     from benchforge.config import compose
@@ -151,17 +151,22 @@ def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Pat
     bench.load()
     calls = []
 
-    def failing_build(cmd, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, "", "Traceback ...\nOSError: [Errno 28] "
-                                                       "No space left on device")
+    class FailingBuild:
+        def __init__(self, cmd, **kwargs) -> None:
+            calls.append(cmd)
+            self.stdout = io.StringIO("done 1 164\n")
+            self.stderr = io.StringIO("OSError: [Errno 28] No space left on device\n")
+            self.returncode = 1
 
-    monkeypatch.setattr(_evalplus.subprocess, "run", failing_build)
+        def wait(self) -> int:
+            return 1
+
+    monkeypatch.setattr(_evalplus.subprocess, "Popen", FailingBuild)
     errors: list[str] = []
 
     def ask() -> None:
         try:
-            bench.fixtures  # noqa: B018 - the property computes them
+            bench.prepare_scoring(2, False)
         except BenchforgeError as exc:
             errors.append(str(exc))
 
@@ -173,25 +178,29 @@ def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Pat
     assert len(calls) == 1 and len(errors) == 8 and len(set(errors)) == 1
     assert errors[0].startswith(f"data.cache={tmp_path / 'cache'}: computing the humanevalplus "
                                 "expected outputs into evalplus-humaneval-")
-    assert "(~250 MB) failed: OSError: [Errno 28] No space left on device" in errors[0]
+    assert "(~250 MB) from " in errors[0]
+    assert errors[0].endswith("failed: OSError: [Errno 28] No space left on device; free space "
+                              "there or set data.cache to another disk, then rerun")
 
 
-def test_groundtruth_writer_removes_its_temp_file_on_failure(tmp_path: Path,
-                                                             monkeypatch) -> None:
+def test_groundtruth_writer_removes_its_build_folder_on_failure(tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
     from benchforge.benchmarks import _evalplus, _groundtruth
 
-    target = tmp_path / "cache" / "truth.pkl"
+    target = tmp_path / "cache" / "truth"
     target.parent.mkdir()
-    leftover = target.parent / f".{target.name}.999999999.tmp"  # from a killed run
-    leftover.write_bytes(b"x")
-    _evalplus._remove_stale_temp(target)
+    leftover = target.parent / f".{target.name}.build-999999999"  # from a killed run
+    leftover.mkdir()
+    (leftover / "HumanEval_0.pkl").write_bytes(b"x")
+    _evalplus._remove_stale_builds(target)
     assert not leftover.exists()
-    monkeypatch.setattr(_groundtruth.pickle, "dump", lambda *a: (_ for _ in ()).throw(
+    monkeypatch.setattr(_groundtruth.json, "dumps", lambda *a: (_ for _ in ()).throw(
         OSError(28, "No space left on device")))
-    monkeypatch.setattr("sys.argv", ["x", "humaneval", "unused", str(target)])
+    monkeypatch.setattr("sys.argv", ["x", "humaneval", "unused", str(target), "1"])
     monkeypatch.setattr("benchforge.benchmarks._evalplus.read_tasks", lambda *a: ([], "m"))
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit):
         _groundtruth.main()
+    assert capsys.readouterr().err.strip() == "OSError: [Errno 28] No space left on device"
     assert list(target.parent.iterdir()) == []
 
 
@@ -256,6 +265,8 @@ INTERNAL_RAISES = {
     # a stdlib-only leaf (a ValueError); no command calls it yet: the one that plans windows
     # must turn it into a one-line BenchforgeError naming the compute key
     ("windows.py", "WindowError"): "stdlib-only window planner (issue 19), not yet wired",
+    ("benchmarks/_groundtruth.py", "RuntimeError"): "expected-output subprocess: main prints "
+                                                    "one line, the host raises BenchforgeError",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",
     ("stages/__init__.py", "AttributeError"): "module __getattr__ protocol (lazy run_*)",
     ("sandbox/conformance.py", "ConformanceError"): "a failed check: run_suite reports it",

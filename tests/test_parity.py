@@ -26,6 +26,11 @@ MBPPPLUS_CORRECTIONS = {t: ("pass", "pass") for t in
 MBPPPLUS_HARDWARE_SENSITIVE = {"Mbpp/599", "Mbpp/566"}
 
 
+def reported(base: str, plus: str) -> tuple[str, str]:
+    """What EvalPlus reports: base, and base AND plus (plus is not run once base failed)."""
+    return base, "pass" if base == plus == "pass" else "fail"
+
+
 def score(workdir: Path, shared_data: Path, name: str, benchmark: str, version: str,
           samples: Path) -> dict[str, tuple[str, str]]:
     out = workdir / name
@@ -39,6 +44,7 @@ def score(workdir: Path, shared_data: Path, name: str, benchmark: str, version: 
     assert prov["dataset"]["version"] == version and len(prov["dataset"]["md5"]) == 32
     for row in rows:
         assert row["passed"] == (row["base_status"] == row["plus_status"] == "pass")
+        assert (row["plus_status"] == "not_run") == (row["base_status"] == "fail")
         for suite in ("base", "plus"):  # a wrong answer always names its input
             if row[f"{suite}_status"] == "fail" and row["failure_mode"] == "wrong_answer" \
                     and row["detail"].startswith(f"[{suite}]"):
@@ -46,16 +52,16 @@ def score(workdir: Path, shared_data: Path, name: str, benchmark: str, version: 
                 # ... and what the reference returned there, and what the sample did
                 assert row[f"{suite}_fail_expected"] is not None
                 assert row[f"{suite}_fail_actual"] not in (None, row[f"{suite}_fail_expected"])
-    return {r["task_id"]: (r["base_status"], r["plus_status"]) for r in rows}
+    return {r["task_id"]: reported(r["base_status"], r["plus_status"]) for r in rows}
 
 
 def test_humanevalplus_llama3_matches_evalplus(workdir: Path, shared_data: Path) -> None:
     gen = shared_data / "generations/humanevalplus/llama3-8b-instruct"
     official_file = json.loads((gen / "samples_eval_results.json").read_text())
     assert official_file["hash"] == "84f4b93a1270b492e4c54d5212da7a5b"  # v0.1.9
-    official = {t: (v[0]["base_status"], v[0]["plus_status"])
+    official = {t: reported(v[0]["base_status"], v[0]["plus_status"])
                 for t, v in official_file["eval"].items()}
-    official.update(HUMANEVALPLUS_CORRECTIONS)
+    official.update({t: reported(*v) for t, v in HUMANEVALPLUS_CORRECTIONS.items()})
     first = score(workdir, shared_data, "a", "humanevalplus", "v0.1.9", gen / "samples.jsonl")
     assert len(first) == 164
     assert {t: v for t, v in first.items() if official[t] != v} == {}
@@ -66,7 +72,7 @@ def test_humanevalplus_llama3_matches_evalplus(workdir: Path, shared_data: Path)
                         cwd=workdir)
     assert inspected.returncode == 0, inspected.stderr
     wrong = next(r for r in read_rows(workdir / "a" / "results.jsonl")
-                 if r["failure_mode"] == "wrong_answer" and r["plus_fail_actual"])
+                 if r["failure_mode"] == "wrong_answer" and r.get("plus_fail_actual"))
     block = inspected.stdout.split(f"=== {wrong['task_id']} #0")[1].split("===")[0]
     assert f"input     {wrong['plus_fail_input']}" in block
     assert f"expected  {wrong['plus_fail_expected']}" in block
@@ -79,9 +85,9 @@ def test_mbppplus_wizardcoder_matches_evalplus(workdir: Path, shared_data: Path)
         (gen / "mbpp_WizardCoder-Python-7B-V1.0_eval_results.json").read_text())
     assert official_file["hash"] == "ebe95df0d5220f00cedd6f4bddea35e4"  # v0.1.0
     status = {"success": "pass", "failed": "fail", "timed out": "fail"}
-    official = {t: (status[v["base"][0][0]], status[v["plus"][0][0]])
+    official = {t: reported(status[v["base"][0][0]], status[v["plus"][0][0]])
                 for t, v in official_file["eval"].items()}
-    official.update(MBPPPLUS_CORRECTIONS)
+    official.update({t: reported(*v) for t, v in MBPPPLUS_CORRECTIONS.items()})
     ours = score(workdir, shared_data, "m", "mbppplus", "v0.1.0",
                  gen / "mbpp_WizardCoder-Python-7B-V1.0.jsonl")
     assert len(ours) == 399

@@ -1,9 +1,10 @@
 """EvalPlus protocols (evalplus 0.3.1): ``sanitize`` for generated answers, and rescoring rows.
 
 - Chat answers: ``evalplus.sanitize.sanitize(answer, entrypoint)``, exactly as
-  ``evalplus/codegen.py`` writes its ``-sanitized`` samples (the installed library function
-  is called, not re-implemented). Reasoning is split off first (see
-  :mod:`benchforge.answers.thinking`).
+  ``evalplus/codegen.py`` writes its ``-sanitized`` samples; the same output comes from
+  :mod:`benchforge.answers.sanitize`, whose cost grows with the answer instead of its cube
+  (tests/test_sanitize.py compares it with the installed official function). Reasoning is
+  split off first (see :mod:`benchforge.answers.thinking`).
 - Completion (base) models: ``sanitize(prompt + completion, entrypoint)`` (``codegen.py``:
   ``solution = prompt + impl if model.is_direct_completion()``), the completion cut at
   EvalPlus's stop strings for the dataset (``provider/vllm.py``: ``EOS`` +
@@ -21,10 +22,11 @@ from benchforge.answers.thinking import split_thinking
 
 
 def sanitize(code: str, entry_point: str | None) -> str:
-    """evalplus 0.3.1's ``sanitize`` (imported lazily: tree-sitter takes a second to load)."""
-    from evalplus.sanitize import sanitize as official
+    """evalplus 0.3.1's ``sanitize`` output (:func:`benchforge.answers.sanitize.sanitize`;
+    imported lazily: tree-sitter takes a second to load)."""
+    from benchforge.answers.sanitize import sanitize as same_as_evalplus
 
-    return official(code, entry_point)
+    return same_as_evalplus(code, entry_point)
 
 
 def chat_solution(answer: str, entry_point: str) -> str:

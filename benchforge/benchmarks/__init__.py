@@ -89,6 +89,9 @@ class Benchmark(ABC):
     # task's reference solution is timed through the sandbox to derive one limit per sample.
     per_test_time_limits = False
     has_references = True  # reference_code() gives a solution for every task
+    # Benchmarks with dependent suites (EvalPlus: plus counts only where base passed) skip a
+    # later suite once an earlier one failed, unless ``score.full_suites=true`` sets this.
+    full_suites = False
     # 2: opt-in (never a default); scoring waits for the readiness gate (benchforge.readiness)
     tier = 1
 
@@ -167,6 +170,24 @@ class Benchmark(ABC):
 
     def prejudge(self, task: Task, code: str) -> dict[str, Any] | None:
         """A verdict without running the sample (e.g. CRUXEval's skip rule), or None."""
+        return None
+
+    def prepare_scoring(self, workers: int, progress: bool) -> None:
+        """Build what checking needs once per host before samples are scored (EvalPlus: the
+        expected outputs, on ``workers`` processes, with a progress bar if ``progress``).
+        Nothing by default."""
+        return None
+
+    def audit_program(self, task: Task, code: str,
+                      row: dict[str, Any]) -> tuple[CheckProgram, dict[str, Any]]:
+        """What the timeout audit reruns for a timed-out results ``row`` (with twice its
+        limits): the whole check unless the benchmark can narrow it to what timed out; and
+        fields naming that part for the audit row."""
+        return self.check_program(task, code), {}
+
+    def reference_seconds(self, task: Task) -> float | None:
+        """Seconds the task's reference took on this host where the benchmark knows it
+        without running anything (orders the scoring queue largest first); else None."""
         return None
 
     def limited(self, tasks: list[Task]) -> list[Task]:

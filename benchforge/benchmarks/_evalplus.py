@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import inspect
 import json
-import pickle
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from benchforge.answers import evalplus as evalplus_answers
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import sha256_file, write_atomic
+from benchforge.rundir import sha256_file
 from benchforge.sandbox.types import CheckProgram
 
 SUITES = ("base", "plus")
@@ -34,22 +33,23 @@ SUITES = ("base", "plus")
 # joined for one more second.
 SUITE_CAP_S = 60.0
 SUITE_SLACK_S = 2.0
-GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 100}  # size of the expected-output pickle
-_FIXTURES_LOCK = threading.Lock()
+GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 800}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
 
 
-def _remove_stale_temp(cache: Path) -> None:
-    """Temp files of ``cache`` left by a killed computation on this host (pid not running)."""
+def _remove_stale_builds(target: Path) -> None:
+    """Build folders of ``target`` (``.<name>.build-<pid>``) left by a killed computation on
+    this host (pid no longer running); a live build by another process is left alone."""
     import os
+    import shutil
 
-    for tmp in cache.parent.glob(f".{cache.name}.*.tmp"):
-        pid = tmp.name[len(cache.name) + 2:].split(".", 1)[0]
+    for stale in target.parent.glob(f".{target.name}.build-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
         if not pid.isdigit():
             continue
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
+            shutil.rmtree(stale, ignore_errors=True)
         except PermissionError:
             pass
 
@@ -86,6 +86,12 @@ class EvalPlusBenchmark(FunctionBenchmark):
                 "plus_input", "atol")
     per_test_time_limits = True  # per-input limits; no whole-program reference timing
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._truth_lock = threading.Lock()  # scoring threads ask for it at once
+        self._truth_error: BenchforgeError | None = None
+        self._truth_index: dict[str, Any]
+
     def downloads(self) -> list[Download]:
         version = str(self.cfg.version)
         if version not in self.sources:
@@ -120,6 +126,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
             if missing:
                 raise BenchforgeError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
         tasks = self.limited([Task(r["task_id"], r) for r in rows])
+        self._n_rows = len(rows)
         self._md5 = md5
         self._path = path
         self._dataset = Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
@@ -142,83 +149,112 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return evalplus_answers.rescoring_solution(task.data["prompt"], row)
 
     # ------------------------------------------------------------------------ ground truth
-    def ground_truth(self) -> dict[str, dict[str, list[Any]]]:
-        """Expected outputs and reference times of every task (big: read only to make
-        fixtures)."""
+    def truth_dir(self) -> Path:
+        """This dataset's expected outputs on this host: one pickle per task (inputs, expected
+        outputs) and ``index.json`` (per task: file, per-input reference times)."""
         if not hasattr(self, "_md5"):
             self.load()
-        failed = getattr(self, "_truth_failed", None)
-        if failed is not None:  # computed once: every scoring thread gets the same error
-            raise failed
-        cache = self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}.pkl"
-        if not cache.is_file():
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BenchforgeError(f"data.cache={self.cache_dir}: cannot create it "
-                                      f"({exc.strerror})") from None
-            _remove_stale_temp(cache)
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
-                 str(self._path), str(cache)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
-                self._truth_failed = BenchforgeError(
-                    f"data.cache={self.cache_dir}: computing the {self.cfg.name} expected "
-                    f"outputs into {cache.name} (~{GROUND_TRUTH_MB.get(self.kind, 100)} MB) "
-                    f"failed: {lines[-1]}; free space there or set data.cache to another "
-                    "disk, then rerun")
-                raise self._truth_failed
-        with open(cache, "rb") as fh:
-            return pickle.load(fh)  # written by benchforge itself, never downloaded
+        return self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}-truth"
+
+    def prepare_scoring(self, workers: int, progress: bool) -> None:
+        """Compute the expected outputs once per host (``workers`` processes, a progress bar)
+        unless cached; a failure is one BenchforgeError, raised again without rebuilding."""
+        with self._truth_lock:
+            if self._truth_error is not None:
+                raise self._truth_error
+            if "_truth_index" in self.__dict__:
+                return
+            target = self.truth_dir()
+            if not (target / "index.json").is_file():
+                try:
+                    self._build_truth(target, workers, progress)
+                except BenchforgeError as exc:
+                    self._truth_error = exc
+                    raise
+            self._truth_index = json.loads((target / "index.json").read_text())
+
+    def _build_truth(self, target: Path, workers: int, progress: bool) -> None:
+        from benchforge.console import progress_bar
+
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchforgeError(f"data.cache={self.cache_dir}: cannot create it "
+                                  f"({exc.strerror})") from None
+        _remove_stale_builds(target)
+        label = {"humaneval": "HumanEval+", "mbpp": "MBPP+"}[self.kind]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchforge.benchmarks._groundtruth", self.kind,
+             str(self._path), str(target), str(max(1, workers))],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        with progress_bar(f"computing {label} expected outputs, once per host", self._n_rows,
+                          progress) as advance:
+            for line in proc.stdout:
+                if line.startswith("done "):
+                    advance()
+        error = proc.stderr.read().strip().splitlines()
+        if proc.wait() != 0 or not (target / "index.json").is_file():
+            cause = error[-1] if error else f"exit status {proc.returncode}"
+            hint = ("fix the dataset file or delete it and run `benchforge stage "
+                    f"benchmark={self.cfg.name}`" if "canonical solution" in cause else
+                    "free space there or set data.cache to another disk, then rerun")
+            raise BenchforgeError(
+                f"data.cache={self.cache_dir}: computing the {self.cfg.name} expected outputs "
+                f"into {target.name} (~{GROUND_TRUTH_MB.get(self.kind, 100)} MB) from "
+                f"{self._path} failed: {cause}; {hint}")
 
     @cached_property
     def _support(self) -> str:
         return support_source()
 
-    @cached_property
-    def fixtures(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-        with _FIXTURES_LOCK:  # scoring threads ask at once: one computes, the others wait
-            if "_fixtures" not in self.__dict__:
-                self.__dict__["_fixtures"] = self._make_fixtures()
-            return self.__dict__["_fixtures"]
-
-    def _make_fixtures(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-        """Per task: a file with its inputs, expected outputs and per-input limits (read by the
-        sandbox child before the sample runs, so nothing big crosses the worker pipe and each
-        child holds only its own task), and the suites' wall limits."""
-        floor = float(self.cfg.get("min_time_limit_s") or 1.0)
-        factor = float(self.cfg.get("time_factor") or 4.0)
-        tasks = (self._dataset if hasattr(self, "_dataset") else self.load()).tasks
-        folder = (self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}"
-                  f"-fixtures-{floor:g}-{factor:g}")
-        index_path = folder / "index.json"
-        index = json.loads(index_path.read_text()) if index_path.exists() else {}
-        if all(t.task_id in index and Path(index[t.task_id][0]).exists() for t in tasks):
-            return {t.task_id: tuple(index[t.task_id]) for t in tasks}  # type: ignore[misc]
-        truth = self.ground_truth()
-        out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
-        for task in tasks:
-            entry = truth[task.task_id]
-            suites, data = [], {}
-            for name in SUITES:
-                limits = [max(floor, factor * t) for t in entry[f"{name}_time"]]
-                data[name] = {"inputs": task.data[f"{name}_input"], "expected": entry[name],
-                              "time_limits": limits}
-                suites.append({"name": name,
-                               "wall_s": min(SUITE_CAP_S, sum(limits)) + SUITE_SLACK_S})
-            path = folder / f"{task.task_id.replace('/', '_')}.pkl"
-            if not path.exists():
-                write_atomic(path, pickle.dumps(data))
-            out[task.task_id] = (str(path), suites)
-        write_atomic(index_path, json.dumps({**index, **out}))
-        return out
-
     def check_program(self, task: Task, code: str) -> CheckProgram:
-        fixture, suites = self.fixtures[task.task_id]
+        self.prepare_scoring(1, False)
+        entry = self._truth_index[task.task_id]
+        suites = [{"name": name, "wall_s": self.suite_wall_s(entry["times"][name])}
+                  for name in SUITES]
         return CheckProgram(code=code, entry_point=task.data["entry_point"], differential={
             "dataset": self.kind, "atol": task.data["atol"], "support_source": self._support,
-            "fixture": fixture, "suites": suites})
+            "fixture": str(self.truth_dir() / entry["file"]), "suites": suites,
+            "min_time_limit_s": self._floor, "time_factor": self._factor,
+            # EvalPlus reports base and base AND plus: plus cannot change either once base failed
+            "dependent": not self.full_suites})
+
+    def audit_program(self, task: Task, code: str,
+                      row: dict[str, Any]) -> tuple[CheckProgram, dict[str, Any]]:
+        """Only the suite that timed out (named by the row's ``detail``), and within it only
+        the input that timed out (``<suite>_fail_index``) where the timeout hit one."""
+        program = self.check_program(task, code)
+        detail = str(row.get("detail") or "")
+        name = detail[1:detail.index("]")] if detail.startswith("[") and "]" in detail else None
+        if name not in SUITES:
+            return program, {}
+        index = row.get(f"{name}_fail_index")
+        spec = dict(program.differential or {})
+        spec["suites"] = [s for s in spec["suites"] if s["name"] == name]
+        if isinstance(index, int) and index >= 0:
+            spec["only_index"] = index
+        return (CheckProgram(code=code, entry_point=program.entry_point, differential=spec),
+                {"audit_suite": name, "audit_input_index": spec.get("only_index")})
+
+    @property
+    def _floor(self) -> float:
+        return float(self.cfg.get("min_time_limit_s") or 1.0)
+
+    @property
+    def _factor(self) -> float:
+        return float(self.cfg.get("time_factor") or 4.0)
+
+    def suite_wall_s(self, times: list[float]) -> float:
+        """EvalPlus's wall limit of one suite's process: min(60, sum of per-input limits
+        max(min_time_limit, factor x reference)) plus slack."""
+        limits = sum(max(self._floor, self._factor * t) for t in times)
+        return min(SUITE_CAP_S, limits) + SUITE_SLACK_S
+
+    def reference_seconds(self, task: Task) -> float | None:
+        self.prepare_scoring(1, False)
+        times = self._truth_index[task.task_id]["times"]
+        return sum(sum(times[name]) for name in SUITES)
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -230,6 +266,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
             if status == "fail" and index is not None and index >= 0:
                 failing = self.serialize_input(task, task.data[f"{name}_input"][index])
             fields[f"{name}_fail_input"] = failing
+            fields[f"{name}_fail_index"] = index if status == "fail" else None
             if failing is not None:  # what the reference returned, and what the sample did
                 fields[f"{name}_fail_expected"] = extra.get(f"{name}_fail_expected")
                 fields[f"{name}_fail_actual"] = extra.get(f"{name}_fail_actual")

@@ -7,11 +7,13 @@ Each row is written as it arrives (a kill loses at most the requests in flight),
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.answers.offload import extraction_worker
 from benchforge.answers.stops import sent_stops, stop_at_stop_token
 from benchforge.answers.thinking import split_thinking
 from benchforge.attempts import cell_stage
@@ -79,12 +81,14 @@ def pending_requests(cell: Cell, mode: str) -> tuple[int, list[Request]]:
     return len(have), todo
 
 
-def sample_row(benchmark: Benchmark, task: Task, request: Request, completion: Completion,
-               stop: list[str], mode: str, template_sha256: str | None) -> dict[str, Any]:
+def sample_row(extract_code: Callable[[Task, str, str], str], task: Task, request: Request,
+               completion: Completion, stop: list[str], mode: str,
+               template_sha256: str | None) -> dict[str, Any]:
     """The ``samples.jsonl`` row of one reply: every stop string cut client-side (whatever the
     server did with it), a chat reply's reasoning split off and never graded
-    (:mod:`benchforge.answers`), the code extracted as the benchmark's official evaluator
-    does, and the server's token counts and timings."""
+    (:mod:`benchforge.answers`), the code extracted by ``extract_code`` (the benchmark's
+    :meth:`~benchforge.benchmarks.Benchmark.extract_code`, as its official evaluator does), and
+    the server's token counts and timings."""
     answer = stop_at_stop_token(completion.text, stop)
     inline_reasoning = ""
     if mode == "chat":
@@ -92,7 +96,7 @@ def sample_row(benchmark: Benchmark, task: Task, request: Request, completion: C
     return {
         "task_id": request.task_id, "sample_idx": request.sample_idx,
         "prompt_sha256": request.prompt.sha256, "completion": completion.text,
-        "code": benchmark.extract_code(task, answer, mode),
+        "code": extract_code(task, answer, mode),
         "finish_reason": completion.finish_reason,
         "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
@@ -104,10 +108,12 @@ def sample_row(benchmark: Benchmark, task: Task, request: Request, completion: C
 
 
 def generate_samples(cell: Cell, todo: list[Request], settings: ClientSettings,
-                     template_sha256: str | None, progress: bool = False) -> None:
+                     template_sha256: str | None, progress: bool = False,
+                     extract_code: Callable[[Task, str, str], str] | None = None) -> None:
     """The core of the stage: send ``todo`` to the server ``settings`` names and append one
     row per reply to the cell's ``samples.jsonl`` (fsynced as it arrives, so a kill loses only
-    the requests in flight). Prints nothing unless ``progress``.
+    the requests in flight). Prints nothing unless ``progress``. ``extract_code`` (default:
+    the benchmark's, in this process) turns each answer into the graded program.
 
     Raises:
         BenchforgeError: the server is unreachable or keeps failing after its retries.
@@ -115,12 +121,13 @@ def generate_samples(cell: Cell, todo: list[Request], settings: ClientSettings,
     """
     mode = settings.mode
     tasks = {t.task_id: t for t in cell.dataset.tasks}
+    extract = extract_code or cell.benchmark.extract_code
     with (RowAppender(cell.dir.samples) as appender,
           progress_bar("generate", len(todo), progress) as advance):
 
         def on_completion(request: Request, completion: Completion) -> None:
-            appender.append(sample_row(cell.benchmark, tasks[request.task_id], request,
-                                       completion, settings.stop, mode, template_sha256))
+            appender.append(sample_row(extract, tasks[request.task_id], request, completion,
+                                       settings.stop, mode, template_sha256))
 
         generate(todo, settings, on_completion, advance)
 
@@ -160,8 +167,11 @@ def run_generate(cfg: DictConfig) -> Cell:
         def answers(mode: str) -> list[dict[str, str]]:
             return oracle_answers(cell.benchmark, cell.dataset.tasks, mode)
 
-        with model_endpoint(cfg.model, cell.dir.logs, cfg.engine, cfg.paths,
-                            answers=answers) as base_url:
+        tasks = {t.task_id: t for t in cell.dataset.tasks}
+        # the extraction worker forks first, before the server or any thread starts
+        with (extraction_worker(cell.benchmark, tasks) as extract_code,
+              model_endpoint(cfg.model, cell.dir.logs, cfg.engine, cfg.paths,
+                             answers=answers) as base_url):
             in_flight = concurrency(cfg.model, cfg.engine)
             serving = serving_settings(cfg.model, base_url, api_key(cfg.model), todo[0].prompt,
                                        in_flight, answer_tokens=max_tokens)
@@ -177,7 +187,8 @@ def run_generate(cfg: DictConfig) -> Cell:
                 max_retries=cfg.model.max_retries,
                 chat_template_kwargs=template_kwargs, sampling=serving["sampling"],
             )
-            generate_samples(cell, todo, settings, template_sha, bool(cfg.generate.progress))
+            generate_samples(cell, todo, settings, template_sha, bool(cfg.generate.progress),
+                             extract_code)
         update_provenance(cell.dir, request={"max_tokens": settings.max_tokens,
                                              "stop_sent": sent_stops(settings.stop),
                                              "stop_cut_client_side": list(settings.stop)})

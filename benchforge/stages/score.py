@@ -221,6 +221,7 @@ def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
     """
     tasks = {t.task_id: t for t in cell.dataset.tasks}
     needed = [tasks[t] for t in sorted({s["task_id"] for s in todo})]
+    cell.benchmark.prepare_scoring(workers, progress)
     time_limits: dict[str, float | None] = {t.task_id: None for t in needed}
     if not cell.benchmark.per_test_time_limits:
         times = scoring.reference_times(
@@ -293,6 +294,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
     todo = [row for key, row in samples.items() if key not in done]
     workers = int(cfg.score.workers) or default_workers()
     tasks = {t.task_id: t for t in cell.dataset.tasks}
+    cell.benchmark.full_suites = bool(cfg.score.full_suites)
     sb = cfg.sandbox
     cache = Path(str(cfg.data.cache)).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
@@ -314,7 +316,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
         if cfg.score.audit_timeouts:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
-                                   audit)
+                                   audit, workers, cell.dir)
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
     if cell.dir.score_done.exists():  # checked above and nothing rescored: never re-signed
         if cfg.score.aggregate:

@@ -1,0 +1,92 @@
+"""Answer extraction in a worker process: off the generation client's event loop and its GIL.
+
+The client already hands each answer to a worker thread (:func:`benchforge.client.generate`);
+extraction itself (EvalPlus's ``sanitize``: many ``ast.parse`` calls, each holding the GIL for
+its whole length) then runs in one process forked before generation starts, so the requests
+in flight are never held back by it. Where a process cannot be forked or the worker dies, the
+extraction runs in this process instead (same result, one warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger("benchforge")
+
+_STATE: dict[str, Any] = {}  # set before the fork: the worker reads it copy-on-write
+
+Extract = Callable[[Any, str, str], str]  # (task, answer, mode) -> code
+
+
+def _extract(task_id: str, answer: str, mode: str) -> str:
+    benchmark, tasks = _STATE["benchmark"], _STATE["tasks"]
+    return benchmark.extract_code(tasks[task_id], answer, mode)
+
+
+def _quiet_signals() -> None:
+    """In the worker: Ctrl-C is the parent's to handle; SIGTERM just ends it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _ready() -> bool:
+    """Run once in the worker: loads the extractors' lazy imports before any answer."""
+    from contextlib import suppress
+
+    benchmark, tasks = _STATE["benchmark"], _STATE["tasks"]
+    for task in list(tasks.values())[:1]:
+        for mode in ("chat", "completion"):
+            with suppress(Exception):  # a warm-up only: real answers report their own errors
+                benchmark.extract_code(task, "", mode)
+    return True
+
+
+@contextmanager
+def extraction_worker(benchmark: Any, tasks: dict[str, Any]) -> Iterator[Extract]:
+    """Yield ``extract(task, answer, mode) -> code``: ``benchmark.extract_code`` run in one
+    worker process forked now (it sees ``benchmark`` and ``tasks`` as they are here).
+
+    Args:
+        benchmark: the cell's :class:`benchforge.benchmarks.Benchmark`.
+        tasks: task id -> task, every task an answer may belong to.
+
+    Yields:
+        The extraction function; exceptions ``extract_code`` raises are raised by it. If the
+        worker cannot start or dies, it extracts in this process (a warning says so).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    _STATE.update(benchmark=benchmark, tasks=tasks)
+    pool: ProcessPoolExecutor | None = None
+    try:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_quiet_signals)
+        pool.submit(_ready).result()  # forks here, from this thread, before generation
+    except (OSError, ValueError, BrokenProcessPool) as exc:
+        log.warning("generate: answers are extracted in this process (no worker: %s)", exc)
+        pool = None
+
+    def extract(task: Any, answer: str, mode: str) -> str:
+        nonlocal pool
+        if pool is not None:
+            try:
+                return pool.submit(_extract, task.task_id, answer, mode).result()
+            except BrokenProcessPool:
+                log.warning("generate: the answer-extraction worker died; extracting in "
+                            "this process from now on")
+                pool = None
+        return benchmark.extract_code(task, answer, mode)
+
+    try:
+        yield extract
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        _STATE.clear()

@@ -1,0 +1,161 @@
+"""EvalPlus scoring mechanics on a tiny dataset: dependent suites, the narrow timeout audit,
+largest-first order and the once-per-host expected outputs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from _support import run_cli
+
+from benchforge.rundir import read_rows
+
+PROMPT = "def {name}(x):\n    \"\"\"doc\"\"\"\n"
+TASKS = [  # (name, canonical body, base inputs, plus inputs)
+    ("add_one", "    return x + 1\n", [[1], [2]], [[3], [4], [5]]),
+    ("double", "    return 2 * x\n", [[1]], [[2], [7], [9]]),
+    ("square", "    return x * x\n", [[2]], [[3]]),
+    ("slow_ref", "    import time\n    time.sleep(0.05)\n    return x\n", [[1]], [[2]]),
+]
+SAMPLES = {
+    # base fails: plus cannot change base or base AND plus
+    "add_one": "def add_one(x):\n    return x + 2\n",
+    # passes base; plus inputs #1 (7) and #2 (9) take 1.5 s each > their 1 s limit, but < 2 s:
+    # the first timeout ends the suite, so only #1 is rerun by the audit (1.5 s, not 3 s)
+    "double": ("import time\ndef double(x):\n    if x in (7, 9):\n        time.sleep(1.5)\n"
+               "    return 2 * x\n"),
+    # a module-level loop that never ends: the base suite's wall clock kills it
+    "square": "while True:\n    pass\ndef square(x):\n    return x * x\n",
+    "slow_ref": "def slow_ref(x):\n    return x\n",
+}
+
+
+def write_dataset(path: Path, tasks: list[tuple[str, str, list, list]] = TASKS,
+                  broken: str | None = None) -> None:
+    rows = []
+    for i, (name, body, base, plus) in enumerate(tasks):
+        rows.append({"task_id": f"HumanEval/{i}", "prompt": PROMPT.format(name=name),
+                     "entry_point": name, "canonical_solution": body,
+                     "base_input": base, "plus_input": plus, "atol": 0})
+    if broken:
+        rows[0]["canonical_solution"] = broken
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    data = tmp_path / "tiny.jsonl.gz"
+    write_dataset(data)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": f"HumanEval/{i}",
+                                           "solution": SAMPLES[t[0]]}) + "\n"
+                               for i, t in enumerate(TASKS)))
+    env = {"BENCHFORGE_CACHE": str(tmp_path / "cache")}
+    return data, samples, env
+
+
+def score(tmp_path: Path, tiny, out: str, *extra: str):
+    data, samples, env = tiny
+    return run_cli("score", "benchmark=humanevalplus", f"benchmark.path={data}",
+                   f"score.samples={samples}", f"run.dir={tmp_path / out}",
+                   "generate.progress=false", "sandbox=rlimit-only", *extra,
+                   cwd=tmp_path, env=env)
+
+
+def by_task(path: Path) -> dict[str, dict]:
+    return {r["task_id"]: r for r in read_rows(path)}
+
+
+def test_plus_is_not_run_after_base_failed_and_the_audit_reruns_only_what_timed_out(
+        tmp_path: Path, tiny) -> None:
+    proc = score(tmp_path, tiny, "a")
+    assert proc.returncode == 0, proc.stderr
+    rows = by_task(tmp_path / "a/results.jsonl")
+    first = rows["HumanEval/0"]
+    assert (first["base_status"], first["plus_status"]) == ("fail", "not_run")
+    assert first["passed"] is False and first["failure_mode"] == "wrong_answer"
+    assert first["plus_fail_input"] is None
+    second = rows["HumanEval/1"]
+    assert (second["base_status"], second["plus_status"]) == ("pass", "fail")
+    assert second["failure_mode"] == "timeout" and second["plus_fail_index"] == 1
+    third = rows["HumanEval/2"]
+    assert (third["base_status"], third["plus_status"]) == ("fail", "not_run")
+    assert third["failure_mode"] == "timeout" and third["base_fail_index"] is None
+    assert rows["HumanEval/3"]["passed"] is True
+    # the audit: HumanEval/1 reruns plus input #1 alone at 2 s (passes: a flip, reported);
+    # HumanEval/2 reruns the base suite alone with twice its wall clock (still a timeout)
+    audit = by_task(tmp_path / "a/logs/timeout_audit.jsonl")
+    assert set(audit) == {"HumanEval/1", "HumanEval/2"}
+    one, two = audit["HumanEval/1"], audit["HumanEval/2"]
+    assert (one["audit_suite"], one["audit_input_index"], one["passed"]) == ("plus", 1, True)
+    assert one["base_status"] is None and one["duration_s"] < 2.9  # input #2 not rerun
+    assert (two["audit_suite"], two["audit_input_index"]) == ("base", None)
+    assert two["failure_mode"] == "timeout" and two["plus_status"] is None
+    assert two["time_limit_s"] == pytest.approx(2 * (1.0 + 2.0))  # 2 x base wall
+    agg = run_cli("aggregate", "benchmark=humanevalplus", f"run.dir={tmp_path / 'a'}",
+                  cwd=tmp_path, env=tiny[2])
+    assert agg.returncode == 0, agg.stderr
+    metrics = json.loads((tmp_path / "a/metrics.json").read_text())
+    assert metrics["timeout_audit"] == {"rerun": 2, "flipped_to_pass": 1, "still_timeout": 1}
+    # verdicts are the same with every suite run; only the per-suite statuses differ
+    full = score(tmp_path, tiny, "full", "score.full_suites=true",
+                 "score.audit_timeouts=false")
+    assert full.returncode == 0, full.stderr
+    full_rows = by_task(tmp_path / "full/results.jsonl")
+    assert {t: r["passed"] for t, r in full_rows.items()} == \
+        {t: r["passed"] for t, r in rows.items()}
+    assert full_rows["HumanEval/0"]["plus_status"] == "fail"  # x + 2 is wrong on plus too
+    assert full_rows["HumanEval/2"]["plus_status"] == "fail"
+    # inspect says why plus has no verdict
+    shown = run_cli("inspect", str(tmp_path / "a"), "--failed", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "plus: not run (an earlier suite failed" in shown.stdout
+
+
+def test_expected_outputs_are_built_once_per_host_in_one_place(tmp_path: Path, tiny) -> None:
+    proc = score(tmp_path, tiny, "a", "score.audit_timeouts=false")
+    assert proc.returncode == 0, proc.stderr
+    cache = tmp_path / "cache"
+    built = sorted(p.name for p in cache.iterdir())
+    assert len(built) == 1 and built[0].endswith("-truth")  # one folder, no temp left over
+    folder = cache / built[0]
+    index = json.loads((folder / "index.json").read_text())
+    assert sorted(index) == [f"HumanEval/{i}" for i in range(4)]
+    assert {p.name for p in folder.iterdir()} == \
+        {"index.json"} | {v["file"] for v in index.values()}
+    assert sum(index["HumanEval/3"]["times"]["base"]) >= 0.05  # the reference's own time
+    stamp = (folder / "index.json").stat().st_mtime_ns
+    again = score(tmp_path, tiny, "b", "score.audit_timeouts=false")
+    assert again.returncode == 0, again.stderr
+    assert (folder / "index.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_a_failing_expected_output_build_is_one_line_and_leaves_nothing(tmp_path: Path,
+                                                                        tiny) -> None:
+    data, _, _ = tiny
+    write_dataset(data, broken="    raise ValueError('broken canonical solution')\n")
+    proc = score(tmp_path, tiny, "a")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr
+    assert "HumanEval/0 base: the canonical solution raised ValueError" in lines[-1]
+    assert lines[-1].count("computing the humanevalplus expected outputs") == 1
+    cache = tmp_path / "cache"
+    assert not cache.exists() or list(cache.iterdir()) == []  # no partial build left
+
+
+def test_samples_start_largest_reference_first() -> None:
+    from benchforge.benchmarks import Task
+    from benchforge.scoring import largest_first
+
+    class Bench:
+        def reference_seconds(self, task: Task) -> float | None:
+            return {"a": 0.1, "b": 30.0, "c": None}[task.task_id]
+
+    tasks = {t: Task(t, {}) for t in "abc"}
+    samples = [{"task_id": t, "sample_idx": i} for i, t in enumerate("abcabc")]
+    order = largest_first(Bench(), tasks, samples, {"a": None, "b": None, "c": 5.0})
+    assert [s["task_id"] for s in order] == ["b", "b", "c", "c", "a", "a"]
+    assert [s["sample_idx"] for s in order][:2] == [1, 4]  # stable among equals

@@ -3,7 +3,7 @@
     python bench/aggregate.py [--problems 10000] [--samples 100] [--record]
 
 Writes a synthetic scored cell (10k problems x 100 samples, seeded) to a temp dir, then times
-`benchforge.stages.compute_metrics` on it (reading results.jsonl, pass@1/10/100, bootstrap)
+`benchforge.metrics.compute_metrics` on it (reading results.jsonl, pass@1/10/100, bootstrap)
 and prints it side by side with bench/anchor_aggregate.json. The issue's target: < 2 s on
 2 cores.
 """
@@ -20,8 +20,8 @@ import _anchor  # bench/_anchor.py, next to this script
 import numpy as np
 from omegaconf import OmegaConf
 
+from benchforge.metrics import compute_metrics
 from benchforge.rundir import CellDir
-from benchforge.stages import compute_metrics
 
 ANCHOR = Path(__file__).with_name("anchor_aggregate.json")
 

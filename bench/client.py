@@ -28,7 +28,8 @@ from pathlib import Path
 import _anchor  # bench/_anchor.py, next to this script
 
 from benchforge.client import ClientSettings, Request, generate
-from benchforge.engine import free_port, launch_server, write_answers
+from benchforge.engine import free_port, launch_server
+from benchforge.mock_server import write_answers
 from benchforge.prompts import Prompt
 
 ANCHOR = Path(__file__).with_name("anchor_client.json")
@@ -93,9 +94,9 @@ def _direct(settings: ClientSettings, requests: list[Request]) -> list[str]:
 
 def measure_real(n_requests: int, concurrency: int, max_tokens: int, rounds: int,
                  threads: int | None) -> None:
+    from benchforge.benchmarks import load_benchmark
     from benchforge.config import compose
     from benchforge.engine import model_endpoint
-    from benchforge.stages import load_benchmark
 
     cfg = compose(["model=smollm2-135m-instruct-gguf", "engine=llamacpp",
                    f"engine.threads={threads if threads else 'null'}",
@@ -104,7 +105,7 @@ def measure_real(n_requests: int, concurrency: int, max_tokens: int, rounds: int
     tasks = benchmark.load().tasks[:n_requests]
     requests = [Request(t.task_id, 0, benchmark.prompt(t, "chat")) for t in tasks]
     with tempfile.TemporaryDirectory(prefix="benchforge-bench-real-") as tmp, \
-            model_endpoint(cfg.model, benchmark, tasks, Path(tmp), cfg.engine) as url:
+            model_endpoint(cfg.model, Path(tmp), cfg.engine) as url:
         settings = ClientSettings(base_url=url, served_name=str(cfg.model.served_name),
                                   concurrency=concurrency, max_tokens=max_tokens,
                                   stop=benchmark.stop_sequences("chat"), max_retries=0)

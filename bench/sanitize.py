@@ -76,7 +76,8 @@ def throughput(n_requests: int, n_lines: int, delay_s: float) -> None:
     from benchforge.answers.offload import extraction_worker
     from benchforge.benchmarks import Task
     from benchforge.client import ClientSettings, Request, generate
-    from benchforge.engine import free_port, launch_server, write_answers
+    from benchforge.engine import free_port, launch_server
+    from benchforge.mock_server import write_answers
     from benchforge.prompts import Prompt
 
     long_answer = shapes(n_lines)["fenced"]

@@ -28,7 +28,13 @@ __all__ = [
 _LAZY = {
     "BenchforgeError": "benchforge.errors",
     "compose": "benchforge.config",
-    **{name: "benchforge.stages" for name in __all__ if name.startswith("run_")},
+    "run_plan": "benchforge.stages.plan",
+    "run_generate": "benchforge.stages.generate",
+    "run_score": "benchforge.stages.score",
+    "run_aggregate": "benchforge.stages.aggregate",
+    "run_run": "benchforge.stages.run",
+    "run_status": "benchforge.stages.status",
+    "run_verify": "benchforge.stages.status",
 }
 
 

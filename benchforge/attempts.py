@@ -29,8 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchforge.cellconfig import execution_diff
+from benchforge.celllock import cell_lock
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import RowAppender, read_rows, utc_now
+from benchforge.provenance import record_stage
+from benchforge.rundir import CellDir, RowAppender, read_rows, utc_now
 
 ATTEMPTS_NAME = "attempts.jsonl"
 SLURM_LOCK_WAIT_S = 600.0  # a SLURM shard waits this long for a held lock, then refuses
@@ -41,6 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def attempts_file(cell: Path) -> Path:
+    """The attempt log of the cell dir ``cell`` (``logs/attempts.jsonl``)."""
     return cell / "logs" / ATTEMPTS_NAME
 
 
@@ -95,8 +99,6 @@ def _slurm_job() -> str | None:
 def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
     """Record one attempt of ``stage`` on ``cell`` (begin now, end when the block exits)."""
     from omegaconf import OmegaConf
-
-    from benchforge.cellconfig import execution_diff
 
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     data = DATA_FILE.get(stage)
@@ -156,8 +158,6 @@ def cell_stage(stage: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def run(cfg: Any, *args: Any, **kwargs: Any) -> Any:
-            from benchforge.celllock import cell_lock
-
             if stage == "score" and cfg.score.reference:
                 return fn(cfg, *args, **kwargs)
             cell = Path(str(cfg.run.dir)).expanduser().resolve()
@@ -205,8 +205,6 @@ def _remove_if_only_records(top: Path) -> None:
 def _record_totals(cell: Path, stage: str) -> None:
     """provenance.json ``stages.<stage>``: first start, last finish and times summed over all
     attempts (not the last one's)."""
-    from benchforge.provenance import record_stage
-    from benchforge.rundir import CellDir
 
     totals = stage_totals(attempt_summaries(cell), stage)
     record_stage(CellDir(cell), stage, started_utc=totals["started_utc"],

@@ -12,7 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchforge.celllock import held_locks
 from benchforge.errors import BenchforgeError
+from benchforge.integrity import results_mismatch, samples_mismatch
+from benchforge.metrics import compute_metrics
 from benchforge.provenance import sandbox_mismatch
 from benchforge.rundir import (
     CellDir,
@@ -60,8 +63,8 @@ def _json(path: Path, problems: list[str]) -> dict[str, Any] | None:
 
 
 def fresh_pass_at_1(cdir: CellDir, cfg_aggregate: Any) -> dict[str, Any] | None:
-    from benchforge.stages import compute_metrics
-
+    """pass@1 recomputed from the cell's rows; None when they cannot give one (the status row then
+    says why)."""
     try:
         return compute_metrics(cdir, cfg_aggregate).get("pass@1")
     except (BenchforgeError, OSError, KeyError, ValueError):
@@ -71,7 +74,6 @@ def fresh_pass_at_1(cdir: CellDir, cfg_aggregate: Any) -> dict[str, Any] | None:
 def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
     """The status row of a manifest cell: progress, markers, pass@1 (recomputed when
     ``metrics.json`` is stale), duplicates, corrupt files and held locks, in words."""
-    from benchforge.celllock import held_locks
 
     cdir = CellDir(Path(cell["dir"]))
     expected = int(cell["n_tasks"]) * int(cell["n_samples"])
@@ -125,7 +127,6 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
 
 def marker_problems(cdir: CellDir) -> list[str]:
     """Markers whose hashes no longer match their rows, and markers out of order."""
-    from benchforge.integrity import results_mismatch, samples_mismatch
 
     problems: list[str] = []
     for check in (samples_mismatch, results_mismatch):
@@ -157,8 +158,6 @@ def verify_cell(cell: dict[str, Any], cfg_aggregate: Any) -> list[str]:
 
 def _verify(cdir: CellDir, cell: dict[str, Any], cfg_aggregate: Any,
             problems: list[str]) -> None:
-    from benchforge.stages import compute_metrics
-
     expected = int(cell["n_tasks"]) * int(cell["n_samples"])
 
     def rows_of(path: Path) -> dict[RowKey, dict[str, Any]] | None:

@@ -19,6 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.errors import BenchforgeError
+from benchforge.provenance import update_provenance
+from benchforge.rundir import write_atomic
+
+# Model keys that change how a cell is executed but not what it computes; kept out of the cell
+# id (benchforge.cell) so that e.g. raising concurrency does not orphan a half-finished cell.
+OPERATIONAL_MODEL_KEYS = frozenset(
+    {"base_url", "api_key_env", "concurrency", "request_timeout_s", "max_retries",
+     "startup_timeout_s", "oracle_latency_s"}
+)
 
 # Keys of the sandbox that change a verdict (timeouts, memory, output size), not just speed.
 RESULT_SANDBOX_KEYS = ("timeout_s", "min_time_limit_s", "time_factor", "memory_mb", "stack_mb",
@@ -62,13 +71,11 @@ def _planned(path: Path) -> dict[str, Any] | None:
 
 def result_changing(key: str, external: bool) -> bool:
     """Whether a differing ``key`` changes what the cell's rows would be."""
-    from benchforge.config import _OPERATIONAL_MODEL_KEYS
-
     section, _, name = key.partition(".")
     if section == "benchmark":
         return True
     if section == "model":
-        return not external and name.split(".")[0] not in _OPERATIONAL_MODEL_KEYS
+        return not external and name.split(".")[0] not in OPERATIONAL_MODEL_KEYS
     if section == "sandbox":
         return name in RESULT_SANDBOX_KEYS
     return key in ("score.audit_timeouts",)
@@ -95,12 +102,14 @@ def execution_diff(path: Path, cfg: Any) -> dict[str, list[Any]]:
 
 
 def config_text(cfg: Any) -> str:
+    """The resolved config as YAML: what ``config.yaml`` holds (written once, at plan time)."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def sha256_text(text: str) -> str:
+    """Hex sha256 of a text's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -137,9 +146,6 @@ def rescore_config(cell: Any, cfg: Any, stamp: str) -> None:
     """``score.force=true``: the old ``config.yaml`` goes to ``logs/`` with the old verdicts and
     this command's config becomes the cell's (its sha256 into provenance.json)."""
     import os
-
-    from benchforge.provenance import update_provenance
-    from benchforge.rundir import write_atomic
 
     text = config_text(cfg)
     if cell.config.exists():

@@ -39,6 +39,7 @@ class CellLocked(BenchforgeError):
 
 
 def lock_path(cell: Path, stage: str) -> Path:
+    """The lock file of ``stage`` on the cell dir ``cell`` (``.<stage>.lock``)."""
     return cell / f".{stage}.lock"
 
 
@@ -72,6 +73,7 @@ def holder_gone(holder: dict[str, Any] | None) -> bool:
 
 
 def describe(holder: dict[str, Any] | None) -> str:
+    """Who holds a lock, in words (pid, host, since when), for the one-line refusal."""
     if not holder:
         return "another process (no holder recorded yet)"
     return (f"pid {holder.get('pid')} on host {holder.get('host')} "

@@ -1,8 +1,9 @@
-"""``benchforge <stage> [hydra overrides] [-m]``: a thin Hydra shell per stage.
+"""``benchforge <command> [hydra overrides] [-m]``: a thin Hydra shell per command.
 
-Only the standard library is imported at module level so ``benchforge --help`` is instant;
-Hydra and the stages load when a stage runs. User mistakes are printed as one line (no
-traceback); real bugs keep their traceback.
+Which commands exist, what they run, their scope and SLURM shard shape come from one table,
+:data:`benchforge.stages.COMMANDS`. Only the standard library and that table are imported at
+module level, so ``benchforge --help`` is instant; Hydra and the stages load when a command
+runs. User mistakes are printed as one line (no traceback); real bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -17,38 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-STAGES = {
-    "run": "plan + generate + score + aggregate for each cell (resumes where it stopped)",
-    "plan": "create cell dirs and write manifest.jsonl (the run's list of cells)",
-    "generate": "query the model server, append rows to samples.jsonl, write generate.done",
-    "score": "run every sample in the sandbox, append results.jsonl, write score.done",
-    "aggregate": "recompute pass@k with bootstrap CIs from results.jsonl -> metrics.json",
-    "repair": "archive rows that no longer match their marker (kept in logs/) and redo them",
-    "status": "table of the run's cells: progress, markers, pass@1",
-    "verify": "check markers, row counts, duplicates and hashes; non-zero exit on problems",
-    "stage": "login node: fetch the model (paths.hf_cache) and benchmark data (data.root)",
-    "pull-image": "login node: apptainer pull the vLLM image (and build the scorer image)",
-    "smoke": "start the engine; check served name, prompt identity, greedy determinism; tokens/s",
-    "compare": "compare A B: paired bootstrap of pass@1 over shared problems, win/loss, verdict",
-    "inspect": "inspect CELL [--failed] [--diff OTHER]: failure modes, failed samples, flips",
-    "publish": "Hive-partitioned Parquet + leaderboard table; upload to HF Hub (dry run default)",
-    "report": "pass@1 with CI bars per model x benchmark (PNG) and a Markdown summary",
-    "probe": "ask SLURM (sinfo, sacctmgr, scontrol) for a compute profile's PLACEHOLDER_* values",
-}
-# Stages that look at a whole run, not at one cell: their Hydra logs go under the run.
-RUN_LEVEL = {"status", "verify", "probe", "stage", "pull-image", "smoke", "compare", "inspect",
-             "publish", "report"}
-# Stages that only read: no Hydra log dir or log file, so they answer on a full disk.
-READ_ONLY = {"status", "verify"}
-# Which resource shape (compute.generate / compute.score) a stage's SLURM shards ask for.
-SHARD_OF_STAGE = {"run": "generate", "generate": "generate", "plan": "score", "score": "score",
-                  "aggregate": "score", "smoke": "generate", "repair": "generate"}
+from benchforge.errors import RegressionDetected, VerifyFailed
+from benchforge.stages import COMMANDS
 
-USAGE = """usage: benchforge <stage> [key=value ...] [-m]
+USAGE = """usage: benchforge <command> [key=value ...] [-m]
 
 Evaluate code LLMs on code benchmarks; every stage is resumable.
 
-stages:
+commands (benchforge <command> --help for its keys):
 {stages}
 
 examples:
@@ -63,33 +40,47 @@ examples:
 
 
 def usage() -> str:
-    width = max(map(len, STAGES))
-    return USAGE.format(stages="\n".join(f"  {s:<{width}}  {h}" for s, h in STAGES.items()))
+    """``benchforge --help``: every command of the registry with its help line."""
+    width = max(map(len, COMMANDS))
+    return USAGE.format(stages="\n".join(f"  {name:<{width}}  {c.help}"
+                                         for name, c in COMMANDS.items()))
 
 
-class VerifyFailed(Exception):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__(f"{len(problems)} problem(s)")
-        self.problems = problems
+def command_usage(name: str) -> str:
+    """``benchforge <name> --help``: the command's usage, what it does, where it runs and its
+    most used keys (``--cfg job`` prints the whole composed config)."""
+    command = COMMANDS[name]
+    width = max([len(k) for k, _ in command.keys] or [0])
+    usage = command.usage or "[key=value ...]" + (" [-m]" if command.shard else "")
+    lines = [f"usage: benchforge {name} {usage}", "", command.help]
+    if command.scope == "cell":
+        lines.append("works on: one cell (run.dir; with -m, one per combination)")
+    if command.shard:
+        lines.append(f"SLURM shards ask for compute.{command.shard}")
+    if command.keys:
+        lines += ["", "most used keys:", *(f"  {k:<{width}}  {h}" for k, h in command.keys)]
+    lines += ["", f"full config: benchforge {name} [key=value ...] --cfg job",
+              "all commands: benchforge --help"]
+    return "\n".join(lines)
 
 
 def hydra_task(cfg: Any) -> Any:
     """The task function Hydra runs per job (module-level so launchers can pickle it)."""
-    from benchforge.stages import STAGES as RUNNERS
+    from benchforge import stages
 
-    runner = RUNNERS[cfg.stage]
-    if (cfg.compute.launcher == "slurm" and cfg.stage not in RUN_LEVEL
+    runner = stages.runner(str(cfg.stage))
+    if (cfg.compute.launcher == "slurm" and COMMANDS[cfg.stage].scope == "cell"
             and "SLURM_JOB_ID" in os.environ):
+        from benchforge.cell import cell_dir, run_root
         from benchforge.hub import offline
         from benchforge.shard import run_as_shard
-        from benchforge.stages import cell_path, run_root
 
         if offline(cfg.paths):  # compute nodes: no library of this process may try the hub either
             os.environ["HF_HUB_OFFLINE"] = "1"
-        cell_dir = cell_path(cfg)
-        run_as_shard(cfg, cell_dir, run_root(cfg), lambda: runner(cfg))
+        cdir = cell_dir(cfg)
+        run_as_shard(cfg, cdir, run_root(cfg), lambda: runner(cfg))
         # submitit pickles the return value back to the submitting process: keep it small.
-        return {"stage": str(cfg.stage), "cell": str(cell_dir.path)}
+        return {"stage": str(cfg.stage), "cell": str(cdir.path)}
     try:
         result = runner(cfg)
     except OSError as exc:
@@ -165,6 +156,7 @@ def _hydra_process_state(argv: list[str]) -> Any:
 
 
 def one_line(text: str) -> str:
+    """``text`` with its line breaks (and the blanks around them) as ``; ``."""
     return re.sub(r"\s*\n\s*", "; ", str(text).strip())
 
 
@@ -204,21 +196,21 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
     from benchforge.errors import BenchforgeError
 
     register_configs()
+    command = COMMANDS[stage]
     extra = [f"stage={stage}"]
-    if stage in SHARD_OF_STAGE:
-        extra.append(f"compute.shard={SHARD_OF_STAGE[stage]}")
-    if (is_multirun(overrides) and not launch_checked
-            and (stage not in RUN_LEVEL or stage == "smoke")):
+    if command.shard:
+        extra.append(f"compute.shard={command.shard}")
+    if is_multirun(overrides) and not launch_checked and command.shard:
         from benchforge.launch import plan_launch
 
         try:
-            extra += plan_launch(stage, [*overrides, f"compute.shard={SHARD_OF_STAGE[stage]}"])
+            extra += plan_launch(stage, [*overrides, f"compute.shard={command.shard}"])
         except BenchforgeError as exc:
             print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
             return 2
-    if stage in READ_ONLY:  # nothing written before (or while) reading: works on a full disk
+    if command.read_only:  # nothing written before (or while) reading: works on a full disk
         extra += ["hydra/job_logging=stdout", "hydra.output_subdir=null", "hydra.run.dir=."]
-    elif stage in RUN_LEVEL:
+    elif command.scope == "run":
         extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + stage
                      + "-${now:%Y%m%dT%H%M%S}")
     entry = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}",
@@ -238,8 +230,6 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
             print(f"benchforge verify: {exc}", file=sys.stderr)
             return 1
         except BenchforgeError as exc:
-            from benchforge.stages import RegressionDetected
-
             if isinstance(exc, RegressionDetected):
                 print(f"benchforge {stage}: regression: {exc}", file=sys.stderr)
                 return 3
@@ -273,8 +263,8 @@ def _pending_watch(stage: str, overrides: Sequence[str], extra: list[str]) -> An
         noop: Any = nullcontext()
         noop.stopped = None
         return noop
+    from benchforge.cell import run_root
     from benchforge.launch import PendingWatch, first_job_config
-    from benchforge.stages import run_root
 
     cfg = first_job_config(overrides, stage)
     interval = float(os.environ.get("BENCHFORGE_PENDING_LOG_S", "120"))
@@ -304,6 +294,7 @@ def positional_overrides(stage: str, args: Sequence[str]) -> list[str]:
 
 
 def is_multirun(overrides: Sequence[str]) -> bool:
+    """Whether the overrides ask Hydra for a sweep (``-m``/``--multirun``)."""
     return "-m" in overrides or "--multirun" in overrides
 
 
@@ -349,6 +340,9 @@ def smoke_gate(overrides: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``benchforge`` itself: returns the exit status (0 ok, 1 verify problems, 2 a user
+    mistake printed as one line, 3 a regression, 130/143 interrupted/terminated).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
@@ -359,10 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchforge {version('benchforge')}")
         return 0
     stage, overrides = args[0], positional_overrides(args[0], args[1:])
-    if stage not in STAGES:
-        print(f"benchforge: unknown stage '{stage}'; stages: {', '.join(STAGES)} "
+    if stage not in COMMANDS:
+        print(f"benchforge: unknown stage '{stage}'; stages: {', '.join(COMMANDS)} "
               "(see benchforge --help)", file=sys.stderr)
         return 2
+    if "--help" in args[1:] or "-h" in args[1:]:
+        print(command_usage(stage))
+        return 0
     from benchforge.errors import Terminated
 
     previous = install_interrupt_handlers()
@@ -406,6 +403,7 @@ def install_interrupt_handlers() -> dict[int, Any]:
 
 
 def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the signal handlers install_interrupt_handlers replaced."""
     import signal
 
     for sig, handler in previous.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from benchforge.prompts import Prompt
 
 @dataclass(frozen=True)
 class Request:
+    """One request to the model server: the (task_id, sample_idx) it fills and its prompt."""
+
     task_id: str
     sample_idx: int
     prompt: Prompt
@@ -28,6 +31,9 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
+    """What the server answered to one request: text, reasoning, finish reason, token counts
+    (as the server reports them), latency and decode seconds."""
+
     text: str  # the reply's content ("" when the server sent null), stop strings not yet cut
     finish_reason: str | None  # "stop", "length" (cut by max_tokens), ...
     prompt_tokens: int | None
@@ -40,6 +46,12 @@ class Completion:
 
 @dataclass(frozen=True)
 class ClientSettings:
+    """How requests are sent: server, sampling, limits, concurrency, retries.
+
+    Built by ``stages.generate`` (and ``smoke``) from the ``model`` config and the serving
+    settings measured for the endpoint (``benchforge.serving``).
+    """
+
     base_url: str
     served_name: str
     api_key: str = "EMPTY"
@@ -60,6 +72,36 @@ class ClientSettings:
 
 OnCompletion = Callable[[Request, Completion], None]
 log = logging.getLogger("benchforge")
+
+
+def api_key(model: Any) -> str:
+    """The API key sent to the server: the environment variable ``model.api_key_env`` names,
+    else ``EMPTY`` (vLLM and llama-cpp-python accept any key).
+
+    Raises:
+        BenchforgeError: ``model.api_key_env`` is set but that variable is not.
+    """
+    env = model.api_key_env
+    if not env:
+        return "EMPTY"
+    value = os.environ.get(str(env))
+    if not value:
+        raise BenchforgeError(f"model.api_key_env={env}: environment variable ${env} is not set")
+    return value
+
+
+def thinking_kwargs(model: Any) -> dict[str, Any] | None:
+    """``model.thinking: on|off`` as the chat template of Qwen3-style models reads it
+    (``chat_template_kwargs={"enable_thinking": ...}``); None when ``thinking`` is null.
+
+    Raises:
+        BenchforgeError: any other value of ``model.thinking``.
+    """
+    if model.thinking is None:
+        return None
+    if str(model.thinking) not in ("on", "off"):
+        raise BenchforgeError(f"model.thinking={model.thinking}: expected on, off or null")
+    return {"enable_thinking": str(model.thinking) == "on"}
 
 
 class _RetryWarnings(logging.Filter):

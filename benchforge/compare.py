@@ -12,9 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
+from benchforge.manifest import read_manifest
 from benchforge.rundir import CellDir, read_json
 from benchforge.stats import PairedDifference, paired_bootstrap
+from benchforge.verdicts import read_verdicts
 
 
 def cell_dirs(path: Path) -> dict[str, CellDir]:
@@ -25,8 +28,6 @@ def cell_dirs(path: Path) -> dict[str, CellDir]:
     manifest = path / "manifest.jsonl"
     if manifest.exists():
         cells: dict[str, CellDir] = {}
-        from benchforge.manifest import read_manifest
-
         for row in read_manifest(path.resolve()):
             key = str(row["benchmark"])
             if key in cells:
@@ -46,19 +47,27 @@ def _names(cell: CellDir) -> tuple[str, str]:
 
 def task_pass_rates(cell: CellDir) -> dict[str, float]:
     """Per-problem pass rate (the pass@1 estimate of each problem) from the raw rows."""
-    from benchforge.verdicts import read_verdicts
 
     return read_verdicts(cell.results).pass_rates()
 
 
 def compare_cells(a: CellDir, b: CellDir, agg: DictConfig) -> PairedDifference:
+    """Paired bootstrap of the per-task pass rates of two cells (B - A), over the tasks both scored,
+    with ``aggregate``'s resamples, seed and level."""
     return paired_bootstrap(task_pass_rates(a), task_pass_rates(b), int(agg.bootstrap),
                             int(agg.seed), float(agg.confidence))
 
 
 def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
-    from benchforge.console import print_table
+    """``benchforge compare A B``: every cell pair the two runs (or cells) share, compared and
+    printed.
 
+    Returns:
+        One record per shared benchmark (difference, interval, win/loss/tie, verdict).
+
+    Raises:
+        BenchforgeError: A or B missing, or they share no benchmark.
+    """
     if not cfg.compare.a or not cfg.compare.b:
         raise BenchforgeError("usage: benchforge compare <run or cell A> <run or cell B>")
     side_a, side_b = cell_dirs(Path(str(cfg.compare.a))), cell_dirs(Path(str(cfg.compare.b)))
@@ -81,7 +90,8 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
                         "losses": diff.losses, "ties": diff.ties,
                         "verdict": diff.verdict(name_a, name_b)})
     print_table("paired bootstrap over shared problems (B - A, pass@1)",
-                ["benchmark", "tasks", "A", "B", "B - A [95% CI]", "P(B<=A)", "win/loss/tie"],
+                ["benchmark", "tasks", "A", "B",
+                 f"B - A [{float(cfg.aggregate.confidence):.0%} CI]", "P(B<=A)", "win/loss/tie"],
                 [[r["benchmark"], r["n_tasks"], f"{r['pass@1_a']:.3f}", f"{r['pass@1_b']:.3f}",
                   f"{100 * r['diff']:+.1f} [{100 * r['ci95'][0]:+.1f}, "
                   f"{100 * r['ci95'][1]:+.1f}]", f"{r['prob_not_better']:.3f}",

@@ -1,31 +1,81 @@
-"""Structured-config schema: the shape and types of every config group.
+"""Structured-config schema: the shape, types and defaults of every config group.
 
-The YAML files under ``conf/`` hold values; the dataclasses here hold types, so a wrong
-type (``model.temperature=abc``) fails at composition with the offending key named.
-Behaviour lives elsewhere; this module only describes and composes configs.
+Each default lives here once; the YAML files under ``conf/`` hold only what a group option
+changes (as hydra's ``structured_configs/5.1_structured_config_schema_same_config_group``
+example does). A wrong type (``model.temperature=abc``) or a value outside a fixed set
+(``model.provider``, ``model.mode``, ``engine.launch``, ``compute.launcher``: enums) fails at
+composition with the offending key named. Behaviour lives elsewhere; this module only
+describes and composes configs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from benchforge.errors import BenchforgeError
+
 CONFIG_MODULE = "benchforge.conf"
 CONFIG_NAME = "config"
 
 
+class Choice(str, Enum):
+    """A fixed set of config strings. Members are named as their values (OmegaConf converts a
+    YAML or command-line string by member name) and behave as those strings: compared,
+    hashed, formatted and serialised (JSON, ``config.yaml``) as the value, so cell ids and
+    on-disk files are the same as with plain strings."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Provider(Choice):
+    """``model.provider``: who serves the model."""
+
+    oracle = "oracle"  # the built-in mock server answering with reference solutions
+    endpoint = "endpoint"  # an OpenAI-compatible server already running at model.base_url
+    hf = "hf"  # a Hugging Face model the engine serves
+    gguf = "gguf"  # a GGUF file engine=llamacpp serves
+
+
+class Mode(Choice):
+    """``model.mode``: how the model is asked."""
+
+    chat = "chat"  # instruct models: /v1/chat/completions
+    completion = "completion"  # base models: /v1/completions
+
+
+class Launch(Choice):
+    """``engine.launch``: how benchforge starts the model server."""
+
+    none = "none"  # it does not: the server already runs at model.base_url
+    native = "native"  # `vllm serve` in this environment
+    apptainer = "apptainer"  # vLLM in its Apptainer image
+    llamacpp = "llamacpp"  # llama-cpp-python's server
+
+
+class Launcher(Choice):
+    """``compute.launcher``: where the cells run."""
+
+    local = "local"  # in this process
+    slurm = "slurm"  # SLURM jobs (hydra-submitit-launcher)
+
+
 @dataclass
 class ModelConfig:
+    """``model``: which model, who serves it, and how it is sampled (``conf/model/``)."""
+
     name: str = MISSING  # directory-safe name of the model in the run dir
-    provider: str = MISSING  # oracle | endpoint | hf (a Hugging Face model the engine serves)
-    # | gguf (a GGUF file engine=llamacpp serves)
+    provider: Provider = MISSING  # oracle | endpoint | hf | gguf (see Provider)
     # gguf: a path, or pkg:<distribution>/<file> for a model shipped in a Python package
     gguf: str | None = None
     hf_repo: str | None = None  # hf: the repo id (or a local snapshot dir)
@@ -38,7 +88,7 @@ class ModelConfig:
     # MISSING, not None, so endpoint.yaml's `???` is enforced (merging ??? keeps a default).
     base_url: str | None = MISSING  # e.g. http://gpu-node:8000/v1 (endpoint only)
     api_key_env: str | None = None  # name of the env var holding the key; never the key
-    mode: str = "chat"  # chat (instruct models) | completion (base models)
+    mode: Mode = Mode.chat  # chat (instruct models) | completion (base models)
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -66,8 +116,7 @@ class EngineConfig:
     """How a model server is run for provider=hf models (see conf/engine/)."""
 
     name: str = MISSING  # vllm_apptainer | vllm_native | llamacpp | endpoint
-    # apptainer | native | llamacpp | none (the server already runs at base_url)
-    launch: str = "none"
+    launch: Launch = Launch.none  # apptainer | native | llamacpp | none (see Launch)
     # `vllm` (native) or `apptainer`; llamacpp: null = `<this python> -m llama_cpp.server`
     executable: str | None = "vllm"
     image: str | None = None  # the vLLM SIF (apptainer)
@@ -86,6 +135,9 @@ class EngineConfig:
 
 @dataclass
 class BenchmarkConfig:
+    """``benchmark``: which benchmark, its pinned version and data, and its limits
+    (``conf/benchmark/``)."""
+
     name: str = MISSING
     loader: str = MISSING  # module name under benchforge.benchmarks
     version: str = MISSING
@@ -118,8 +170,10 @@ class ShardShape:
 
 @dataclass
 class ComputeConfig:
+    """``compute``: where cells run, local or SLURM, with the shard shapes (``conf/compute/``)."""
+
     name: str = MISSING
-    launcher: str = "local"  # local (in-process) | slurm (hydra-submitit-launcher)
+    launcher: Launcher = Launcher.local  # local (in-process) | slurm (hydra-submitit-launcher)
     # SLURM fields (compute/slurm.yaml); PLACEHOLDER_* values must be resolved before a sweep.
     partition: str | None = None
     account: str | None = None
@@ -141,6 +195,9 @@ class ComputeConfig:
 
 @dataclass
 class SandboxConfig:
+    """``sandbox``: the outer isolation mode and the per-sample limits of every mode
+    (``conf/sandbox/``; the limits are :class:`benchforge.sandbox.types.Limits`)."""
+
     name: str = MISSING  # auto | bwrap | apptainer | apptainer-setuid | userns | rlimit-only
     image: str | None = None  # scorer SIF for the apptainer modes
     timeout_s: float = 10.0  # wall clock per sample when no reference time is known
@@ -157,6 +214,8 @@ class SandboxConfig:
 
 @dataclass
 class RunConfig:
+    """``run``: where a run's cells go (``<root>/<name>/<model>/<benchmark>``)."""
+
     root: str = "runs"
     name: str = "default"
     dir: str = MISSING  # the cell dir; derived from root/name/model/benchmark unless set
@@ -165,6 +224,8 @@ class RunConfig:
 
 @dataclass
 class PathsConfig:
+    """``paths``: staged model snapshots and images, and whether the hub may be contacted."""
+
     hf_cache: str = MISSING  # staged model snapshots (shared filesystem)
     images: str = MISSING  # pulled Apptainer images
     offline: str = "auto"  # never contact the hub: true | false | auto (= inside a SLURM job)
@@ -172,6 +233,8 @@ class PathsConfig:
 
 @dataclass
 class DataConfig:
+    """``data``: benchmark data files (staged), derived data (per host), the pinned mirror."""
+
     root: str = MISSING
     cache: str = MISSING  # expected outputs and other derived data, per host
     mirror: str = "https://raw.githubusercontent.com"  # where `stage` fetches pinned data files
@@ -179,17 +242,23 @@ class DataConfig:
 
 @dataclass
 class GenerateConfig:
+    """``generate``: display of the generate stage."""
+
     progress: bool = True
 
 
 @dataclass
 class SmokeConfig:
+    """``smoke``: the smoke test of a served model."""
+
     prompts: int = 3  # benchmark prompts sent (twice, greedy) by `benchforge smoke`
     gate: bool = False  # `run -m`: smoke every model first; a failure stops the sweep
 
 
 @dataclass
 class ScoreConfig:
+    """``score``: what is scored (the cell's samples, a file, the references) and how."""
+
     samples: str | None = None  # external EvalPlus-style samples file to score
     force: bool = False
     workers: int = 0  # 0 = one per CPU core
@@ -201,6 +270,9 @@ class ScoreConfig:
 
 @dataclass
 class AggregateConfig:
+    """``aggregate``: pass@k, its bootstrap (resamples over problems, seed, interval level) and the
+    regression check."""
+
     bootstrap: int = 1000
     seed: int = 1234
     confidence: float = 0.95
@@ -212,12 +284,16 @@ class AggregateConfig:
 
 @dataclass
 class CompareConfig:
+    """``compare``: the two runs or cells of ``benchforge compare A B``."""
+
     a: str | None = None  # run or cell dir (`benchforge compare A B`)
     b: str | None = None
 
 
 @dataclass
 class PublishConfig:
+    """``publish``: where the Parquet tables go and the Hub repos they are uploaded to."""
+
     dir: str | None = None  # null: <run>/publish
     dry_run: bool = True  # write the folders only; false uploads them to the Hub
     org: str | None = None  # Hub organisation or user owning the datasets
@@ -228,6 +304,8 @@ class PublishConfig:
 
 @dataclass
 class InspectConfig:
+    """``inspect``: the cell ``benchforge inspect`` looks at and what it shows."""
+
     cell: str | None = None  # `benchforge inspect <cell> [--failed] [--diff <other cell>]`
     failed: bool = False
     diff: str | None = None
@@ -236,6 +314,8 @@ class InspectConfig:
 
 @dataclass
 class BenchforgeConfig:
+    """The whole config: one group per swappable part, one section per command's settings."""
+
     stage: str = "run"
     model: ModelConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
@@ -276,8 +356,6 @@ def slurm_minutes(time: str) -> int:
     text = str(time).strip()
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not match:
-        from benchforge.errors import BenchforgeError
-
         raise BenchforgeError(f"compute.time={text!r}: expected [D-]HH:MM:SS")
     days, first, second, third = match.groups()
     if second is None:  # "MM"
@@ -289,42 +367,6 @@ def slurm_minutes(time: str) -> int:
         hours, minutes, seconds = int(first), int(second), int(third)
     total = int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
     return max(total, 1)
-
-
-# Fields that change how a cell is executed but not what it computes; kept out of the cell id
-# so that e.g. raising concurrency does not orphan a half-finished cell.
-_OPERATIONAL_MODEL_KEYS = frozenset(
-    {"base_url", "api_key_env", "concurrency", "request_timeout_s", "max_retries",
-     "startup_timeout_s", "oracle_latency_s"}
-)
-
-# Model and benchmark keys added after cells existed, each with the default at which it is left
-# out of the cell id (so adding one keeps every existing cell's id); any other value makes a
-# different cell.
-_LATER_MODEL_KEYS: dict[str, Any] = {"gguf": None, "sampling": "request",
-                                     "thinking_max_tokens": None}
-_LATER_BENCHMARK_KEYS: dict[str, Any] = {"lcb_fixes": False, "max_tokens": None,
-                                         "language": None, "subset": None, "timeout_s": None,
-                                         "pins": None}
-
-
-def cell_identity(cfg: DictConfig) -> dict[str, Any]:
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    assert isinstance(model, dict) and isinstance(benchmark, dict)
-    return {
-        "model": {k: v for k, v in sorted(model.items()) if k not in _OPERATIONAL_MODEL_KEYS
-                  and not (k in _LATER_MODEL_KEYS and v == _LATER_MODEL_KEYS[k])},
-        # keys added later are left out at their default, so existing cells keep their ids
-        "benchmark": {k: v for k, v in sorted(benchmark.items())
-                      if not (k in _LATER_BENCHMARK_KEYS and v == _LATER_BENCHMARK_KEYS[k])},
-    }
-
-
-def cell_id(cfg: DictConfig) -> str:
-    """Stable hash of what the cell computes: model identity, sampling and benchmark config."""
-    blob = json.dumps(cell_identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def compose(overrides: Sequence[str] = (), stage: str = "run") -> DictConfig:

@@ -8,12 +8,14 @@ from typing import Any
 
 
 def stderr_console() -> Any:
+    """A rich Console on stderr (logs and progress; stdout carries only results)."""
     from rich.console import Console
 
     return Console(stderr=True)
 
 
 def stdout_console() -> Any:
+    """A rich Console on stdout, never wrapping (tables stay copyable)."""
     import os
     import sys
 
@@ -57,6 +59,7 @@ def progress_bar(description: str, total: int,
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a titled table of ``rows`` under ``columns`` on stdout."""
     from rich.markup import escape
     from rich.table import Table
 

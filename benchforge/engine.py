@@ -11,47 +11,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from benchforge.benchmarks import Benchmark, Task
 from benchforge.errors import BenchforgeError
-
-LOG_TAIL_LINES = 30
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel to SIGTERM it when benchforge dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: best effort only
-        pass
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+from benchforge.gguf_model import model_gguf
+from benchforge.gpumon import TRACE_NAME, GpuMonitor
+from benchforge.hub import offline, require_staged, staged_snapshot
+from benchforge.mock_server import write_answers
+from benchforge.procutil import (
+    die_with_parent,
+    exit_on_signals,
+    free_port,
+    log_tail,
+    terminate_group,
+)
 
 
 def _healthy(url: str) -> bool:
@@ -60,39 +42,6 @@ def _healthy(url: str) -> bool:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM the server's whole process group, SIGKILL what is left after ``grace_s``.
-
-    The group is signalled even when its leader has already exited: a server that crashed
-    can leave its workers (vLLM's engine core, apptainer's children) behind.
-    """
-    pgid = proc.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        proc.poll()  # reap the leader
-        if proc.returncode is not None and not group_members(pgid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait()
 
 
 @contextlib.contextmanager
@@ -108,7 +57,7 @@ def launch_server(cmd: Sequence[str], port: int, log_path: Path,
         log.flush()
         proc = subprocess.Popen(
             list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
             env={**os.environ, **(env or {})},
         )
     try:
@@ -128,19 +77,6 @@ def launch_server(cmd: Sequence[str], port: int, log_path: Path,
         yield f"{base}/v1"
     finally:
         terminate_group(proc)
-
-
-def oracle_answers(benchmark: Benchmark, tasks: list[Task], mode: str) -> list[dict[str, str]]:
-    """Answers-file rows that make the mock server reply with each task's reference solution."""
-    return [
-        {"prompt_sha256": benchmark.prompt(task, mode).sha256,
-         "completion": benchmark.reference_completion(task, mode)}
-        for task in tasks
-    ]
-
-
-def write_answers(path: Path, rows: list[dict[str, str]]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 def vllm_command(engine: DictConfig, model: DictConfig, port: int,
@@ -205,6 +141,7 @@ def llamacpp_command(engine: DictConfig, model: DictConfig, port: int, gguf: Pat
 
 
 def served_models(base_url: str) -> list[str]:
+    """The model ids the server at ``base_url`` lists (``/models``); [] when it does not answer."""
     try:
         with urllib.request.urlopen(f"{base_url}/models", timeout=10) as resp:
             return [m["id"] for m in json.load(resp).get("data", [])]
@@ -212,31 +149,10 @@ def served_models(base_url: str) -> list[str]:
         return []
 
 
-@contextlib.contextmanager
-def _exit_on_signals() -> Iterator[None]:
-    """SIGTERM and SLURM's USR1 would kill benchforge on the spot (their default action) and
-    orphan the server's workers: turn them into SystemExit, so the server's whole group is
-    terminated on the way out. Handlers already installed (submitit's, a shard's) stay."""
-    replaced = {}
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGUSR1):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            replaced[signum] = signal.signal(signum, stop)
-    try:
-        yield
-    finally:
-        for signum, previous in replaced.items():
-            signal.signal(signum, previous)
-
-
 def resolve_snapshot(model: DictConfig,
                      paths: DictConfig | None) -> tuple[Path | None, dict[str, str]]:
     """The staged snapshot to serve and the server's hub environment. Offline (a compute
     node) the snapshot must have been staged, and the server may not contact the hub."""
-    from benchforge.hub import offline, require_staged, staged_snapshot
 
     if paths is None:
         return None, {}
@@ -258,10 +174,24 @@ def concurrency(model: DictConfig, engine: DictConfig) -> int:
 
 
 @contextlib.contextmanager
-def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
-                   logs: Path, engine: DictConfig | None = None,
-                   paths: DictConfig | None = None) -> Iterator[str]:
-    """Yield the base URL of a server for ``model``, launching one if the provider needs it."""
+def model_endpoint(model: DictConfig, logs: Path, engine: DictConfig | None = None,
+                   paths: DictConfig | None = None,
+                   answers: Callable[[str], list[dict[str, str]]] | None = None
+                   ) -> Iterator[str]:
+    """Yield the base URL of a server for ``model``, launching one if the provider needs it.
+
+    Args:
+        model: the ``model`` config group (``provider`` picks what is launched).
+        logs: the cell's ``logs/`` dir; a launched server writes ``server.log`` there.
+        engine: the ``engine`` config group (none: only ``model.base_url`` can be used).
+        paths: the ``paths`` config group (where staged snapshots are, offline or not).
+        answers: for ``provider=oracle``, called with ``model.mode``, the mock server's answers
+            file rows (``benchforge.benchmarks.oracle_answers``).
+
+    Raises:
+        BenchforgeError: no server to talk to, a server that exits or is not ready in
+            ``startup_timeout_s``, or one that serves another model name.
+    """
     if model.provider == "endpoint" or (model.provider in ("hf", "gguf") and
                                         (engine is None or engine.launch == "none")):
         if not model.base_url:
@@ -285,7 +215,7 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
         snapshot, env = resolve_snapshot(model, paths)
         port = free_port()
         cmd = vllm_command(engine, model, port, snapshot)
-        with (_exit_on_signals(), _gpu_monitor(logs, True),
+        with (exit_on_signals(), _gpu_monitor(logs, True),
               launch_server(cmd, port, logs / "server.log", float(engine.startup_timeout_s),
                             env) as url):
             require_served(url, model, logs / "server.log")
@@ -295,11 +225,13 @@ def model_endpoint(model: DictConfig, benchmark: Benchmark, tasks: list[Task],
         raise BenchforgeError(
             f"model.provider={model.provider}: expected oracle, endpoint, hf or gguf")
     with tempfile.TemporaryDirectory(prefix="benchforge-oracle-") as tmp:
-        answers = Path(tmp) / "answers.jsonl"
-        write_answers(answers, oracle_answers(benchmark, tasks, str(model.mode)))
+        answers_file = Path(tmp) / "answers.jsonl"
+        if answers is None:
+            raise BenchforgeError(f"model={model.name}: the oracle needs the benchmark's answers")
+        write_answers(answers_file, answers(str(model.mode)))
         port = free_port()
         cmd = [sys.executable, "-m", "benchforge.mock_server", "--port", str(port),
-               "--answers", str(answers), "--served-model-name", str(model.served_name),
+               "--answers", str(answers_file), "--served-model-name", str(model.served_name),
                "--delay-s", str(float(model.oracle_latency_s))]
         with launch_server(cmd, port, logs / "server.log", model.startup_timeout_s) as url:
             yield url
@@ -312,8 +244,6 @@ def _gpu_monitor(logs: Path, on_gpu: bool) -> Iterator[None]:
     if not on_gpu:
         yield
         return
-    from benchforge.gpumon import TRACE_NAME, GpuMonitor
-
     with GpuMonitor(logs / TRACE_NAME):
         yield
 
@@ -330,7 +260,6 @@ def require_served(url: str, model: DictConfig, log_path: Path) -> None:
 @contextlib.contextmanager
 def _llamacpp_server(model: DictConfig, engine: DictConfig, logs: Path) -> Iterator[str]:
     """Launch llama-cpp-python's server for ``model.gguf``; yield its /v1 URL."""
-    from benchforge.gguf_model import model_gguf
 
     if model.provider not in ("gguf", "hf") or not model.get("gguf"):
         raise BenchforgeError(f"engine=llamacpp serves GGUF files: model={model.name} sets no "
@@ -340,7 +269,7 @@ def _llamacpp_server(model: DictConfig, engine: DictConfig, logs: Path) -> Itera
     port = free_port()
     cmd = llamacpp_command(engine, model, port, Path(info.path), info.chat_template is not None)
     log_path = logs / "server.log"
-    with (_exit_on_signals(),
+    with (exit_on_signals(),
           launch_server(cmd, port, log_path, float(engine.startup_timeout_s),
                         ready_path="/v1/models") as url):
         require_served(url, model, log_path)

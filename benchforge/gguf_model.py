@@ -87,6 +87,7 @@ class GGUFInfo:
 
     @property
     def chat_template_sha256(self) -> str | None:
+        """Hex sha256 of the GGUF's ``tokenizer.chat_template`` (None when it has none)."""
         if self.chat_template is None:
             return None
         return hashlib.sha256(self.chat_template.encode("utf-8")).hexdigest()
@@ -96,6 +97,8 @@ class GGUFInfo:
         return {"bos_token": self.bos_token or "", "eos_token": self.eos_token or ""}
 
     def provenance(self) -> dict[str, Any]:
+        """What a cell records about the GGUF: path, sha256, size, architecture, name and chat-
+        template sha256."""
         return {"path": self.path, "sha256": self.sha256, "size_bytes": self.size_bytes,
                 "architecture": self.architecture, "name": self.name,
                 "chat_template_sha256": self.chat_template_sha256}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -21,14 +22,18 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from benchforge.benchmarks import Benchmark, Download
+from benchforge.benchmarks import Benchmark, Download, load_benchmark
+from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
+
+log = logging.getLogger("benchforge")
 
 STAGED_NAME = "benchforge-staged.json"
 
 
 def hf_cache(cfg: DictConfig) -> Path:
+    """``paths.hf_cache``, expanded: where staged model snapshots are."""
     return Path(str(cfg.paths.hf_cache)).expanduser()
 
 
@@ -46,6 +51,11 @@ def _staged_key(model: DictConfig) -> str:
 
 
 def read_staged(cache: Path) -> dict[str, dict[str, Any]]:
+    """The staged-model records of ``cache`` (``benchforge-staged.json``); {} before any.
+
+    Raises:
+        BenchforgeError: the record file is corrupt (rerun ``benchforge stage``).
+    """
     return read_record_map(cache / STAGED_NAME, "rerun `benchforge stage`")
 
 
@@ -75,6 +85,8 @@ def stage_model(model: DictConfig, cache: Path) -> dict[str, Any]:
 
 
 def staged_snapshot(model: DictConfig, cache: Path) -> dict[str, Any] | None:
+    """The staged record (``repo``, ``commit``, ``path``, ...) of ``model`` at its revision, or None
+    when it was not staged (or its snapshot dir is gone)."""
     entry = read_staged(cache).get(_staged_key(model))
     if entry and Path(entry["path"]).is_dir():
         return entry
@@ -82,6 +94,11 @@ def staged_snapshot(model: DictConfig, cache: Path) -> dict[str, Any] | None:
 
 
 def require_staged(model: DictConfig, cache: Path) -> dict[str, Any]:
+    """The staged record of ``model``; offline (a compute node) there must be one.
+
+    Raises:
+        BenchforgeError: not staged (names ``benchforge stage`` and the expected dir).
+    """
     entry = staged_snapshot(model, cache)
     if entry is None:
         expected = cache / f"models--{str(model.hf_repo).replace('/', '--')}" / "snapshots"
@@ -107,6 +124,7 @@ def snapshot_chat_template(snapshot: Path) -> tuple[str, str] | None:
 
 
 def template_sha256(text: str) -> str:
+    """Hex sha256 of a chat template's UTF-8 text (what provenance and rows record)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -164,3 +182,35 @@ def stage_data(benchmark: Benchmark, data_root: Path, mirror: str) -> list[dict[
         else:
             raise BenchforgeError(f"unknown download kind {download.kind!r}")
     return staged
+
+
+def run_fetch(cfg: DictConfig) -> dict[str, Any]:
+    """``benchforge stage`` (login node, online): the selected model at its revision into
+    ``paths.hf_cache`` (recording the resolved commit), and the benchmark's data files for
+    ``benchmark.version`` into ``data.root`` (checked against their pinned sha256).
+
+    Returns:
+        ``{"model": staged record or None, "data": [one record per file]}``.
+
+    Raises:
+        BenchforgeError: run on a compute node (``paths.offline``), or a download fails or
+            does not match its pinned sha256.
+    """
+    if offline(cfg.paths):
+        raise BenchforgeError("stage runs on the login node: this looks like a compute node "
+                              "(paths.offline); set paths.offline=false to force it")
+    result: dict[str, Any] = {"model": None, "data": []}
+    if cfg.model.provider == "hf":
+        entry = stage_model(cfg.model, hf_cache(cfg))
+        result["model"] = entry
+        print_table("staged model", ["model", "repo", "revision", "commit", "path"],
+                    [[cfg.model.name, entry["repo"], entry["requested_revision"],
+                      entry["commit"], entry["path"]]])
+    result["data"] = stage_data(load_benchmark(cfg), Path(str(cfg.data.root)).expanduser(),
+                                str(cfg.data.mirror))
+    for item in result["data"]:
+        print(f"{item['file']}  {item['status']}  sha256:{item['sha256']}")
+    if result["model"] is None and not result["data"]:
+        log.info("nothing to stage: model=%s is not a hub model and benchmark=%s ships with "
+                 "benchforge", cfg.model.name, cfg.benchmark.name)
+    return result

@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
 
@@ -22,6 +24,7 @@ RECORD_NAME = "benchforge-images.json"
 
 
 def record_path(images: Path) -> Path:
+    """The sha256 record file of the images dir (what pull-image recorded)."""
     return images / RECORD_NAME
 
 
@@ -29,6 +32,11 @@ REMEDY = "rerun `benchforge pull-image`"
 
 
 def read_records(images: Path) -> dict[str, dict[str, Any]]:
+    """The image records of ``images`` ({} before any pull).
+
+    Raises:
+        BenchforgeError: the record file is corrupt (rerun ``benchforge pull-image``).
+    """
     return read_record_map(record_path(images), REMEDY)
 
 
@@ -84,3 +92,38 @@ def verify_image(sif: Path, images: Path) -> str:
             f"`benchforge pull-image` ({entry['pulled_utc']}, {entry['source']}); refusing a "
             "changed image: pull it again or restore it")
     return digest
+
+
+def run_pull_image(cfg: DictConfig) -> list[dict[str, Any]]:
+    """``benchforge pull-image`` (login node): the engine's vLLM SIF, and the scorer SIF when
+    the sandbox runs in Apptainer; each recorded with its sha256.
+
+    Returns:
+        One record per image: ``{"image", "sha256", "source", ...}``.
+
+    Raises:
+        BenchforgeError: nothing to pull, no ``engine.image_source``, no scorer definition
+            (``containers/scorer.def`` of a checkout), or apptainer fails.
+    """
+    images = Path(str(cfg.paths.images)).expanduser()
+    pulled = []
+    if cfg.engine.launch == "apptainer":
+        if not cfg.engine.image_source:
+            raise BenchforgeError(f"engine={cfg.engine.name}: engine.image_source is not set")
+        sif = Path(str(cfg.engine.image)).expanduser()
+        pulled.append({"image": str(sif), **fetch_image(str(cfg.engine.executable), sif,
+                                                         str(cfg.engine.image_source), images)})
+    if str(cfg.sandbox.name).startswith("apptainer") and cfg.sandbox.image:
+        definition = Path(__file__).resolve().parents[1] / "containers" / "scorer.def"
+        if not definition.is_file():
+            raise BenchforgeError(f"{definition}: missing; build the scorer image from a "
+                                  "benchforge checkout")
+        sif = Path(str(cfg.sandbox.image)).expanduser()
+        pulled.append({"image": str(sif), **fetch_image("apptainer", sif, str(definition),
+                                                         images, build=True)})
+    if not pulled:
+        raise BenchforgeError("nothing to pull: use engine=vllm_apptainer and/or an apptainer "
+                              "sandbox with sandbox.image")
+    for entry in pulled:  # plain lines: digests must stay copyable, never wrapped
+        print(f"{entry['image']}  sha256:{entry['sha256']}  from {entry['source']}")
+    return pulled

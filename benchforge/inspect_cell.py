@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import CellDir, first_rows_by_key, read_rows
 
@@ -43,8 +44,12 @@ def failing_case_lines(row: dict[str, Any]) -> list[str]:
 
 
 def run_inspect(cfg: DictConfig) -> dict[str, Any]:
-    from benchforge.console import print_table
+    """``benchforge inspect CELL``: the cell's failure modes; with ``--failed`` its failed samples
+    (raw answer, extracted code, failing input); with ``--diff OTHER`` the samples that flipped.
 
+    Raises:
+        BenchforgeError: no CELL given, or it cannot be read.
+    """
     if not cfg.inspect.cell:
         raise BenchforgeError("usage: benchforge inspect <cell dir> [--failed] "
                               "[--diff <other cell dir>]")

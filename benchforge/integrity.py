@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import CellDir, read_json, read_rows, sha256_file, utc_now
+from benchforge.rundir import CellDir, read_json, read_rows, sha256_file
 
 log = logging.getLogger("benchforge")
 
@@ -117,42 +117,3 @@ def repair_plan(cell: CellDir) -> tuple[list[str], list[str]]:
             problems.append(f"{cell.metrics}: computed from other results")
             move.append("metrics.json")
     return problems, move
-
-
-def run_repair(cfg: Any) -> dict[str, Any]:
-    """``benchforge repair``: archive what no longer matches its marker and re-derive it.
-
-    Returns:
-        ``{"problems": [...], "archived": dir or None}`` (then the cell is run to the end).
-    """
-    from benchforge.cellconfig import config_text, sha256_text
-    from benchforge.provenance import update_provenance
-    from benchforge.rundir import write_atomic
-    from benchforge.stages import cell_path, run_run
-
-    cell = cell_path(cfg)
-    if not cell.path.is_dir():
-        raise BenchforgeError(f"{cell.path}: no such cell; nothing to repair")
-    stamp = utc_now().replace(":", "").replace("+0000", "Z")
-    problems, move = repair_plan(cell)
-    config_edited = False
-    if cell.provenance.exists() and cell.config.exists():
-        recorded = read_json(cell.provenance).get("config_sha256")
-        current = sha256_file(cell.config)
-        if recorded and recorded != current:
-            problems.append(f"{cell.config}: changed after the cell was planned")
-            move.append("config.yaml")
-            config_edited = True
-    archived = archive(cell, move, stamp) if move else None
-    if config_edited:
-        text = config_text(cfg)
-        write_atomic(cell.config, text)
-        update_provenance(cell, config_sha256=sha256_text(text))
-    for problem in problems:
-        log.warning("repair: %s", problem)
-    if archived:
-        log.warning("repair: moved %s to %s; re-deriving them", ", ".join(move), archived)
-    else:
-        log.info("repair: %s: every marker matches its rows", cell.path)
-    run_run(cfg)
-    return {"problems": problems, "archived": str(archived) if archived else None}

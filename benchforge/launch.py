@@ -20,9 +20,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from benchforge import slurm
-from benchforge.config import slurm_minutes
+from benchforge.cell import run_root
+from benchforge.config import compose, slurm_minutes
+from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import RowAppender, utc_now
+from benchforge.shard import run_gpu_hours
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,6 @@ def array_width(compute: DictConfig, shape: DictConfig) -> tuple[int, str]:
 def check_budget(config: DictConfig, n_shards: int, shape: DictConfig) -> str:
     """Refuse a launch whose worst case (every GPU shard using its whole time limit once)
     exceeds what is left of ``compute.gpu_hour_budget``; return the budget line."""
-    from benchforge.shard import run_gpu_hours
-    from benchforge.stages import run_root
 
     compute = config.compute
     budget = float(compute.gpu_hour_budget)
@@ -187,8 +188,6 @@ def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
         "time": str(compute.time), "signal": f"{compute.signal}@{compute.signal_delay_s}",
         "budget": budget,
     }
-    from benchforge.stages import run_root
-
     launches = run_root(config) / "logs" / "launches.jsonl"
     with RowAppender(launches) as appender:
         appender.append(record)
@@ -240,8 +239,15 @@ def probe_values(compute: DictConfig) -> list[dict[str, str]]:
 
 
 def run_probe(cfg: DictConfig) -> list[dict[str, str]]:
-    from benchforge.console import print_table
+    """``benchforge probe``: ask SLURM (sinfo, sacctmgr, scontrol) for the compute profile's
+    ``PLACEHOLDER_*`` values and print them.
 
+    Returns:
+        One ``{"key", "current", "found", "command"}`` per value asked for.
+
+    Raises:
+        BenchforgeError: ``sinfo`` is not on PATH (not a SLURM login node).
+    """
     if not slurm.available("sinfo"):
         raise BenchforgeError("probe: sinfo not found; run it on a SLURM login node")
     rows = probe_values(cfg.compute)
@@ -306,7 +312,6 @@ def sweep_size(overrides: Sequence[str]) -> int:
 def first_job_config(overrides: Sequence[str], stage: str) -> DictConfig | None:
     """The composed config of the sweep's first job; None if it does not compose (the real
     launch then reports the config error itself, as one line)."""
-    from benchforge.config import compose
 
     try:
         return compose(first_job_overrides(overrides), stage=stage)

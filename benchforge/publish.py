@@ -20,9 +20,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.cell import run_root
+from benchforge.config import slug
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest
+from benchforge.metrics import compute_metrics
 from benchforge.rundir import CellDir, first_rows_by_key, read_json, read_rows
+from benchforge.verdicts import columns_from_rows, verdicts_of
 
 SAMPLE_COLUMNS = ("task_id", "sample_idx", "passed", "failure_mode", "duration_s",
                   "sandbox_mode")
@@ -45,8 +49,12 @@ def _provenance_columns(cell: CellDir, run_name: str) -> dict[str, Any]:
 
 
 def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> list[dict[str, Any]]:
-    from benchforge.verdicts import columns_from_rows, verdicts_of
+    """One Parquet row per scored sample of the cell (verdict, failure mode, timings, and the
+    verdict pass@k counts after CRUXEval's skip rule), with the run's provenance columns.
 
+    Raises:
+        BenchforgeError: the cell has no ``results.jsonl``.
+    """
     if not cell.results.exists():
         raise BenchforgeError(f"{cell.results}: missing; score this cell first")
     results = read_rows(cell.results, torn_tail="error")
@@ -66,8 +74,8 @@ def sample_rows(cell: CellDir, model: str, benchmark: str, run_name: str) -> lis
 
 def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
                     agg: DictConfig) -> dict[str, Any]:
-    from benchforge.stages import compute_metrics
-
+    """The cell's leaderboard row: pass@k with intervals recomputed from its rows, licence and
+    canonical flags, cost and serving figures."""
     metrics = compute_metrics(cell, agg)
     row: dict[str, Any] = {"model": model, "benchmark": benchmark, "run": run_name,
                            "license": metrics.get("license"),
@@ -94,7 +102,6 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
 
 def provenance_path(model: str, benchmark: str) -> str:
     """Where a cell's provenance.json goes in the results dataset (config.yaml beside it)."""
-    from benchforge.config import slug
 
     return f"provenance/benchmark={slug(benchmark)}/model={slug(model)}/provenance.json"
 
@@ -118,10 +125,17 @@ def copy_provenance(cell: CellDir, results_dir: Path, relative: str) -> None:
 
 
 def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Write the run's Hive-partitioned sample Parquet, leaderboard table and provenance copies
+    under ``out``.
+
+    Returns:
+        ``{"results": dir, "leaderboard": dir, "samples": rows, "cells": count}``.
+
+    Raises:
+        BenchforgeError: no scored cell in the run.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from benchforge.stages import run_root
 
     cells = [c for c in read_manifest(run_root(cfg))
              if CellDir(Path(c["dir"])).score_done.exists()]
@@ -172,7 +186,6 @@ def stage_space(out: Path, cfg: DictConfig) -> Path | None:
 
 def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Write the tables; upload them unless ``publish.dry_run`` (the default)."""
-    from benchforge.stages import run_root
 
     out = Path(str(cfg.publish.dir)).expanduser() if cfg.publish.dir else \
         run_root(cfg) / "publish"

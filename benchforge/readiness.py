@@ -18,8 +18,14 @@ import logging
 from typing import Any
 
 from benchforge.benchmarks import Benchmark
+from benchforge.cell import run_root
+from benchforge.config import slug
+from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.provenance import update_provenance
+from benchforge.rundir import utc_now, write_json_atomic
+from benchforge.sandbox import make_sandbox
+from benchforge.sandbox.types import CheckProgram
 
 log = logging.getLogger("benchforge")
 
@@ -120,7 +126,6 @@ def check_readiness(benchmark: Benchmark, sandbox: Any, name: str) -> dict[str, 
     with ``found``, ``version``, ``problem``, ``install``), ``smoke`` (the known-good program's
     verdict) and ``missing`` (one line per problem, naming the fix).
     """
-    from benchforge.rundir import utc_now
 
     needs: list[dict[str, Any]] = benchmark.requirements()  # type: ignore[attr-defined]
     result = sandbox.run(probe_program(needs))
@@ -163,7 +168,6 @@ def refusal(record: dict[str, Any]) -> str:
 
 def gate_cell(benchmark: Benchmark, sandbox: Any, cell_dir: Any, name: str) -> dict[str, Any]:
     """Before scoring a tier-2 cell: check, record in provenance, refuse unless ready."""
-    from benchforge.provenance import update_provenance
 
     record = check_readiness(benchmark, sandbox, name)
     update_provenance(cell_dir, readiness=record)
@@ -177,11 +181,6 @@ def gate_cell(benchmark: Benchmark, sandbox: Any, cell_dir: Any, name: str) -> d
 def run_gate(cfg: Any, benchmark: Benchmark) -> dict[str, Any]:
     """``benchforge smoke benchmark=<tier-2>``: the gate in a fresh scoring sandbox, printed as
     a table and kept in ``<run>/logs/readiness-<benchmark>.json``; raises if not ready."""
-    from benchforge.config import slug
-    from benchforge.console import print_table
-    from benchforge.rundir import write_json_atomic
-    from benchforge.sandbox import make_sandbox
-    from benchforge.stages import run_root
 
     name = str(cfg.benchmark.name)
     paths = tuple(getattr(benchmark, "sandbox_paths", list)())

@@ -8,12 +8,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.cell import run_root
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import read_manifest
+from benchforge.metrics import compute_metrics, licence_tag
 from benchforge.rundir import CellDir, write_atomic
 
 
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], path: Path, level: float = 0.95) -> None:
     try:
         import matplotlib
     except ImportError as exc:
@@ -40,7 +42,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.bar(xs, ys, width, yerr=np.array([lo, hi]), capsize=3, label=model)
     ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(benchmarks))])
     ax.set_xticklabels(benchmarks)
-    ax.set_ylabel("pass@1 (%), 95% bootstrap CI")
+    ax.set_ylabel(f"pass@1 (%), {level:.0%} bootstrap CI")
     ax.set_ylim(0, 100)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
@@ -65,8 +67,15 @@ def _latency(serving: dict[str, Any] | None) -> str:
 
 
 def run_report(cfg: DictConfig) -> dict[str, Any]:
-    from benchforge.stages import compute_metrics, licence_tag, run_root
+    """``benchforge report``: ``report.png`` (pass@1 with interval bars per model x benchmark) and
+    ``report.md`` in the run dir, recomputed from the rows.
 
+    Returns:
+        ``{"png": path, "markdown": path, "cells": count}``.
+
+    Raises:
+        BenchforgeError: no scored cell in the run.
+    """
     root = run_root(cfg)
     rows = []
     for entry in read_manifest(root):
@@ -85,12 +94,14 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
     if not rows:
         raise BenchforgeError(f"{root}: no scored cell to report; run `benchforge run` first")
     png, md = root / "report.png", root / "report.md"
-    _plot(rows, png)
+    level = float(cfg.aggregate.confidence)
+    _plot(rows, png, level)
     lines = [f"# benchforge report: {cfg.run.name}", "",
              f"pass@1 with {int(100 * float(cfg.aggregate.confidence))}% bootstrap CIs over "
              f"problems ({cfg.aggregate.bootstrap} resamples, seed {cfg.aggregate.seed}), "
              "recomputed from results.jsonl.", "", "![pass@1](report.png)", "",
-             "| model | benchmark | pass@1 | 95% CI | tasks | samples/task | completion tokens "
+             f"| model | benchmark | pass@1 | {level:.0%} CI | tasks | samples/task | "
+             "completion tokens "
              "| GPU-h | GPU Wh (per solved task) | latency p50 / p95 (s) | decode tokens/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["benchmark"], -r["pass@1"])):

@@ -51,6 +51,7 @@ def _size(n: int) -> str:
 
 
 def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second (``2026-12-01T01:28:36+00:00``)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -62,41 +63,55 @@ class CellDir:
 
     @property
     def config(self) -> Path:
+        """``config.yaml``: the config the cell was planned with (written once)."""
         return self.path / "config.yaml"
 
     @property
     def provenance(self) -> Path:
+        """``provenance.json``: cell id, model, dataset, host, sandbox record."""
         return self.path / "provenance.json"
 
     @property
     def samples(self) -> Path:
+        """``samples.jsonl``: one generated row per (task_id, sample_idx)."""
         return self.path / "samples.jsonl"
 
     @property
     def generate_done(self) -> Path:
+        """``generate.done``: the marker (row count, sha256) over ``samples.jsonl``."""
         return self.path / "generate.done"
 
     @property
     def results(self) -> Path:
+        """``results.jsonl``: one verdict row per sample."""
         return self.path / "results.jsonl"
 
     @property
     def score_done(self) -> Path:
+        """``score.done``: the marker (row count, sha256s) over ``results.jsonl``."""
         return self.path / "score.done"
 
     @property
     def metrics(self) -> Path:
+        """``metrics.json``: what ``aggregate`` computed (recomputable from the rows)."""
         return self.path / "metrics.json"
 
     @property
     def logs(self) -> Path:
+        """``logs/``: server and Hydra logs, attempt records, archived rows."""
         return self.path / "logs"
 
     def create(self) -> None:
+        """Create the cell dir and its ``logs/`` (no error if they exist)."""
         self.logs.mkdir(parents=True, exist_ok=True)
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file's bytes, read in 1 MiB blocks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -139,10 +154,17 @@ def _umask() -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON atomically (see write_atomic)."""
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> Any:
+    """The JSON document in ``path``.
+
+    Raises:
+        BenchforgeError: not valid JSON (names the file, line and problem).
+        OSError: the file cannot be read.
+    """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -265,10 +287,12 @@ def _complete_lines(path: Path) -> int:
 
 
 def row_key(row: dict[str, Any]) -> RowKey:
+    """A row's ``(task_id, sample_idx)``, the key every row file is reconciled on."""
     return (str(row["task_id"]), int(row["sample_idx"]))
 
 
 def first_rows_by_key(rows: Iterable[dict[str, Any]]) -> dict[RowKey, dict[str, Any]]:
+    """Rows keyed by ``(task_id, sample_idx)``, the first of any duplicates kept."""
     keyed: dict[RowKey, dict[str, Any]] = {}
     setdefault = keyed.setdefault  # row_key inlined: this runs once per row of a cell
     for row in rows:
@@ -285,6 +309,11 @@ class RowAppender:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def append(self, row: dict[str, Any]) -> None:
+        """Append one row as a JSON line and fsync it.
+
+        Raises:
+            DiskFull: no space left (the file keeps every complete row; a torn line is redone).
+        """
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         view = memoryview(data)
         try:
@@ -299,6 +328,7 @@ class RowAppender:
             raise
 
     def close(self) -> None:
+        """Close the file (idempotent)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -34,15 +34,18 @@ WAITING = "waiting for generate.done"
 
 
 def attempts_path(cell_dir: CellDir) -> Path:
+    """The shard attempt log of a cell (``logs/<ATTEMPTS_NAME>``)."""
     return cell_dir.logs / ATTEMPTS_NAME
 
 
 def read_attempts(cell_dir: CellDir) -> list[dict[str, Any]]:
+    """The cell's shard attempt records ([] before any; a torn last line ignored)."""
     path = attempts_path(cell_dir)
     return read_rows(path, torn_tail="ignore") if path.exists() else []
 
 
 def append_attempt(cell_dir: CellDir, record: dict[str, Any]) -> None:
+    """Append one shard attempt record, stamped with the UTC time, fsynced."""
     cell_dir.logs.mkdir(parents=True, exist_ok=True)
     with RowAppender(attempts_path(cell_dir)) as appender:
         appender.append({"utc": utc_now(), **record})
@@ -202,6 +205,9 @@ def shard_attempt(cfg: DictConfig, cell_dir: CellDir, run_root: Path) -> Iterato
 
 
 class ShardTerminated(SystemExit):
+    """A SLURM shard told to stop (SIGTERM, time limit, preemption): exits 143 so the job is
+    requeued and the shard resumes from disk."""
+
     def __init__(self) -> None:
         super().__init__(143)
 

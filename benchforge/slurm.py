@@ -24,6 +24,7 @@ ACTIVE_STATES = frozenset({
 
 
 def available(command: str = "sinfo") -> bool:
+    """Whether the SLURM client ``command`` (``sinfo``, ``sbatch``, ...) is on PATH."""
     return shutil.which(command) is not None
 
 
@@ -50,6 +51,8 @@ def _gpu_count(gres: str) -> int:
 
 @dataclass(frozen=True)
 class PartitionLoad:
+    """GPUs and CPUs of a partition: idle now and in total (from ``sinfo``)."""
+
     idle_gpus: int
     total_gpus: int
     idle_cpus: int
@@ -85,6 +88,8 @@ def partition_load(partition: str | None) -> PartitionLoad | None:
 
 @dataclass(frozen=True)
 class NodeSize:
+    """One node of a partition: host name, CPUs, memory (MiB) and GPUs."""
+
     host: str
     cpus: int
     mem_mb: int
@@ -125,6 +130,8 @@ UNRESOLVABLE_REASONS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeL
 
 
 def unresolvable(reason: str) -> bool:
+    """Whether a pending job's ``squeue`` reason can never clear by waiting (a limit or a bad
+    account, QOS or constraint): the sweep stops instead of waiting."""
     return any(reason.startswith(r) for r in UNRESOLVABLE_REASONS)
 
 
@@ -143,6 +150,7 @@ def pending_jobs(name: str, user: str | None = None) -> list[tuple[str, str, str
 
 
 def cancel(job_ids: list[str]) -> bool:
+    """``scancel`` the jobs; False when there are none or scancel failed."""
     return bool(job_ids) and _run(["scancel", *job_ids]) is not None
 
 
@@ -168,6 +176,8 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class JobRun:
+    """One job (or array element) as ``sacct`` reports it: id, state, elapsed seconds, GPUs."""
+
     job_id: str
     state: str
     elapsed_s: int
@@ -199,10 +209,12 @@ def job_runs(job_ids: list[str]) -> list[JobRun] | None:
 
 
 def scontrol_job(job_id: str) -> str | None:
+    """``scontrol show job <id>`` as text; None when scontrol fails or is missing."""
     return _run(["scontrol", "show", "job", job_id])
 
 
 def requeue(job_id: str) -> bool:
+    """``scontrol requeue <id>``; False when it failed."""
     return _run(["scontrol", "requeue", job_id]) is not None
 
 

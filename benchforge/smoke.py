@@ -16,20 +16,36 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.benchmarks import load_benchmark, oracle_answers
+from benchforge.cell import run_root
+from benchforge.chat_template import render, special_tokens
+from benchforge.client import (
+    ClientSettings,
+    Completion,
+    Request,
+    api_key,
+    generate,
+    thinking_kwargs,
+)
+from benchforge.config import slug
+from benchforge.console import print_table
+from benchforge.engine import concurrency, model_endpoint, served_models
 from benchforge.errors import BenchforgeError
+from benchforge.gguf_model import model_gguf
+from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot, template_sha256
+from benchforge.prompt_identity import NOT_CHECKABLE, check_prompts, detect_flavour, method
+from benchforge.readiness import run_gate
+from benchforge.rundir import write_json_atomic
+from benchforge.serving import DEFAULT_TIMEOUT_S, request_timeout
 
 
 def template_source(cfg: DictConfig) -> tuple[str, str, dict[str, Any]] | None:
     """The one chat template of the model (override file, else the staged snapshot's), where
     it came from, and the special tokens it may use."""
-    from benchforge.chat_template import special_tokens
-    from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot
 
     entry = staged_snapshot(cfg.model, hf_cache(cfg)) if cfg.model.provider == "hf" else None
     tokenizer_config = Path(entry["path"]) / "tokenizer_config.json" if entry else None
     if cfg.model.get("gguf") and not cfg.model.chat_template:
-        from benchforge.gguf_model import model_gguf
-
         info = model_gguf(cfg.model)
         if info is not None and info.chat_template is not None:
             return info.chat_template, f"{info.path}#tokenizer.chat_template", \
@@ -45,23 +61,21 @@ def template_source(cfg: DictConfig) -> tuple[str, str, dict[str, Any]] | None:
 
 
 def run_smoke(cfg: DictConfig) -> dict[str, Any]:
-    from benchforge.chat_template import render
-    from benchforge.client import ClientSettings, Completion, Request, generate
-    from benchforge.config import slug
-    from benchforge.console import print_table
-    from benchforge.engine import concurrency, model_endpoint, served_models
-    from benchforge.hub import template_sha256
-    from benchforge.prompt_identity import NOT_CHECKABLE, check_prompts, detect_flavour, method
-    from benchforge.rundir import write_json_atomic
-    from benchforge.serving import DEFAULT_TIMEOUT_S, request_timeout
-    from benchforge.stages import _api_key, load_benchmark, run_root, thinking_kwargs
+    """``benchforge smoke``: start the engine for the model, check the served name, prompt identity
+    (the server renders the chat template as benchforge does) and greedy determinism, and measure
+    tokens/s; a tier-2 benchmark's readiness gate first.
 
+    Returns:
+        The smoke record (also written under the run's logs), ``ok`` true when every check
+        passed.
+
+    Raises:
+        BenchforgeError: the server cannot be started or reached, or a check failed.
+    """
     mode = str(cfg.model.mode)
     kwargs = thinking_kwargs(cfg.model) or {}
     benchmark = load_benchmark(cfg)
     if benchmark.tier >= 2:  # the scoring toolchain first: the readiness gate
-        from benchforge.readiness import run_gate
-
         readiness = run_gate(cfg, benchmark)
         if cfg.model.provider == "oracle":  # nothing to serve: the gate is the whole smoke
             return {"benchmark": str(cfg.benchmark.name), "readiness": readiness, "ok": True}
@@ -76,12 +90,13 @@ def run_smoke(cfg: DictConfig) -> dict[str, Any]:
                        "detail": detail})
 
     template = template_source(cfg) if mode == "chat" else None
-    with model_endpoint(cfg.model, benchmark, tasks, logs, cfg.engine, cfg.paths) as url:
+    with model_endpoint(cfg.model, logs, cfg.engine, cfg.paths,
+                        answers=lambda mode: oracle_answers(benchmark, tasks, mode)) as url:
         names = served_models(url)
         check("served model name", str(cfg.model.served_name) in names,
               f"server lists {names}, config says {cfg.model.served_name}")
         root = url.removesuffix("/").removesuffix("/v1")
-        flavour = detect_flavour(root, str(cfg.model.served_name), _api_key(cfg)) \
+        flavour = detect_flavour(root, str(cfg.model.served_name), api_key(cfg.model)) \
             if mode == "chat" else None
         if mode == "chat" and flavour is None:
             check("prompt identity", None, NOT_CHECKABLE)
@@ -94,13 +109,13 @@ def run_smoke(cfg: DictConfig) -> dict[str, Any]:
                       render(text, prompt.as_messages(), special, **kwargs))
                      for task, prompt in zip(tasks, prompts, strict=True)]
             mismatches = check_prompts(flavour, root, str(cfg.model.served_name),
-                                       _api_key(cfg), cases, kwargs)
+                                       api_key(cfg.model), cases, kwargs)
             check("prompt identity", not mismatches,
                   f"template {source} (sha256 {template_sha256(text)[:16]}…), {method(flavour)}"
                   + (f": server renders differently for {mismatches}" if mismatches
                      else f": {len(tasks)} prompts rendered identically"))
         settings = ClientSettings(
-            base_url=url, served_name=str(cfg.model.served_name), api_key=_api_key(cfg),
+            base_url=url, served_name=str(cfg.model.served_name), api_key=api_key(cfg.model),
             mode=mode, temperature=0.0, top_p=1.0, max_tokens=int(cfg.model.max_tokens),
             seed=int(cfg.model.seed), stop=[*cfg.model.stop, *benchmark.stop_sequences(mode)],
             concurrency=concurrency(cfg.model, cfg.engine),

@@ -12,10 +12,14 @@ from benchforge.errors import BenchforgeError
 
 @dataclass(frozen=True)
 class Estimate:
+    """A point estimate with its bootstrap interval at the configured level."""
+
     value: float
     ci95: tuple[float, float]
 
     def as_dict(self) -> dict[str, object]:
+        """``{"value", "ci95": [lo, hi]}`` as written to ``metrics.json``; the key keeps its
+        historical name whatever the level (``aggregate.confidence``)."""
         return {"value": self.value, "ci95": [self.ci95[0], self.ci95[1]]}
 
 
@@ -115,9 +119,12 @@ class PairedDifference:
 
     @property
     def significant(self) -> bool:
+        """Whether the interval of the difference excludes 0."""
         return self.ci95[0] > 0 or self.ci95[1] < 0
 
     def verdict(self, a_name: str = "A", b_name: str = "B") -> str:
+        """The comparison in words (better, worse, or no significant difference), with the
+        difference and its interval in percentage points."""
         points = f"{100 * self.diff:+.1f} points [{100 * self.ci95[0]:+.1f}, " \
                  f"{100 * self.ci95[1]:+.1f}]"
         if self.ci95[0] > 0:

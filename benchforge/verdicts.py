@@ -55,9 +55,11 @@ class CellVerdicts:
     failure_modes: dict[str, int]  # over failed rows
 
     def pass_rates(self) -> dict[str, float]:
+        """Each task's share of counted samples that passed (``c / n``), by task id."""
         return dict(zip(self.tasks, (self.c / self.n).tolist(), strict=True))
 
     def task_verdicts(self, task_index: int) -> list[bool]:
+        """The counted verdicts (True: passed) of the task at ``task_index``, in sample order."""
         start = self.starts[task_index]
         return self.counted[start:start + self.n[task_index]].tolist()
 
@@ -217,6 +219,11 @@ def read_verdicts(path: Path) -> CellVerdicts:
 
 
 def verdicts_of(columns: Columns, path: Path) -> CellVerdicts:
+    """The verdicts of the columns read from ``path``.
+
+    Raises:
+        BenchforgeError: no result rows (names ``path``).
+    """
     if not columns.task_names:
         raise BenchforgeError(f"{path}: no results to aggregate")
     return cell_verdicts(columns)

@@ -13,9 +13,10 @@ from _support import REPO, SHARED
 from _support import run_cli as _run_cli
 from omegaconf import DictConfig, OmegaConf
 
-from benchforge.benchmarks import get_benchmark
+from benchforge.benchmarks import get_benchmark, oracle_answers
 from benchforge.config import compose
-from benchforge.engine import free_port, launch_server, oracle_answers, write_answers
+from benchforge.engine import free_port, launch_server
+from benchforge.mock_server import write_answers
 from benchforge.rundir import read_rows
 
 

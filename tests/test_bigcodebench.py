@@ -28,13 +28,12 @@ from _support import REPO, run_cli
 from fakes.fake_hub import FakeHub
 
 from benchforge.answers import bigcodebench as answers
-from benchforge.benchmarks import bigcodebench
+from benchforge.benchmarks import bigcodebench, load_benchmark
 from benchforge.config import compose
 from benchforge.errors import BenchforgeError
 from benchforge.readiness import check_readiness
 from benchforge.rundir import read_json, read_rows
 from benchforge.sandbox import Limits, SandboxPool
-from benchforge.stages import load_benchmark
 
 FIXTURE = REPO / "tests" / "fixtures" / "bigcodebench" / "bigcodebench-fixtures.jsonl"
 # The fixtures' libraries at whatever version this venv has (the pins are the container's).

@@ -160,7 +160,7 @@ def _break_sample(cell: Path) -> None:
 @pytest.mark.parametrize("edit", [_flip_verdict, _break_sample])
 def test_edited_rows_are_never_resigned_until_repaired(cfg_with, edit, capsys) -> None:
     from benchforge.integrity import MarkerMismatch
-    from benchforge.stages import STAGES, run_run, run_verify
+    from benchforge.stages import run_run, run_verify, runner
 
     cfg = cfg_with(benchmark__limit=8, generate__progress=False, score__workers=2)
     run_run(cfg)
@@ -172,10 +172,10 @@ def test_edited_rows_are_never_resigned_until_repaired(cfg_with, edit, capsys) -
     for _ in range(3):  # any number of reruns: refused, markers untouched, verify still fails
         for stage in ("run", "score", "aggregate"):
             with pytest.raises(MarkerMismatch, match=r"benchforge verify.*repair"):
-                STAGES[stage](cfg)
+                runner(stage)(cfg)
         assert {n: (cell / n).read_bytes() for n in markers} == markers
         assert run_verify(cfg) == first
-    result = STAGES["repair"](cfg)
+    result = runner("repair")(cfg)
     assert result["problems"] and Path(result["archived"]).is_dir()
     assert run_verify(cfg) == []
     metrics = json.loads((cell / "metrics.json").read_text())

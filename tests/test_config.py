@@ -14,7 +14,8 @@ from _support import REPO, run_cli
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from benchforge.config import cell_id, compose
+from benchforge.cell import cell_id
+from benchforge.config import compose
 
 GROUPS = ("model", "benchmark", "compute", "engine", "sandbox", "experiment")
 

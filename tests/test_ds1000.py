@@ -19,13 +19,12 @@ import pytest
 from _support import REPO, run_cli
 from fakes.fake_hub import FakeHub
 
-from benchforge.benchmarks import ds1000
+from benchforge.benchmarks import ds1000, load_benchmark
 from benchforge.config import compose
 from benchforge.errors import BenchforgeError
 from benchforge.readiness import check_readiness
 from benchforge.rundir import read_json, read_rows
 from benchforge.sandbox import Limits, SandboxPool
-from benchforge.stages import load_benchmark
 
 FIXTURE = REPO / "tests" / "fixtures" / "ds1000" / "ds1000-fixtures.jsonl"
 ANY_VERSION = ["benchmark.pins.numpy=null", "benchmark.pins.pandas=null"]

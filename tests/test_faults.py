@@ -95,7 +95,7 @@ def test_refused_connection_is_not_called_a_timeout(humaneval) -> None:
 
 
 def test_non_utf8_samples_file_names_file_line_and_byte(tmp_path: Path) -> None:
-    from benchforge.stages import read_samples_file
+    from benchforge.stages.score import read_samples_file
 
     good = json.dumps({"task_id": "HumanEval/0", "solution": "x"}).encode()
     bad = b'{"task_id": "HumanEval/1", "solution": "\xff\xfe\xc3("}'
@@ -142,9 +142,8 @@ def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Pat
     """Scoring threads all ask for the expected outputs at once: one build, one error."""
     import io
 
-    from benchforge.benchmarks import _evalplus
+    from benchforge.benchmarks import _evalplus, load_benchmark
     from benchforge.config import compose
-    from benchforge.stages import load_benchmark
 
     cfg = compose(["benchmark=humanevalplus", "benchmark.version=v0.1.9",
                    f"data.root={shared_data}", f"data.cache={tmp_path / 'cache'}"])
@@ -266,9 +265,11 @@ INTERNAL_RAISES = {
     ("benchmarks/_groundtruth.py", "RuntimeError"): "expected-output subprocess: main prints "
                                                     "one line, the host raises BenchforgeError",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",
+    ("stages/__init__.py", "AttributeError"): "module __getattr__ protocol (lazy run_*)",
+    ("sandbox/conformance.py", "ConformanceError"): "a failed check: run_suite reports it",
     ("benchmarks/__init__.py", "KeyError"): "Dataset.task lookup (mapping protocol)",
     ("benchmarks/livecodebench.py", "UnpicklingError"): "refusal caught by its caller",
-    ("engine.py", "SystemExit"): "signal handler: leave after stopping the server",
+    ("procutil.py", "SystemExit"): "signal handler: leave after stopping the server",
     ("shard.py", "ShardTerminated"): "SLURM SIGTERM: exit for the requeue",
     ("cli.py", "VerifyFailed"): "printed by run_stage as the list of problems",
     ("cli.py", "Terminated"): "signal handler: SIGTERM unwinds like Ctrl-C, main prints one line",
@@ -357,10 +358,9 @@ def test_every_entry_point_prints_user_errors_as_one_line(tmp_path: Path, monkey
     def failing(cfg):
         raise raised[-1]
 
-    for stage in list(stages.STAGES):
-        monkeypatch.setitem(stages.STAGES, stage, failing)
+    monkeypatch.setattr(stages, "runner", lambda name: failing)
     monkeypatch.chdir(tmp_path)
-    cases = [(stage, BenchforgeError(f"{stage} failed")) for stage in cli.STAGES]
+    cases = [(stage, BenchforgeError(f"{stage} failed")) for stage in stages.COMMANDS]
     for cls in classes:
         exc = cls.__new__(cls)
         Exception.__init__(exc, f"{cls.__name__} happened")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from _support import SHARED, run_cli
 
-from benchforge.benchmarks import get_benchmark
+from benchforge.benchmarks import get_benchmark, oracle_answers
 from benchforge.config import compose
-from benchforge.engine import free_port, launch_server, oracle_answers, write_answers
+from benchforge.engine import free_port, launch_server
+from benchforge.mock_server import write_answers
 from benchforge.rundir import read_rows
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -235,7 +236,7 @@ def test_known_divergence_find_zero(workdir: Path, shared_data: Path) -> None:
 def test_benchmark_max_tokens_keeps_existing_cell_ids() -> None:
     """The key added for the official max_tokens leaves ids of existing cells unchanged
     while unset, and changes the id when set (a cell computed with other requests)."""
-    from benchforge.config import cell_id, cell_identity
+    from benchforge.cell import cell_id, cell_identity
 
     plain = compose(["benchmark=cruxeval_o"])
     assert "max_tokens" not in cell_identity(plain)["benchmark"]

@@ -120,8 +120,9 @@ def test_fixed_harness_grades_like_a_real_process(fixed: dict[str, dict[str, Any
 
 
 def test_the_switch_is_one_config_key_and_its_default_keeps_cell_ids() -> None:
-    from benchforge.config import cell_id, cell_identity, compose
-    from benchforge.stages import load_benchmark
+    from benchforge.benchmarks import load_benchmark
+    from benchforge.cell import cell_id, cell_identity
+    from benchforge.config import compose
 
     default = compose(["benchmark=livecodebench"])
     fixed = compose(["benchmark=livecodebench", "benchmark.lcb_fixes=true"])

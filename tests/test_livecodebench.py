@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from _support import REPO, run_cli
 
+from benchforge.benchmarks import load_benchmark
 from benchforge.benchmarks.livecodebench import (
     decode_private_tests,
     extract_last_block,
@@ -20,7 +21,6 @@ from benchforge.benchmarks.livecodebench import (
 from benchforge.config import compose
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_rows
-from benchforge.stages import load_benchmark
 
 FIXTURE_ROOT = REPO / "tests" / "fixtures"
 SOLUTIONS = {

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from _support import QWEN, REPO
 
-from benchforge.engine import llamacpp_command, oracle_answers, write_answers
+from benchforge.benchmarks import oracle_answers
+from benchforge.engine import llamacpp_command
 from benchforge.errors import BenchforgeError
 from benchforge.gguf_model import gguf_info, resolve_gguf
+from benchforge.mock_server import write_answers
 from benchforge.rundir import read_json, read_rows
 from benchforge.stages import run_generate
 

@@ -22,11 +22,11 @@ import pytest
 from _support import REPO, run_cli
 from fakes.fake_hub import FakeHub
 
-from benchforge.benchmarks import multiple
-from benchforge.config import cell_id, compose
+from benchforge.benchmarks import load_benchmark, multiple
+from benchforge.cell import cell_id
+from benchforge.config import compose
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_json, read_rows
-from benchforge.stages import load_benchmark
 
 FIXTURES = REPO / "tests" / "fixtures" / "multiple"
 LANGS = ["cpp", "java", "js", "go", "rs", "py"]

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from _fs_battery import snapshot
 
+from benchforge.benchmarks import load_benchmark
 from benchforge.config import compose
 from benchforge.sandbox import Limits, SandboxPool
 from benchforge.sandbox.outer import mode_available
-from benchforge.stages import load_benchmark
 
 MODES = [m for m in ("bwrap", "userns") if mode_available(m)]
 LIMITS = Limits(timeout_s=10.0, memory_mb=4096, stack_mb=64, cpu_s=60, nofile=256, nproc=64,

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from _support import REPO, run_cli
 
-from benchforge.benchmarks import multiple
+from benchforge.benchmarks import load_benchmark, multiple
 from benchforge.config import compose
 from benchforge.errors import BenchforgeError
 from benchforge.readiness import check_readiness, probe_program, refusal, run_gate
 from benchforge.rundir import read_json
 from benchforge.sandbox import Limits, SandboxPool
-from benchforge.stages import load_benchmark, run_run, run_score
+from benchforge.stages import run_run, run_score
 
 FIXTURE = REPO / "tests" / "fixtures" / "multiple" / "humaneval-py.jsonl"
 LIMITS = Limits(timeout_s=10.0, memory_mb=4096, stack_mb=64, cpu_s=30, nofile=256, nproc=64,

@@ -153,8 +153,8 @@ def test_metrics_carry_cost(tmp_path: Path) -> None:
 def test_breakdown_by_difficulty(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
+    from benchforge.metrics import compute_metrics
     from benchforge.rundir import CellDir
-    from benchforge.stages import compute_metrics
 
     verdicts = {f"T/{i}": [i % 3 != 0] for i in range(30)}
     cell = write_cell(tmp_path / "cell", verdicts, "m")

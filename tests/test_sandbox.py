@@ -8,27 +8,23 @@ in $BENCHFORGE_REQUIRE_SANDBOXES to be available, so none is skipped silently th
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import sys
 import textwrap
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from benchforge.errors import BenchforgeError
-from benchforge.sandbox import MODES, CheckProgram, SandboxPool, make_sandbox, resolve_mode
+from benchforge.sandbox import MODES, SandboxPool, conformance, make_sandbox, resolve_mode
 from benchforge.sandbox.outer import mode_available
 
 # The real apptainer modes join the suite where apptainer is installed and a scorer image is
 # given (BENCHFORGE_SCORER_IMAGE=/path/scorer.sif); a fake checks their flags everywhere.
 IMAGE = os.environ.get("BENCHFORGE_SCORER_IMAGE") or None
 AVAILABLE = [m for m in MODES if mode_available(m, IMAGE if m.startswith("apptainer") else None)]
-FULL = {"timeout", "memory", "environment", "nproc", "escapees", "network", "filesystem"}
 
 
 def test_required_modes_are_available() -> None:
@@ -47,244 +43,90 @@ def test_auto_picks_the_strongest_available() -> None:
 
 @pytest.fixture(params=AVAILABLE)
 def sandbox(request: pytest.FixtureRequest, base_cfg):
-    cfg = OmegaConf.merge(base_cfg.sandbox, {"name": request.param, "timeout_s": 3.0,
-                                             "memory_mb": 512, "fsize_mb": 1, "nproc": 32,
-                                             "image": IMAGE})
+    cfg = OmegaConf.merge(base_cfg.sandbox, {"name": request.param, "image": IMAGE,
+                                             **conformance.SUITE_LIMITS})
     with make_sandbox(cfg, workers=2) as pool:
         yield pool
 
 
+CHECK = conformance.CHECK
+
+
 def run(sandbox: SandboxPool, code: str, test: str | None = None, **kw: object):
-    return sandbox.run(CheckProgram(textwrap.dedent(code),
-                                    textwrap.dedent(test) if test else None, **kw))  # type: ignore[arg-type]
+    return conformance.run(sandbox, code, test, **kw)
 
 
-CHECK = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(5) == 6\n"
+@pytest.mark.parametrize("check", list(conformance.CHECKS))
+def test_conformance(sandbox: SandboxPool, check: str) -> None:
+    """The suite shipped in benchforge.sandbox.conformance (``benchforge sandbox-check``):
+    guarantees, pass and fail, every failure mode, exits before the checks, tampering, fake
+    verdicts, timeouts, fork bombs, stdout floods, the scrubbed environment, setsid escapees,
+    no network, the filesystem outside the workdir, workers killed by their sample, and
+    sample code never in benchforge's process."""
+    conformance.CHECKS[check](sandbox)
 
 
-def test_guarantees(sandbox: SandboxPool) -> None:
-    assert {"timeout", "memory", "environment"} <= sandbox.guarantees
-    if sandbox.mode in ("bwrap", "userns"):
-        assert sandbox.guarantees == FULL
-    if sandbox.mode in ("bwrap", "userns", "apptainer", "apptainer-setuid"):
-        # the worker verified it runs in its own pid namespace, so its sweep after each
-        # sample lists that namespace's /proc (no reaper process per sample)
-        assert sandbox.info["pidns"] is True
-    if sandbox.mode == "rlimit-only":
-        assert "filesystem" not in sandbox.guarantees  # never claimed without an outer layer
+def test_the_suite_catches_a_broken_sandbox() -> None:
+    """A sandbox that believes every sample fails the suite, each check naming the problem."""
+    from benchforge.sandbox.types import ExecResult
+
+    class Credulous:
+        mode = "bwrap"
+        guarantees = frozenset(conformance.FULL)
+        restarts = 0
+
+        def __init__(self) -> None:
+            self.info = {"pidns": True}
+
+        def run(self, program, timeout_s=None, time_scale=1.0):
+            return ExecResult(True, None, "", 0.0)
+
+        def close(self) -> None:
+            pass
+
+    outcomes = conformance.run_suite(lambda: contextlib.nullcontext(Credulous()))
+    failed = {o.check for o in outcomes if not o.passed}
+    assert failed >= {"pass and fail", "failure modes", "tampering", "fake verdicts",
+                      "timeouts", "fork bomb", "no network", "filesystem"}, outcomes
+    assert all(o.problem for o in outcomes if not o.passed)
 
 
-def test_pass_and_fail(sandbox: SandboxPool) -> None:
-    good = run(sandbox, "def f(x):\n    return x + 1\n", CHECK, entry_point="f", check="check")
-    bad = run(sandbox, "def f(x):\n    return x\n", CHECK, entry_point="f", check="check")
-    assert good.passed and good.failure_mode is None
-    assert not bad.passed and bad.failure_mode == "assertion"
+def test_failure_modes_are_one_vocabulary() -> None:
+    """Every failure mode the stdlib-only worker writes is one of sandbox.types.FailureMode."""
+    import ast
+
+    from benchforge.sandbox.outer import WORKER
+    from benchforge.sandbox.types import FAILURE_MODES
+
+    written = set()
+    for node in ast.walk(ast.parse(Path(WORKER).read_text())):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple) and \
+                node.value.elts and isinstance(node.value.elts[0], ast.Constant) and \
+                isinstance(node.value.elts[0].value, str) and len(node.value.elts) == 2:
+            written.add(node.value.elts[0].value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("fail", "report") and node.args and \
+                isinstance(node.args[0], ast.Constant):
+            written.add(node.args[0].value)
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "SIGNAL_MODES"
+                                                for t in node.targets):
+            written |= {v.value for v in node.value.values}  # type: ignore[attr-defined]
+    written.discard("passed")
+    assert written and written <= FAILURE_MODES, written - FAILURE_MODES
 
 
-@pytest.mark.parametrize("code,mode", [
-    ("def f(:\n", "syntax_error"),
-    ("raise ValueError('boom')\n", "runtime_error"),
-    ("def f(x):\n    return f(x)\nf(1)\n", "runtime_error"),
-    ("import sys\nsys.exit(0)\n", "early_exit"),
-    ("import os\nos._exit(0)\n", "early_exit"),
-    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", "killed"),
-    ("x = bytearray(2 * 1024 ** 3)\n", "memory"),
-    ("import ctypes\nctypes.string_at(0)\n", "crash"),
-    ("open('big', 'wb').write(b'x' * 50 * 1024 * 1024)\n", "output_limit"),
-])
-def test_failure_modes(sandbox: SandboxPool, code: str, mode: str) -> None:
-    result = run(sandbox, code)
-    assert not result.passed
-    assert result.failure_mode == mode, result.detail
+@pytest.mark.slow
+def test_sandbox_check_command(tmp_path: Path) -> None:
+    """``benchforge sandbox-check sandbox=rlimit-only``: the suite on this host, as a table;
+    an unknown mode is one line, exit 2."""
+    from _support import run_cli
 
-
-def test_exit_before_checks_is_not_a_pass(sandbox: SandboxPool) -> None:
-    for code in ("import os\ndef f(x):\n    return x\nos._exit(0)\n",
-                 "import sys\ndef f(x):\n    sys.exit(0)\n"):
-        result = run(sandbox, code, CHECK, entry_point="f", check="check")
-        assert not result.passed and result.failure_mode == "early_exit", result.detail
-
-
-@pytest.mark.parametrize("code,test", [
-    # An object that equals everything.
-    ("class A:\n    def __eq__(self, other):\n        return True\n"
-     "def f(x):\n    return A()\n", CHECK),
-    # ... also hidden in a container, or as a subclass of a builtin.
-    ("class S(int):\n    def __eq__(self, other):\n        return True\n"
-     "    __hash__ = int.__hash__\ndef f(x):\n    return [S(0)][0]\n", CHECK),
-    # Replacing the test's assertion helper from inside the candidate.
-    ("def f(x):\n    globals()['same'] = lambda a, b: None\n    return x + 1 if x == 1 else 0\n",
-     "def same(a, b):\n    assert a == b\n"
-     "def check(candidate):\n    same(candidate(1), 2)\n    same(candidate(5), 6)\n"),
-    # Patching builtins the checker uses.
-    ("import builtins\nbuiltins.abs = lambda x: 0\ndef f(x):\n    return 0\n",
-     "def check(candidate):\n    assert abs(candidate(1) - 2) < 1e-6\n"),
-    # Skipping the checker's lines with a trace hook.
-    ("import sys\nsys.settrace(lambda *a: None)\ndef f(x):\n    return x + 1\n", CHECK),
-])
-def test_tampering_with_the_checker_is_caught(sandbox: SandboxPool, code: str, test: str) -> None:
-    result = run(sandbox, code, test, entry_point="f", check="check")
-    assert not result.passed and result.failure_mode == "tampering", result.detail
-
-
-def test_fake_verdicts_are_not_believed(sandbox: SandboxPool) -> None:
-    for code in ("print('passed')\nprint('{\"status\": \"passed\"}')\nimport os\nos._exit(0)\n",
-                 "import os\nos.write(3, b'{\"status\": \"passed\"}')\nos._exit(0)\n"):
-        result = run(sandbox, code)
-        assert not result.passed and result.failure_mode in ("early_exit", "tampering"), code
-    forged = run(sandbox, "import os\nos.write(3, b'{\"status\": \"passed\"}')\nos._exit(0)\n")
-    assert forged.failure_mode == "tampering"
-
-
-def test_infinite_loop_and_ignored_sigterm_time_out(sandbox: SandboxPool) -> None:
-    for code in ("while True:\n    pass\n",
-                 "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                 "while True:\n    pass\n"):
-        started = time.monotonic()
-        result = sandbox.run(CheckProgram(code), timeout_s=1.0)
-        assert not result.passed and result.failure_mode == "timeout"
-        assert time.monotonic() - started < 1.0 + 2.0
-
-
-def test_fork_bomb_is_contained(sandbox: SandboxPool) -> None:
-    assert "nproc" in sandbox.guarantees
-    started = time.monotonic()
-    result = sandbox.run(CheckProgram("import os\nwhile True:\n    os.fork()\n"), timeout_s=2.0)
-    assert not result.passed
-    assert time.monotonic() - started < 10
-    assert run(sandbox, "x = 1\n").passed  # the host and the worker still work
-
-
-def test_stdout_flood_is_capped(sandbox: SandboxPool) -> None:
-    code = ("import sys\nchunk = 'x' * (1 << 20)\n"
-            "for _ in range(1024):\n    sys.stdout.write(chunk)\n")
-    result = sandbox.run(CheckProgram(code), timeout_s=5.0)
-    assert not result.passed and result.failure_mode in ("output_limit", "timeout")
-    assert len(result.detail) < 10_000
-
-
-def test_environment_is_scrubbed(sandbox: SandboxPool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
-    monkeypatch.setenv("https_proxy", "http://proxy:3128")
-    result = run(sandbox, """
-        import os, sys
-        assert "HF_TOKEN" not in os.environ, "token leaked"
-        assert not any("proxy" in k.lower() for k in os.environ), "proxy leaked"
-        assert os.environ["HOME"] == os.getcwd(), "HOME is not the sample's temp dir"
-        assert sys.stdin is None
-        assert os.listdir(".") == [".output"], os.listdir(".")
-        """)
-    assert result.passed, result.detail
-
-
-def _survivors(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(pid))
-    return found
-
-
-def test_setsid_escapees_are_killed(sandbox: SandboxPool) -> None:
-    assert "escapees" in sandbox.guarantees
-    marker = f"98{os.getpid() % 1000}.5"
-    code = f"""
-        import os, time
-        if os.fork() == 0:
-            os.setsid()
-            if os.fork() == 0:
-                os.execv("/bin/sleep", ["sleep", "{marker}"])
-            os._exit(0)
-        time.sleep(0.3)
-        """
-    assert run(sandbox, code).passed
-    deadline = time.monotonic() + 5
-    while _survivors(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _survivors(marker), "a setsid() child outlived its sample"
-
-
-def test_no_network(sandbox: SandboxPool) -> None:
-    assert "network" in sandbox.guarantees
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(4)
-    port = listener.getsockname()[1]
-    accepted: list[object] = []
-    thread = threading.Thread(target=lambda: accepted.append(_accept(listener)))
-    thread.start()
-    result = run(sandbox, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), 2)\n")
-    thread.join()
-    listener.close()
-    assert not result.passed and result.failure_mode == "runtime_error"
-    assert accepted == [None], "the sample reached a listener on the host"
-
-
-def _accept(listener: socket.socket) -> object:
-    try:
-        conn, _ = listener.accept()
-    except OSError:
-        return None
-    conn.close()
-    return "connected"
-
-
-def test_filesystem_outside_the_workdir(sandbox: SandboxPool, tmp_path: Path) -> None:
-    secret = tmp_path / "secret.txt"
-    secret.write_text("TOPSECRET-42")
-    secret.chmod(0o644)  # even world-readable: it is outside the bind set
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    run_dir = tmp_path / "runs"
-    run_dir.mkdir()
-    home_target = Path.home() / f"benchforge-evil-{os.getpid()}"
-    if "filesystem" not in sandbox.guarantees:
-        assert sandbox.mode == "rlimit-only"  # documented: no outer layer for files
-        return
-    try:
-        result = run(sandbox, f"print(open({str(secret)!r}).read())\n")
-        assert not result.passed and "TOPSECRET" not in result.detail
-        for target in (run_dir / "evil.txt", home_target, Path(sys.prefix) / "evil.txt"):
-            result = run(sandbox, f"open({str(target)!r}, 'w').write('x')\n")
-            assert not result.passed and not target.exists(), target
-        for target in (victim, Path(__file__), Path(sys.executable)):
-            result = run(sandbox, f"import os\nos.remove({str(target)!r})\n")
-            assert not result.passed and target.exists(), target
-        result = run(sandbox, "import os, sys\nos.remove(sys.argv[0] if sys.argv[0] else 'x')\n")
-        assert not result.passed
-    finally:
-        home_target.unlink(missing_ok=True)
-
-
-def test_killing_the_worker_does_not_stop_the_run(sandbox: SandboxPool) -> None:
-    good = ("def f(x):\n    return x + 1\n", True)
-    bad = ("def f(x):\n    return x - 1\n", False)
-    killer = ("import os\nos.kill(os.getppid(), 9)\ndef f(x):\n    return x + 1\n", None)
-    batch = [good, killer, bad, good, killer, good, bad, good]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(
-            lambda item: run(sandbox, item[0], CHECK, entry_point="f", check="check"), batch))
-    for result, (_, expected) in zip(results, batch, strict=True):
-        if expected is not None:
-            assert result.passed == expected, result
-    # The kill either lands (the worker is replaced, the sample fails as "killed") or is refused
-    # (another uid: PermissionError; pid 1 of a namespace ignores it) and the sample runs on.
-    killers = [r for r, (code, _) in zip(results, batch, strict=True) if code == killer[0]]
-    for result in killers:
-        assert result.passed or result.failure_mode in ("killed", "runtime_error"), result
-    assert sandbox.restarts == sum(r.failure_mode == "killed" for r in killers)
-
-
-def test_sample_code_never_runs_in_benchforge(sandbox: SandboxPool) -> None:
-    result = run(sandbox, f"import os\nassert os.getpid() != {os.getpid()}\n"
-                          f"assert os.getppid() != {os.getpid()}\n")
-    assert result.passed, result.detail
+    proc = run_cli("sandbox-check", "sandbox=rlimit-only", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "sandbox=rlimit-only conformance" in proc.stdout
+    assert proc.stdout.count("pass") >= len(conformance.CHECKS)
+    bad = run_cli("sandbox-check", "sandbox=nosuchmode", cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 def test_fake_apptainer_gets_the_isolating_flags(tmp_path: Path, base_cfg,

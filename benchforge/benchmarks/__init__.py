@@ -17,19 +17,24 @@ from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 _REGISTRY: dict[str, type[Benchmark]] = {}
 
 
 @dataclass(frozen=True)
 class Task:
+    """One problem of a benchmark: its id and the row of the official data file, verbatim."""
+
     task_id: str
     data: dict[str, Any] = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """A benchmark's loaded tasks (``benchmark.limit`` applied), the file they came from, its
+    sha256 and the benchmark version, all recorded in the cell's provenance."""
+
     tasks: list[Task]
     path: Path
     sha256: str
@@ -37,6 +42,11 @@ class Dataset:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. EvalPlus's md5 "hash"
 
     def task(self, task_id: str) -> Task:
+        """The task ``task_id``.
+
+        Raises:
+            KeyError: no such task in this dataset.
+        """
         for task in self.tasks:
             if task.task_id == task_id:
                 return task
@@ -61,7 +71,19 @@ class Download:
 
 
 class Benchmark(ABC):
-    """How one benchmark loads its data, prompts a model, extracts code and builds its check."""
+    """How one benchmark loads its data, prompts a model, extracts code and builds its check.
+
+    The extension point for a new benchmark: subclass it in ``benchforge/benchmarks/<loader>.py``,
+    decorate it with :func:`register`, implement the abstract methods, and add
+    ``conf/benchmark/<name>.yaml``. Every behaviour follows the benchmark's official tool; say
+    which file in each method's docstring. ``mode`` is always the model's request mode,
+    ``chat`` or ``completion``.
+
+    Args:
+        cfg: the ``benchmark`` config group.
+        data_root: where staged data files are (``data.root``).
+        cache_dir: where derived files are cached (``data.cache``).
+    """
 
     # True where the benchmark sets its own per-test time limits (EvalPlus); otherwise each
     # task's reference solution is timed through the sandbox to derive one limit per sample.
@@ -83,17 +105,28 @@ class Benchmark(ABC):
         return []
 
     @abstractmethod
-    def load(self) -> Dataset: ...
+    def load(self) -> Dataset:
+        """Read the tasks of ``benchmark.version`` (``benchmark.limit`` applied via
+        :meth:`limited`).
+
+        Raises:
+            BenchforgeError: the data file is missing (names ``benchforge stage``), corrupt, or
+                its sha256 differs from the pinned one.
+        """
 
     @abstractmethod
-    def prompt(self, task: Task, mode: str) -> Prompt: ...
+    def prompt(self, task: Task, mode: str) -> Prompt:
+        """The prompt the model gets for ``task`` in ``mode``, built exactly as the official
+        harness builds it (its ``sha256`` goes into every sample row)."""
 
     @abstractmethod
     def reference_completion(self, task: Task, mode: str) -> str:
         """What a perfect model would answer; the oracle server serves it."""
 
     @abstractmethod
-    def extract_code(self, task: Task, completion: str, mode: str) -> str: ...
+    def extract_code(self, task: Task, completion: str, mode: str) -> str:
+        """The program graded for a model's answer (stop strings already cut, reasoning
+        removed), extracted as the official evaluator does; never raises on odd text."""
 
     @abstractmethod
     def check_program(self, task: Task, code: str) -> CheckProgram:
@@ -158,6 +191,7 @@ class Benchmark(ABC):
         return None
 
     def limited(self, tasks: list[Task]) -> list[Task]:
+        """The first ``benchmark.limit`` tasks (all when the limit is null)."""
         limit = self.cfg.get("limit")
         return tasks[:limit] if limit else tasks
 
@@ -168,6 +202,9 @@ def shorten(text: str, limit: int = 2000) -> str:
 
 
 def register(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
+    """Class decorator: make a :class:`Benchmark` subclass the one ``benchmark.loader=name``
+    selects."""
+
     def decorate(cls: type[Benchmark]) -> type[Benchmark]:
         _REGISTRY[name] = cls
         return cls
@@ -176,6 +213,11 @@ def register(name: str) -> Callable[[type[Benchmark]], type[Benchmark]]:
 
 
 def get_benchmark(cfg: DictConfig, data_root: Path, cache_dir: Path | None = None) -> Benchmark:
+    """The benchmark ``cfg.loader`` names, importing ``benchforge/benchmarks/<loader>.py``.
+
+    Raises:
+        BenchforgeError: no such module, or the module registers no benchmark.
+    """
     loader = str(cfg.loader)
     if loader not in _REGISTRY:
         try:
@@ -187,3 +229,25 @@ def get_benchmark(cfg: DictConfig, data_root: Path, cache_dir: Path | None = Non
     if loader not in _REGISTRY:
         raise BenchforgeError(f"benchmark.loader={loader}: module registers no benchmark")
     return _REGISTRY[loader](cfg, data_root, cache_dir)
+
+
+def load_benchmark(cfg: DictConfig) -> Benchmark:
+    """The benchmark of a composed config (``benchmark`` group), reading its data from
+    ``data.root`` and caching derived files under ``data.cache``.
+
+    Raises:
+        BenchforgeError: ``benchmark.loader`` names no module here, or the module registers
+            no benchmark.
+    """
+    return get_benchmark(cfg.benchmark, Path(str(cfg.data.root)).expanduser(),
+                         Path(str(cfg.data.cache)).expanduser())
+
+
+def oracle_answers(benchmark: Benchmark, tasks: list[Task], mode: str) -> list[dict[str, str]]:
+    """Answers-file rows (``benchforge.mock_server``) that make the mock server reply to each
+    task's prompt in ``mode`` (chat | completion) with its reference solution."""
+    return [
+        {"prompt_sha256": benchmark.prompt(task, mode).sha256,
+         "completion": benchmark.reference_completion(task, mode)}
+        for task in tasks
+    ]

@@ -26,7 +26,7 @@ from benchforge.benchmarks import Benchmark, Dataset, Download, Task
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 DATA_FILE = "cruxeval/cruxeval.jsonl"
 # The official data file at a pinned commit of facebookresearch/cruxeval, and its sha256.
@@ -153,6 +153,9 @@ def guard_source() -> str:
 
 
 class CruxEval(Benchmark):
+    """CRUXEval's prompts, extraction, checks and skip rule, shared by the input and output tasks
+    (facebookresearch/cruxeval; see the module docstring)."""
+
     mode: str  # "input" | "output"
     per_test_time_limits = True  # the official fixed 3 s, not a per-host reference time
 

@@ -26,7 +26,7 @@ from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 SUITES = ("base", "plus")
 # EvalPlus: a suite's process gets min(EVALPLUS_TIMEOUT_PER_TASK=60, sum of limits) + 1 s,

@@ -34,7 +34,7 @@ from benchforge.benchmarks import _bcb_runner as runner
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 SEMANTICS = "bigcodebench 0.2.5 (generate.py, sanitize.py, evaluate.py, eval/)"
 HF_DATASETS = {"full": "bigcode/bigcodebench", "hard": "bigcode/bigcodebench-hard"}
@@ -120,6 +120,9 @@ def official_status(passed: bool, detail: str) -> str:
 
 @register("bigcodebench")
 class BigCodeBench(Benchmark):
+    """BigCodeBench (full or hard, complete or instruct) graded by its unittest suites as
+    bigcodebench 0.2.5 does (tier 2: after the readiness gate); see the module docstring."""
+
     per_test_time_limits = True  # the official fixed limits
     tier = 2
     container = "bigcodebench.def"

@@ -6,4 +6,7 @@ from benchforge.benchmarks._cruxeval import CruxEval
 
 @register("cruxeval_i")
 class CruxEvalInput(CruxEval):
+    """CRUXEval-I: predict an input of ``f`` for a given output (see
+    :mod:`benchforge.benchmarks._cruxeval`)."""
+
     mode = "input"

@@ -6,4 +6,7 @@ from benchforge.benchmarks._cruxeval import CruxEval
 
 @register("cruxeval_o")
 class CruxEvalOutput(CruxEval):
+    """CRUXEval-O: predict the output of ``f`` for a given input (see
+    :mod:`benchforge.benchmarks._cruxeval`)."""
+
     mode = "output"

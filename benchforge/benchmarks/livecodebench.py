@@ -28,7 +28,7 @@ from benchforge.benchmarks import _lcb_guard as guard
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 DATA_DIR = "livecodebench/code_generation_lite"
 HF_DATASET = "livecodebench/code_generation_lite"
@@ -87,6 +87,9 @@ def extract_last_block(text: str) -> str:
 
 @register("livecodebench")
 class LiveCodeBench(Benchmark):
+    """LiveCodeBench code generation graded as lcb_runner does, with the contamination window of
+    ``benchmark.cutoff`` (see the module docstring)."""
+
     per_test_time_limits = True
     has_references = False
 

@@ -8,6 +8,9 @@ from benchforge.benchmarks._evalplus import EvalPlusBenchmark
 
 @register("mbppplus")
 class MbppPlus(EvalPlusBenchmark):
+    """MBPP+ as EvalPlus 0.3.1 grades it; the shared behaviour is
+    :class:`~benchforge.benchmarks._evalplus.EvalPlusBenchmark`."""
+
     kind = "mbpp"
     files: ClassVar[dict[str, str]] = {"v0.2.0": "mbppplus/MbppPlus.jsonl.gz",
              "v0.1.0": "mbppplus/v0.1.0/MbppPlus.jsonl.gz"}

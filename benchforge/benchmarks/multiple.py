@@ -33,7 +33,7 @@ from benchforge.benchmarks import _multiple_runner as runner
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.pool import CheckProgram
+from benchforge.sandbox.types import CheckProgram
 
 # A fenced block of a chat answer: its language tag and its body (an unclosed last fence runs to
 # the end). MultiPL-E defines no chat protocol; this one is benchforge's own (README).
@@ -124,6 +124,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 @register("multiple")
 class MultiPLE(Benchmark):
+    """One MultiPL-E language (``benchmark.language``), scored with MultiPL-E's own execution rules
+    for it in the sandbox (tier 2: after the readiness gate)."""
+
     per_test_time_limits = True  # the evaluation scripts' own fixed limits
     has_references = False  # MultiPL-E ships prompts and tests, no solutions
     tier = 2

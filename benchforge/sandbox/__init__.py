@@ -12,16 +12,23 @@ rlimits, an unprivileged uid when running as root, and a hard wall-clock kill (s
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
 from benchforge.sandbox.outer import MODES, detect_mode, mode_problem
-from benchforge.sandbox.pool import CheckProgram, ExecResult, Limits, SandboxPool
+from benchforge.sandbox.pool import SandboxPool
+from benchforge.sandbox.types import (
+    FAILURE_MODES,
+    CheckProgram,
+    ExecResult,
+    FailureMode,
+    Limits,
+    Sandbox,
+)
 
-__all__ = ["MODES", "CheckProgram", "ExecResult", "Limits", "Sandbox", "SandboxPool",
-           "make_sandbox", "resolve_mode"]
+__all__ = ["FAILURE_MODES", "MODES", "CheckProgram", "ExecResult", "FailureMode", "Limits",
+           "Sandbox", "SandboxPool", "make_sandbox", "resolve_mode"]
 
 log = logging.getLogger("benchforge")
 
@@ -29,18 +36,6 @@ RLIMIT_ONLY_WARNING = (
     "sandbox=rlimit-only: samples run with rlimits in a separate process but WITHOUT an outer "
     "isolation layer — this is not a sandbox. Use sandbox=bwrap (apt install bubblewrap) or "
     "sandbox=apptainer on machines that hold credentials or data worth protecting.")
-
-
-class Sandbox(Protocol):
-    mode: str
-
-    @property
-    def guarantees(self) -> frozenset[str]: ...
-
-    def run(self, program: CheckProgram, timeout_s: float | None = None,
-            time_scale: float = 1.0) -> ExecResult: ...
-
-    def close(self) -> None: ...
 
 
 def resolve_mode(name: str, image: str | None = None) -> str:

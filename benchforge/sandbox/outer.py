@@ -36,6 +36,9 @@ FILESYSTEM_ISOLATING = frozenset({"bwrap", "apptainer", "apptainer-setuid", "use
 
 @dataclass(frozen=True)
 class OuterLayer:
+    """How a worker is started inside one outer layer: the argv before the interpreter, the worker
+    script and Python as seen inside, the worker's config and environment."""
+
     mode: str
     argv_prefix: list[str]
     worker_path: str  # where the worker script is, as seen inside the layer
@@ -46,6 +49,7 @@ class OuterLayer:
 
 
 def is_root() -> bool:
+    """Whether benchforge runs as root (samples then run as an unprivileged uid)."""
     return os.geteuid() == 0
 
 
@@ -64,6 +68,7 @@ def _readable_by_others(paths: list[Path]) -> bool:
 
 
 def python_paths() -> list[Path]:
+    """The interpreter's prefix, base prefix and bin dir (bound read-only into the sandbox)."""
     paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
     return sorted(p.resolve() for p in paths)
 
@@ -124,6 +129,8 @@ def _bwrap_binds(extra: tuple[str, ...] = ()) -> list[str]:
 
 
 def bwrap_argv(extra_ro: tuple[str, ...] = ()) -> list[str]:
+    """The bubblewrap argv: new namespaces, a read-only view of the system and the interpreter,
+    ``/tmp`` as a tmpfs, plus ``extra_ro`` dirs read-only."""
     namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                   "--unshare-cgroup-try"]
     if not is_root():
@@ -134,6 +141,8 @@ def bwrap_argv(extra_ro: tuple[str, ...] = ()) -> list[str]:
 
 
 def apptainer_argv(image: str, setuid: bool, extra_ro: tuple[str, ...] = ()) -> list[str]:
+    """The apptainer argv for ``image``: contained, no home, clean env, no network, the worker dir
+    bound read-only (``setuid``: no user namespace)."""
     argv = ["apptainer", "exec", "--containall", "--no-home", "--cleanenv", "--net",
             "--network", "none",
             "--bind", f"{PACKAGE_DIR}:{CONTAINER_WORKER_DIR}:ro"]

@@ -21,69 +21,17 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from omegaconf import DictConfig
-
 from benchforge.errors import BenchforgeError
 from benchforge.sandbox.outer import FILESYSTEM_ISOLATING, OuterLayer, is_root, make_outer
+from benchforge.sandbox.types import CheckProgram, ExecResult, FailureMode, Limits
 
 # Extra seconds the host waits beyond a sample's limit before declaring its worker hung.
 HOST_GRACE_S = 10.0
 WORKER_START_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout_s: float
-    memory_mb: int
-    stack_mb: int
-    cpu_s: int
-    nofile: int
-    nproc: int
-    fsize_mb: int
-    max_output_bytes: int
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> Limits:
-        return cls(**{name: cfg[name] for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class CheckProgram:
-    """Untrusted ``code``, then trusted ``test``, then ``check(entry_point)`` if given.
-
-    With ``differential`` (EvalPlus-style: dataset, atol, support_source and input ``suites``
-    with pickled inputs/expected outputs, per-input limits and a wall limit each), the entry
-    point is called on each suite's inputs in a fresh child per suite instead.
-    """
-
-    code: str
-    test: str | None = None
-    entry_point: str | None = None
-    check: str | None = None
-    differential: dict[str, Any] | None = None
-    guard_source: str | None = None  # trusted source defining reliability_guard(), applied first
-    bare_globals: bool = False  # exec in {} like the official evaluators (no __name__)
-    time_limit_s: float | None = None  # the benchmark's own fixed limit
-
-    def wall_limit_s(self) -> float | None:
-        if self.time_limit_s is not None:
-            return self.time_limit_s
-        if not self.differential:
-            return None
-        return sum(float(s["wall_s"]) for s in self.differential["suites"])
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    passed: bool
-    failure_mode: str | None  # None when passed
-    detail: str
-    duration_s: float
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. base_status / plus_status
 
 
 # Every open pool, so that a signal handler can kill all workers at once (abort_all).
@@ -184,6 +132,7 @@ class WorkerProcess:
         return dict(request, program=program)
 
     def close(self) -> None:
+        """Stop the worker: close its stdin, give it 5 s to exit, SIGKILL its process group."""
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         try:
@@ -328,14 +277,18 @@ class SandboxPool:
             self._discard(slot, worker)
             duration = round(time.monotonic() - started, 4)
             if hung:
-                return ExecResult(False, "timeout", "sandbox worker stopped answering", duration)
-            return ExecResult(False, "killed", "the sample killed its sandbox worker", duration)
+                return ExecResult(False, FailureMode.TIMEOUT.value,
+                                  "sandbox worker stopped answering", duration)
+            return ExecResult(False, FailureMode.KILLED.value,
+                              "the sample killed its sandbox worker", duration)
         self._release(slot, worker)
         return ExecResult(bool(response["passed"]), response["failure_mode"],
                           str(response.get("detail", "")), float(response["duration_s"]),
                           dict(response.get("extra") or {}))
 
     def close(self) -> None:
+        """Stop every worker (and sweep its leftovers), remove the workers' cgroups and stop
+        the spawner."""
         _OPEN.discard(self)
         with self._lock:
             workers = list(self._all.items())

@@ -341,8 +341,20 @@ def smoke_gate(overrides: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``benchforge`` itself: returns the exit status (0 ok, 1 verify problems, 2 a user
-    mistake printed as one line, 3 a regression, 130/143 interrupted/terminated).
+    mistake printed as one line, 3 a regression, 130/143 interrupted/terminated, 141 when the
+    reader of stdout went away, as in ``benchforge status | head``).
     """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader closed the pipe: no traceback, and none again when Python flushes stdout
+        # at exit (the recipe of Python's signal module documentation)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())

@@ -131,6 +131,16 @@ def test_help_is_instant_and_lists_stages() -> None:
     assert "HEAVY []" in out
 
 
+def test_a_closed_pipe_is_no_traceback() -> None:
+    """`benchforge --help | head -1`: the reader leaves early; exit 141, nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchforge", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before benchforge writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141 and "Traceback" not in err, err
+
+
 def test_unknown_stage(tmp_path: Path) -> None:
     proc = run_cli("launch", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown stage 'launch'" in proc.stderr

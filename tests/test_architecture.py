@@ -221,3 +221,18 @@ def test_cell_ids_are_the_ones_main_computed(tmp_path: Path) -> None:
     assert prepare_cell(limited).cell_id == ORACLE_HUMANEVAL_LIMIT2_ID
     OmegaConf.update(limited, "run.dir", str(tmp_path / "external"))
     assert import_external_samples(limited, external).cell_id == EXTERNAL_HUMANEVAL_LIMIT2_ID
+
+
+def test_the_former_stages_module_names_still_import() -> None:
+    """Scripts written against the single ``benchforge.stages`` module keep working (the names
+    it defined at 1d74f6a, before the split)."""
+    import benchforge.stages as stages
+
+    for name in ("Cell", "run_root", "cell_path", "relative_to_run", "manifest_cell",
+                 "chat_template_sha256", "load_benchmark", "prepare_cell", "run_plan",
+                 "mark_generate_done", "thinking_kwargs", "request_max_tokens", "run_generate",
+                 "read_samples_file", "import_external_samples", "default_workers",
+                 "run_score", "compute_metrics", "cell_cost", "RegressionDetected",
+                 "licence_tag", "run_aggregate", "run_run", "provenance_model", "run_status",
+                 "verify_cell", "run_verify", "run_pull_image"):
+        assert callable(getattr(stages, name)), name

@@ -165,6 +165,31 @@ _LAZY = {"run_plan": "plan", "run_generate": "generate", "run_score": "score",
 
 __all__ = ["COMMANDS", "Command", "runner", *_LAZY]
 
+# Names scripts imported from the former ``benchforge.stages`` module, where they live now
+# (kept importable from here, lazily: ``from benchforge.stages import load_benchmark`` works).
+_MOVED = {
+    "Cell": ("benchforge.cell", "Cell"), "run_root": ("benchforge.cell", "run_root"),
+    "cell_path": ("benchforge.cell", "cell_dir"),
+    "relative_to_run": ("benchforge.cell", "relative_to_run"),
+    "manifest_cell": ("benchforge.cell", "manifest_cell"),
+    "chat_template_sha256": ("benchforge.cell", "chat_template_sha256"),
+    "prepare_cell": ("benchforge.cell", "prepare_cell"),
+    "mark_generate_done": ("benchforge.cell", "mark_generate_done"),
+    "provenance_model": ("benchforge.cell", "provenance_model"),
+    "load_benchmark": ("benchforge.benchmarks", "load_benchmark"),
+    "thinking_kwargs": ("benchforge.client", "thinking_kwargs"),
+    "request_max_tokens": ("benchforge.stages.generate", "request_max_tokens"),
+    "read_samples_file": ("benchforge.stages.score", "read_samples_file"),
+    "import_external_samples": ("benchforge.stages.score", "import_external_samples"),
+    "default_workers": ("benchforge.stages.score", "default_workers"),
+    "compute_metrics": ("benchforge.metrics", "compute_metrics"),
+    "cell_cost": ("benchforge.metrics", "cell_cost"),
+    "licence_tag": ("benchforge.metrics", "licence_tag"),
+    "RegressionDetected": ("benchforge.errors", "RegressionDetected"),
+    "verify_cell": ("benchforge.cellcheck", "verify_cell"),
+    "run_pull_image": ("benchforge.images", "run_pull_image"),
+}
+
 
 def runner(name: str) -> Callable[[Any], Any]:
     """The function behind command ``name``, imported now.
@@ -179,4 +204,7 @@ def runner(name: str) -> Callable[[Any], Any]:
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    if name in _MOVED:
+        module, attribute = _MOVED[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -159,8 +159,12 @@ def shard_attempt(cfg: DictConfig, cell_dir: CellDir, run_root: Path) -> Iterato
 
     def on_warning(signum: int, frame: Any) -> None:
         # The pre-timeout/preemption signal: submitit's handler requeues the job and exits.
+        # SLURM may deliver it twice in a few ms (the job's --signal and preempt_send_user_signal):
+        # only the first reaches submitit, whose checkpoint is not reentrant (a second one
+        # fails with "A temporary saved file already exists", submitit issue #1617).
+        first = not warned
         warned.append(signum)
-        if callable(submitit_handler):
+        if first and callable(submitit_handler):
             submitit_handler(signum, frame)
 
     def on_sigterm(signum: int, frame: object) -> None:

@@ -32,6 +32,11 @@ def _quiet_signals() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # SLURM signals every process of the step: the pre-timeout/preemption signal is the main
+    # process's to act on (submitit's requeue). Inherited here, submitit's handler would run a
+    # second checkpoint beside the main one and break it.
+    for name in ("SIGUSR1", "SIGUSR2"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _ready() -> bool:

@@ -22,6 +22,58 @@ from benchforge.sandbox.types import CheckProgram
 _REGISTRY: dict[str, type[Benchmark]] = {}
 
 
+
+def read_dataset_rows(path: Path, fields: tuple[str, ...] | list[str], label: str,
+                      extra_missing: Callable[[dict[str, Any]], list[str]] | None = None,
+                      ) -> list[dict[str, Any]]:
+    """The rows of a benchmark data file: a Hub parquet file, or JSON lines (``.gz`` allowed).
+
+    Args:
+        path: the data file.
+        fields: keys every row must have.
+        label: the benchmark's name in messages (``MultiPL-E``, ``DS-1000``, ...).
+        extra_missing: further missing keys of a row, named as they should be reported.
+
+    Raises:
+        BenchforgeError: the file is missing, unreadable, not JSON on some line, empty, or a
+            row lacks a field (one line naming the file, the row and the fields).
+    """
+    if not path.is_file():
+        raise BenchforgeError(f"{path}: {label} data file not found")
+    rows: list[dict[str, Any]] = []
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, ValueError) as exc:
+            raise BenchforgeError(f"{path}: unreadable parquet ({exc})") from exc
+    else:
+        import gzip
+        import json
+
+        opener: Any = gzip.open if path.suffix == ".gz" else open
+        try:
+            with opener(path, "rt", encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise BenchforgeError(f"{path}:{lineno}: not JSON ({exc})") from exc
+        except (OSError, EOFError) as exc:
+            raise BenchforgeError(f"{path}: unreadable ({exc})") from exc
+    for index, row in enumerate(rows, start=1):
+        missing = [f for f in fields if f not in row]
+        if extra_missing is not None:
+            missing += extra_missing(row)
+        if missing:
+            raise BenchforgeError(f"{path}: row {index} lacks {label} field(s) "
+                                  f"{', '.join(missing)}")
+    if not rows:
+        raise BenchforgeError(f"{path}: no {label} rows")
+    return rows
+
 @dataclass(frozen=True)
 class Task:
     """One problem of a benchmark: its id and the row of the official data file, verbatim."""

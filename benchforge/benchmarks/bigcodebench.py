@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
 import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from benchforge.answers import bigcodebench as answers
-from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
+from benchforge.benchmarks import (
+    Benchmark,
+    Dataset,
+    Download,
+    Task,
+    read_dataset_rows,
+    register,
+)
 from benchforge.benchmarks import _bcb_runner as runner
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
@@ -69,32 +75,7 @@ SMOKE = {
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a BigCodeBench split: the Hub's parquet, or JSON lines in the same format."""
-    if not path.is_file():
-        raise BenchforgeError(f"{path}: BigCodeBench data file not found")
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(path).to_pylist()
-        except (OSError, ValueError) as exc:
-            raise BenchforgeError(f"{path}: unreadable parquet ({exc})") from exc
-    else:
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise BenchforgeError(f"{path}:{lineno}: not JSON ({exc})") from exc
-    for index, row in enumerate(rows, start=1):
-        missing = [f for f in ROW_FIELDS if f not in row]
-        if missing:
-            raise BenchforgeError(f"{path}: row {index} lacks BigCodeBench field(s) "
-                                  f"{', '.join(missing)}")
-    if not rows:
-        raise BenchforgeError(f"{path}: no BigCodeBench rows")
-    return rows
+    return read_dataset_rows(path, ROW_FIELDS, "BigCodeBench")
 
 
 def task_libs(row: dict[str, Any]) -> list[str]:

@@ -29,13 +29,18 @@ Tier 2: scoring waits for the readiness gate, which checks the pinned versions
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
 from benchforge.answers.thinking import split_thinking
-from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
+from benchforge.benchmarks import (
+    Benchmark,
+    Dataset,
+    Download,
+    Task,
+    read_dataset_rows,
+    register,
+)
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -84,31 +89,13 @@ def test_program(code_context: str, code: str) -> str:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """DS-1000 rows: JSON lines (``.jsonl`` or ``.jsonl.gz``), each checked for its fields."""
-    if not path.is_file():
-        raise BenchforgeError(f"{path}: DS-1000 data file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise BenchforgeError(f"{path}:{lineno}: not JSON ({exc})") from exc
-    except (OSError, EOFError) as exc:
-        raise BenchforgeError(f"{path}: unreadable ({exc})") from exc
-    for index, row in enumerate(rows, start=1):
-        missing = [f for f in ROW_FIELDS if f not in row]
+
+    def missing_metadata(row: dict[str, Any]) -> list[str]:
         meta = row.get("metadata")
-        missing += [f"metadata.{f}" for f in METADATA_FIELDS
-                    if not isinstance(meta, dict) or f not in meta]
-        if missing:
-            raise BenchforgeError(f"{path}: row {index} lacks DS-1000 field(s) "
-                                  f"{', '.join(missing)}")
-    if not rows:
-        raise BenchforgeError(f"{path}: no DS-1000 rows")
-    return rows
+        return [f"metadata.{f}" for f in METADATA_FIELDS
+                if not isinstance(meta, dict) or f not in meta]
+
+    return read_dataset_rows(path, ROW_FIELDS, "DS-1000", missing_metadata)
 
 
 @register("ds1000")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import glob
 import inspect
-import json
 import os
 import re
 import shutil
@@ -28,7 +27,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register
+from benchforge.benchmarks import (
+    Benchmark,
+    Dataset,
+    Download,
+    Task,
+    read_dataset_rows,
+    register,
+)
 from benchforge.benchmarks import _multiple_runner as runner
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
@@ -94,32 +100,7 @@ def stop_at_stop_token(text: str, stop_tokens: list[str]) -> str:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of one MultiPL-E config file: the Hub's parquet, or JSON lines in the same format."""
-    if not path.is_file():
-        raise BenchforgeError(f"{path}: MultiPL-E data file not found")
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(path).to_pylist()
-        except (OSError, ValueError) as exc:
-            raise BenchforgeError(f"{path}: unreadable parquet ({exc})") from exc
-    else:
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise BenchforgeError(f"{path}:{lineno}: not JSON ({exc})") from exc
-    for index, row in enumerate(rows, start=1):
-        missing = [f for f in ROW_FIELDS if f not in row]
-        if missing:
-            raise BenchforgeError(f"{path}: row {index} lacks MultiPL-E field(s) "
-                                  f"{', '.join(missing)}")
-    if not rows:
-        raise BenchforgeError(f"{path}: no MultiPL-E rows")
-    return rows
+    return read_dataset_rows(path, ROW_FIELDS, "MultiPL-E")
 
 
 @register("multiple")

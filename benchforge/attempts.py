@@ -101,7 +101,8 @@ def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    data = DATA_FILE.get(stage)
+    window = _window(cfg)
+    data = _data_name(cell, stage, window)
     rows_before, mtime_before = _rows_and_mtime(cell / data) if data else (0, None)
     attempt = uuid.uuid4().hex[:12]
     begin = {
@@ -113,6 +114,8 @@ def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
     }
     if _slurm_job():
         begin["slurm_job"] = _slurm_job()
+    if window is not None:
+        begin["window"] = window
     _append(cell, begin)
     started, cpu_started = time.monotonic(), _cpu_s()
     end: dict[str, Any] = {}
@@ -138,10 +141,36 @@ def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
                   "wall_s": round(time.monotonic() - started, 3),
                   "cpu_s": round(_cpu_s() - cpu_started, 3), "rows_written": written, **end}
         if stage == "generate" and written:
-            record.setdefault("completion_tokens", _tokens(cell / "samples.jsonl", rows_before))
+            record.setdefault("completion_tokens", _tokens(cell / str(data), rows_before))
         # a full disk: the stage's own error is the one reported
         with contextlib.suppress(OSError, BenchforgeError):
             _append(cell, record)
+
+
+def _window(cfg: Any) -> int | None:
+    """``compute.window``: the one sample window this command works on (None: all)."""
+    compute = cfg.get("compute") if hasattr(cfg, "get") else None
+    index = compute.get("window") if compute is not None else None
+    return None if index is None else int(index)
+
+
+def _window_count(cell: Path) -> int:
+    """K of a cell planned with sample windows (``windows.json``), else 0."""
+    import json
+
+    try:
+        return int(json.loads((cell / "windows.json").read_text(encoding="utf-8"))["of"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _data_name(cell: Path, stage: str, window: int | None) -> str | None:
+    """The file whose rows an attempt of ``stage`` writes: the cell's, or its window's part."""
+    data = DATA_FILE.get(stage)
+    if data and window is not None and (cell / "windows.json").exists():
+        stem, _, suffix = data.partition(".")
+        return f"{stem}.w{window}.{suffix}"
+    return data
 
 
 def _tokens(path: Path, skip: int) -> int:
@@ -153,7 +182,8 @@ def cell_stage(stage: str) -> Callable[[F], F]:
     """Decorate ``run_<stage>(cfg)``: hold the cell's lock for ``stage`` and record the attempt.
 
     The cell is ``cfg.run.dir``; ``score.reference`` runs pass through (they re-enter with the
-    reference cell's config).
+    reference cell's config). A command on one sample window (``compute.window=i``) holds
+    that window's lock (``<stage>.w<i>``), so the shards of one cell run side by side.
     """
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
@@ -168,7 +198,14 @@ def cell_stage(stage: str) -> Callable[[F], F]:
             wait = bool(cfg.run.wait_for_lock) or in_slurm
             timeout = None if cfg.run.wait_for_lock else SLURM_LOCK_WAIT_S
             try:
-                with cell_lock(cell, stage, wait=wait, timeout_s=timeout):
+                window = _window(cfg)
+                lock = stage if window is None or stage not in DATA_FILE else f"{stage}.w{window}"
+                with cell_lock(cell, lock, wait=wait, timeout_s=timeout), \
+                        contextlib.ExitStack() as windows:
+                    if lock == stage and stage in DATA_FILE:  # every window: hold each one
+                        for i in range(_window_count(cell)):
+                            windows.enter_context(cell_lock(cell, f"{stage}.w{i}", wait=wait,
+                                                            timeout_s=timeout))
                     with stage_attempt(cell, stage, cfg):
                         result = fn(cfg, *args, **kwargs)
                     if stage in DATA_FILE and (cell / "provenance.json").exists():
@@ -230,8 +267,9 @@ def attempt_summaries(cell: Path, records: list[dict[str, Any]] | None = None
             entry.update({k: v for k, v in end.items() if k not in ("event", "t", "utc")})
             entry["finished_utc"] = end.get("utc")
         else:
-            later = next((b for b in begins[i + 1:] if b.get("stage") == begin["stage"]), None)
-            data = DATA_FILE.get(begin["stage"])
+            later = next((b for b in begins[i + 1:] if b.get("stage") == begin["stage"]
+                          and b.get("window") == begin.get("window")), None)
+            data = _data_name(cell, begin["stage"], begin.get("window"))
             if later is not None:
                 last_write, rows_now = later.get("data_mtime_before"), later.get("rows_before", 0)
             elif data:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchforge.benchmarks import Benchmark, Dataset, load_benchmark
 from benchforge.cellconfig import OPERATIONAL_MODEL_KEYS, check_plan, config_text, sha256_text
+from benchforge.cellwindows import fix_windows, reconcile
 from benchforge.errors import BenchforgeError
 from benchforge.gguf_model import gguf_provenance, model_gguf
 from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot, template_sha256
@@ -35,6 +36,7 @@ from benchforge.rundir import (
     write_atomic,
     write_json_atomic,
 )
+from benchforge.windows import Window
 
 # Model and benchmark keys added after cells existed, each with the default at which it is left
 # out of the cell id (so adding one keeps every existing cell's id); any other value makes a
@@ -94,11 +96,17 @@ class Cell:
     dataset: Dataset
     cell_id: str
     n_samples: int
+    windows: tuple[Window, ...] = ()  # sample windows (K > 1; benchforge.cellwindows) or none
 
     @property
     def expected_keys(self) -> set[RowKey]:
         """Every ``(task_id, sample_idx)`` the cell's rows must hold when it is complete."""
         return {(t.task_id, i) for t in self.dataset.tasks for i in range(self.n_samples)}
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The cell's task ids in benchmark order (the grid windows are cut from)."""
+        return [t.task_id for t in self.dataset.tasks]
 
 
 def run_root(cfg: DictConfig) -> Path:
@@ -229,6 +237,9 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
                 f"{cdir.path}: holds a cell with another config (cell id {previous}, now "
                 f"{cid}); use another run.name or run.dir, or delete that dir"
             )
+    samples_per_task = n_samples if n_samples is not None else int(cfg.model.n_samples)
+    windows = fix_windows(cdir, cfg.get("compute") if external is None else None,
+                          len(dataset.tasks), samples_per_task)
     cdir.create()
     planned: dict[str, Any] = {}
     if cdir.config.exists():  # written once, at plan time: a later command is checked
@@ -238,7 +249,6 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
         text = config_text(cfg)
         write_atomic(cdir.config, text)
         planned = {"config_sha256": sha256_text(text), "overrides": _hydra_overrides()}
-    samples_per_task = n_samples if n_samples is not None else int(cfg.model.n_samples)
     update_provenance(
         cdir,
         **planned,
@@ -257,16 +267,23 @@ def prepare_cell(cfg: DictConfig, *, external: Path | None = None,
         "paths": {name: relative_to_run(getattr(cdir, name), root) for name in
                   ("config", "provenance", "samples", "generate_done", "results", "score_done",
                    "metrics", "logs")},
-    })
-    return Cell(cdir, benchmark, dataset, cid, samples_per_task)
+    }, windows=[{**w.as_dict(), "of": len(windows)} for w in windows] if windows else None)
+    return Cell(cdir, benchmark, dataset, cid, samples_per_task, tuple(windows or ()))
 
 
 def mark_generate_done(cell: Cell, **extra: Any) -> bool:
     """Write ``generate.done`` iff every expected (task, sample) row is present; an existing
-    marker is checked against the rows, never rewritten over them (MarkerMismatch)."""
+    marker is checked against the rows, never rewritten over them (MarkerMismatch). A cell
+    with sample windows first needs every window done: ``samples.jsonl`` is then written as
+    the union of their parts (benchforge.cellwindows.reconcile)."""
     if cell.dir.generate_done.exists():
         require_samples_intact(cell.dir)
         return True
+    if cell.windows:
+        parts = reconcile(cell.dir, "samples", cell.windows, cell.expected_keys)
+        if parts is None:
+            return False
+        extra = {**extra, **parts}
     rows = first_rows_by_key(read_rows(cell.dir.samples))
     if set(rows) != cell.expected_keys:
         return False

@@ -32,7 +32,7 @@ OPERATIONAL_MODEL_KEYS = frozenset(
 # Keys of the sandbox that change a verdict (timeouts, memory, output size), not just speed.
 RESULT_SANDBOX_KEYS = ("timeout_s", "min_time_limit_s", "time_factor", "memory_mb", "stack_mb",
                        "cpu_s", "nofile", "nproc", "fsize_mb", "max_output_bytes")
-IGNORED = ("stage", "compute.shard")
+IGNORED = ("stage", "compute.shard", "compute.window")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

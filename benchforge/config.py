@@ -191,6 +191,10 @@ class ComputeConfig:
     shard: str = "generate"  # which shape this launch uses; set by the CLI from the stage
     max_requeue_per_shard: int = 5
     gpu_hour_budget: float = 2000.0
+    # Sample windows (benchforge.windows): split each cell's (task, sample) grid into shards.
+    shards_per_cell: int = 1  # K windows of near-equal size; fixed per cell at plan time
+    tasks_per_shard: int | None = None  # or: windows of N whole tasks each
+    window: int | None = None  # the one window this command works on (set by a SLURM sweep)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,18 @@ from benchforge.attempts import cell_stage, note
 from benchforge.benchmarks import get_benchmark, load_benchmark
 from benchforge.cell import Cell, check_rows_belong, mark_generate_done, prepare_cell
 from benchforge.cellconfig import rescore_config
+from benchforge.celllock import cell_lock
+from benchforge.cellwindows import (
+    KeyIndex,
+    PartAppender,
+    archive_parts,
+    mark_window,
+    reconcile,
+    selected_windows,
+    window_keys,
+    window_marker,
+    window_rows,
+)
 from benchforge.config import slug
 from benchforge.console import progress_bar
 from benchforge.errors import BenchforgeError
@@ -42,6 +54,7 @@ from benchforge.rundir import (
 from benchforge.sandbox import Sandbox, make_sandbox
 from benchforge.stages.aggregate import run_aggregate
 from benchforge.stats import require_samples_for_ks
+from benchforge.windows import Window
 
 log = logging.getLogger("benchforge")
 
@@ -152,6 +165,41 @@ def import_external_samples(cfg: DictConfig, source: Path) -> Cell:
     return cell
 
 
+def _finish_windows(cell: Cell, windows: Sequence[Window], one: Window | None) -> bool:
+    """After scoring ``windows`` of a cell with sample windows: mark each, and when every
+    window of the cell is scored write ``results.jsonl`` as the union of the parts (the
+    generate union first, if the last generate shard did not live to write it).
+
+    Returns:
+        Whether the cell's union is complete (``score.done`` may then be written).
+
+    Raises:
+        BenchforgeError: a window's verdicts do not reconcile with its samples.
+    """
+    for w in windows:
+        if not mark_window(cell.dir, "results", w, cell.task_ids, cell.n_samples):
+            raise BenchforgeError(f"{cell.dir.path}: verdicts of window {w.index} do not "
+                                  "reconcile with its samples; rerun")
+    if one is None:  # this process holds every window: it writes the unions itself
+        if not mark_generate_done(cell):
+            raise BenchforgeError(f"{cell.dir.generate_done}: the sample parts do not "
+                                  "reconcile; run `benchforge verify`")
+        return reconcile(cell.dir, "results", cell.windows, cell.expected_keys) is not None
+    with cell_lock(cell.dir.path, "generate", wait=True, timeout_s=600):
+        if not mark_generate_done(cell):
+            return False
+    with cell_lock(cell.dir.path, "score", wait=True, timeout_s=600):
+        done = reconcile(cell.dir, "results", cell.windows, cell.expected_keys) is not None
+    log.info("score: window %d of %d scored%s", one.index, len(cell.windows),
+             "; every window is, results.jsonl written" if done else "")
+    return done
+
+
+def _parts(cell: Cell, windows: Sequence[Window]) -> dict[str, Any]:
+    """The window records for ``score.done`` (index, rows, sha256 of each results part)."""
+    return reconcile(cell.dir, "results", cell.windows, cell.expected_keys) or {}
+
+
 def reference_samples(cfg: DictConfig) -> DictConfig:
     """``score.reference=true``: the config that scores the benchmark's reference solutions,
     written as an external samples file, into ``<run>/reference/<benchmark>`` by default."""
@@ -201,10 +249,12 @@ def default_workers() -> int:
 
 
 def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
-                  limits: Mapping[str, Any], workers: int, progress: bool = False) -> None:
+                  limits: Mapping[str, Any], workers: int, progress: bool = False,
+                  windows: Sequence[Window] | None = None) -> None:
     """The core of the stage: run each sample row of ``todo`` in ``sandbox`` and append its
-    verdict row to the cell's ``results.jsonl`` (fsynced as it arrives). Prints nothing unless
-    ``progress``.
+    verdict row to the cell's ``results.jsonl`` (fsynced as it arrives; a cell with sample
+    windows: to the results part of each row's window, ``windows`` those ``todo`` is drawn
+    from, default all). Prints nothing unless ``progress``.
 
     Args:
         cell: the prepared cell (its benchmark builds each check program).
@@ -230,8 +280,11 @@ def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
         time_limits.update(scoring.time_limits(
             times, needed, float(limits["min_time_limit_s"]), float(limits["time_factor"]),
             float(limits["timeout_s"])))
-    with (RowAppender(cell.dir.results) as appender,
-          progress_bar("score", len(todo), progress) as advance):
+    sink = (PartAppender(cell.dir, "results", KeyIndex(cell.windows, cell.task_ids,
+                                                       cell.n_samples),
+                         cell.windows if windows is None else windows)
+            if cell.windows else RowAppender(cell.dir.results))
+    with (sink as appender, progress_bar("score", len(todo), progress) as advance):
         scoring.score_samples(cell.benchmark, tasks, todo, sandbox, time_limits, appender,
                               advance, workers)
 
@@ -267,20 +320,52 @@ def run_score(cfg: DictConfig) -> Cell | None:
         require_samples_for_ks(list(cfg.aggregate.ks), int(cfg.model.n_samples),
                                "model.n_samples")
         cell = prepare_cell(cfg)
-    if not cell.dir.generate_done.exists():
+    index = None if cfg.score.samples else cfg.compute.get("window")
+    index = None if index is None else int(index)
+    windows = selected_windows(cell.windows, index)
+    if windows == []:
+        log.info("score: compute.window=%s: this cell has %d window(s); nothing to do here",
+                 index, max(len(cell.windows), 1))
+        return cell
+    one = windows[0] if windows is not None and index is not None else None
+    if one is not None and not cell.dir.generate_done.exists():
+        marker = window_marker(cell.dir, "samples", one.index)
+        if not marker.exists():
+            raise BenchforgeError(
+                f"{marker} is missing: generation of window {one.index} of this cell is not "
+                "complete; run `benchforge generate` with the same overrides first")
+    elif not cell.dir.generate_done.exists():
         raise BenchforgeError(
             f"{cell.dir.generate_done} is missing: generation of this cell is not complete; "
             "run `benchforge generate` with the same overrides first")
     require_samples_intact(cell.dir)
     if not cfg.score.force:
         require_results_intact(cell.dir)
-    samples = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="error"))
-    if set(samples) != cell.expected_keys:
-        raise BenchforgeError(
-            f"{cell.dir.samples}: {len(samples)} rows but generate.done promises "
-            f"{len(cell.expected_keys)}; run `benchforge verify` and rerun generate")
-    audit = cell.dir.logs / "timeout_audit.jsonl"
-    if cfg.score.force and cell.dir.results.exists():
+    if windows is not None:  # sample windows: their parts are what is scored
+        samples = window_rows(cell.dir, "samples", windows, torn_tail="error")
+        wanted = set().union(*(window_keys(w, cell.task_ids, cell.n_samples) for w in windows))
+        if set(samples) != wanted:
+            raise BenchforgeError(
+                f"{cell.dir.path}: {len(samples)} sample rows in the parts of windows "
+                f"{[w.index for w in windows]}, {len(wanted)} expected; run `benchforge "
+                "verify` and rerun generate")
+    else:
+        samples = first_rows_by_key(read_rows(cell.dir.samples, torn_tail="error"))
+        if set(samples) != cell.expected_keys:
+            raise BenchforgeError(
+                f"{cell.dir.samples}: {len(samples)} rows but generate.done promises "
+                f"{len(cell.expected_keys)}; run `benchforge verify` and rerun generate")
+    audit = cell.dir.logs / ("timeout_audit.jsonl" if one is None
+                             else f"timeout_audit.w{one.index}.jsonl")
+    if cfg.score.force and windows is not None:
+        stamp = f"{utc_now().replace(':', '')}-{os.getpid()}"
+        archive_parts(cell.dir, "results", windows, cell.dir.logs / f"results-parts.{stamp}")
+        if cell.dir.results.exists():
+            os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
+        cell.dir.score_done.unlink(missing_ok=True)
+        rescore_config(cell.dir, cfg, stamp)
+        log.info("score: force=true, previous results moved to %s", cell.dir.logs)
+    elif cfg.score.force and cell.dir.results.exists():
         # Keep the old verdicts instead of deleting them: nothing written is ever lost.
         stamp = f"{utc_now().replace(':', '')}-{os.getpid()}"
         os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
@@ -289,7 +374,10 @@ def run_score(cfg: DictConfig) -> Cell | None:
         cell.dir.score_done.unlink(missing_ok=True)
         rescore_config(cell.dir, cfg, stamp)
         log.info("score: force=true, previous results moved to %s", cell.dir.logs)
-    done = first_rows_by_key(read_rows(cell.dir.results, torn_tail="repair"))
+    if windows is not None:
+        done = window_rows(cell.dir, "results", windows, torn_tail="repair")
+    else:
+        done = first_rows_by_key(read_rows(cell.dir.results, torn_tail="repair"))
     check_rows_belong(done, cell, cell.dir.results)
     todo = [row for key, row in samples.items() if key not in done]
     workers = int(cfg.score.workers) or default_workers()
@@ -310,22 +398,28 @@ def run_score(cfg: DictConfig) -> Cell | None:
         if todo:
             log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
                      len(samples), workers, sandbox.mode)
-            score_pending(cell, sandbox, todo, sb, workers, bool(cfg.generate.progress))
-        results = first_rows_by_key(read_rows(cell.dir.results))
+            score_pending(cell, sandbox, todo, sb, workers, bool(cfg.generate.progress),
+                          windows)
+        results = (window_rows(cell.dir, "results", windows) if windows is not None
+                   else first_rows_by_key(read_rows(cell.dir.results)))
         if set(results) != set(samples):
             raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
         if cfg.score.audit_timeouts:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
                                    audit, workers, cell.dir)
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
+    if windows is not None and not _finish_windows(cell, windows, one):
+        return cell  # other windows are still being scored: the last one writes score.done
     if cell.dir.score_done.exists():  # checked above and nothing rescored: never re-signed
         if cfg.score.aggregate:
             run_aggregate(cfg)
         return cell
     write_json_atomic(cell.dir.score_done, {
-        "rows": len(results), "results_sha256": sha256_file(cell.dir.results),
+        "rows": len(cell.expected_keys) if windows is not None else len(results),
+        "results_sha256": sha256_file(cell.dir.results),
         "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": mode,
         "finished_utc": utc_now(),
+        **(_parts(cell, windows) if windows is not None else {}),
     })
     if cfg.score.aggregate:
         run_aggregate(cfg)

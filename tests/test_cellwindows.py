@@ -1,0 +1,190 @@
+"""Sample windows on disk: K fixed per cell, one part file per window, the cell as their union."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _support import run_cli
+from omegaconf import OmegaConf
+
+from benchforge.cellwindows import (
+    KeyIndex,
+    PartAppender,
+    fix_windows,
+    mark_window,
+    part_path,
+    read_windows,
+    reconcile,
+    requested_windows,
+    row_files,
+    window_marker,
+    window_problems,
+    windows_path,
+)
+from benchforge.errors import BenchforgeError
+from benchforge.manifest import annotate_cell, read_manifest, upsert_cell
+from benchforge.rundir import CellDir, RowAppender, read_rows
+from benchforge.windows import WindowError
+
+TASKS = [f"T/{i}" for i in range(5)]
+
+
+def compute(**keys: object) -> object:
+    return OmegaConf.create({"shards_per_cell": 1, "tasks_per_shard": None, **keys})
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text
+    return text
+
+
+def test_tasks_per_shard_from_the_config() -> None:
+    windows = requested_windows(compute(tasks_per_shard=2), 5, 3)
+    assert [(w.start, w.stop) for w in windows] == [(0, 6), (6, 12), (12, 15)]
+    assert requested_windows(compute(), 5, 3) == requested_windows(None, 5, 3)  # one window
+    assert len(requested_windows(compute(shards_per_cell=4), 5, 3)) == 4
+    with pytest.raises(WindowError, match="not both"):
+        requested_windows(compute(shards_per_cell=2, tasks_per_shard=2), 5, 3)
+
+
+def test_k_is_fixed_per_cell(tmp_path: Path) -> None:
+    cdir = CellDir(tmp_path / "cell")
+    assert fix_windows(cdir, compute(), 5, 2) is None
+    assert not windows_path(cdir).exists()  # K=1 writes nothing: the cell is as before
+    planned = fix_windows(cdir, compute(shards_per_cell=4), 5, 2)
+    assert planned is not None and len(planned) == 4
+    record = json.loads(windows_path(cdir).read_text())
+    assert record["of"] == 4 and record["asked"] == "compute.shards_per_cell=4"
+    assert fix_windows(cdir, compute(shards_per_cell=4), 5, 2) == planned == read_windows(cdir)
+    for other, shown in ((compute(shards_per_cell=2), "K=2"), (compute(), "K=1"),
+                         (compute(tasks_per_shard=1), "K=5")):
+        with pytest.raises(WindowError) as refused:
+            fix_windows(cdir, other, 5, 2)
+        text = one_line(refused.value)
+        assert "K=4" in text and shown in text and "compute.shards_per_cell=4" in text
+    # an unsharded cell that has rows cannot be cut into windows afterwards
+    plain = CellDir(tmp_path / "plain")
+    plain.path.mkdir()
+    plain.samples.write_text('{"task_id": "T/0", "sample_idx": 0}\n')
+    with pytest.raises(WindowError) as refused:
+        fix_windows(plain, compute(shards_per_cell=3), 5, 2)
+    assert "K=1" in one_line(refused.value) and "K=3" in str(refused.value)
+
+
+def _rows(keys: list[tuple[str, int]]) -> list[dict[str, object]]:
+    return [{"task_id": t, "sample_idx": s, "code": f"{t}#{s}"} for t, s in keys]
+
+
+def test_parts_reconcile_into_the_union_only_when_every_window_is_done(tmp_path: Path) -> None:
+    cdir = CellDir(tmp_path / "cell")
+    windows = fix_windows(cdir, compute(shards_per_cell=3), 5, 2)
+    assert windows is not None
+    expected = {(t, s) for t in TASKS for s in range(2)}
+    index = KeyIndex(windows, TASKS, 2)
+    grid = [(t, s) for t in TASKS for s in range(2)]
+    assert [index.window(t, s) for t, s in grid] == [w.index for w in windows
+                                                      for _ in range(w.size)]
+    # windows 2 and 0 written (out of order) through one appender routing rows to their part
+    with PartAppender(cdir, "samples", index, [windows[0], windows[2]]) as sink:
+        for row in reversed(_rows([k for w in (windows[2], windows[0])
+                                   for k in w.keys(TASKS, 2)])):
+            sink.append(row)
+    assert [mark_window(cdir, "samples", w, TASKS, 2) for w in windows] == [True, False, True]
+    assert row_files(cdir, "samples") == [part_path(cdir, "samples", 0),
+                                          part_path(cdir, "samples", 2)]
+    assert reconcile(cdir, "samples", windows, expected) is None
+    assert not cdir.samples.exists()  # no union while a window is missing
+    with RowAppender(part_path(cdir, "samples", 1)) as appender:
+        for row in _rows(list(windows[1].keys(TASKS, 2)))[:-1]:
+            appender.append(row)
+    assert not mark_window(cdir, "samples", windows[1], TASKS, 2)  # one key short
+    with RowAppender(part_path(cdir, "samples", 1)) as appender:
+        appender.append(_rows(list(windows[1].keys(TASKS, 2)))[-1])
+    assert mark_window(cdir, "samples", windows[1], TASKS, 2)
+    parts = reconcile(cdir, "samples", windows, expected)
+    assert parts is not None and [p["index"] for p in parts["windows"]] == [0, 1, 2]
+    union = read_rows(cdir.samples)
+    assert sorted((r["task_id"], r["sample_idx"]) for r in union) == sorted(expected)
+    assert cdir.samples.read_bytes() == b"".join(
+        part_path(cdir, "samples", w.index).read_bytes() for w in windows)
+    assert row_files(cdir, "samples") == [cdir.samples]
+    assert reconcile(cdir, "samples", windows, expected) == parts  # idempotent
+    assert window_problems(cdir) == []
+    # a part edited after its marker is never folded into the union again
+    with open(part_path(cdir, "samples", 1), "a") as fh:
+        fh.write(json.dumps(_rows([("T/0", 0)])[0]) + "\n")
+    assert any("changed after generate.w1.done" in p for p in window_problems(cdir))
+    with pytest.raises(BenchforgeError, match="changed after generate.w1.done"):
+        reconcile(cdir, "samples", windows, expected)
+
+
+def test_a_row_of_another_window_is_refused(tmp_path: Path) -> None:
+    cdir = CellDir(tmp_path / "cell")
+    windows = fix_windows(cdir, compute(shards_per_cell=2), 5, 1)
+    assert windows is not None
+    with RowAppender(part_path(cdir, "samples", 0)) as appender:
+        for row in _rows([("T/0", 0), ("T/4", 0)]):  # T/4 is window 1's
+            appender.append(row)
+    with pytest.raises(BenchforgeError, match="outside window 0"):
+        mark_window(cdir, "samples", windows[0], TASKS, 1)
+    assert not window_marker(cdir, "samples", 0).exists()
+
+
+def test_manifest_has_one_row_per_window_and_reads_as_one_cell(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    cell = {"cell_id": "abc", "model": "m", "benchmark": "b", "dir": "m/b", "n_tasks": 5,
+            "n_samples": 2}
+    other = {**cell, "dir": "m/c"}
+    upsert_cell(root, cell)  # planned unsharded first (nothing generated yet)
+    upsert_cell(root, other)
+    windows = [{"index": i, "of": 3, "start": s, "stop": e}
+               for i, (s, e) in enumerate([(0, 4), (4, 7), (7, 10)])]
+    upsert_cell(root, cell, windows=windows)
+    upsert_cell(root, cell, windows=windows)  # idempotent
+    on_disk = read_rows(root / "manifest.jsonl")
+    assert [(r["dir"], (r.get("window") or {}).get("index")) for r in on_disk] == [
+        ("m/b", 0), ("m/b", 1), ("m/b", 2), ("m/c", None)]
+    assert annotate_cell(root, str(root / "m/b"), {"shard_state": "generate: done",
+                                                   "generate_job": "7_1"}, window=1)
+    cells = read_manifest(root)
+    assert [c["dir_recorded"] for c in cells] == ["m/b", "m/c"]
+    sharded = cells[0]
+    assert sharded["windows"] == 3 and "window" not in sharded
+    assert "generate_job" not in sharded and "shard_state" not in sharded
+    assert [s["window"]["index"] for s in sharded["shards"]] == [0, 1, 2]
+    assert sharded["shards"][1]["shard_state"] == "generate: done"
+    assert "shard_state" not in sharded["shards"][0]
+    assert "windows" not in cells[1]
+    with pytest.raises(BenchforgeError, match="different config"):
+        upsert_cell(root, {**cell, "cell_id": "zzz"}, windows=windows)
+
+
+def _cli(tmp_path: Path, *extra: str) -> list[str]:
+    return [f"run.root={tmp_path / 'runs'}", "model=oracle", "benchmark=humaneval",
+            "benchmark.limit=6", "model.n_samples=2", "generate.progress=false", *extra]
+
+
+def test_generate_done_only_after_every_window_and_another_k_is_one_line(
+        tmp_path: Path) -> None:
+    cell = tmp_path / "runs/default/oracle/humaneval"
+    for i in range(3):
+        proc = run_cli("generate", *_cli(tmp_path, "compute.shards_per_cell=3",
+                                         f"compute.window={i}"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (cell / f"generate.w{i}.done").exists()
+        assert (cell / "generate.done").exists() == (i == 2), i
+        assert not (cell / "samples.jsonl").exists() or i == 2
+    done = json.loads((cell / "generate.done").read_text())
+    assert done["rows"] == 12 and len(done["windows"]) == 3
+    status = run_cli("status", f"run.root={tmp_path / 'runs'}", cwd=tmp_path)
+    assert status.returncode == 0 and "12/12" in status.stdout
+    for k_override, asked in (("compute.shards_per_cell=2", "K=2"), (None, "K=1")):
+        proc = run_cli("generate", *_cli(tmp_path, *([k_override] if k_override else [])),
+                       cwd=tmp_path)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "K=3" in lines[0] and asked in lines[0]

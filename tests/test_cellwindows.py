@@ -117,7 +117,7 @@ def test_parts_reconcile_into_the_union_only_when_every_window_is_done(tmp_path:
     with open(part_path(cdir, "samples", 1), "a") as fh:
         fh.write(json.dumps(_rows([("T/0", 0)])[0]) + "\n")
     assert any("changed after generate.w1.done" in p for p in window_problems(cdir))
-    with pytest.raises(BenchforgeError, match="changed after generate.w1.done"):
+    with pytest.raises(BenchforgeError, match=r"changed after generate\.w1\.done"):
         reconcile(cdir, "samples", windows, expected)
 
 

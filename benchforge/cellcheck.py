@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.celllock import held_locks
+from benchforge.cellwindows import read_windows, row_files, window_problems, window_progress
 from benchforge.errors import BenchforgeError
 from benchforge.integrity import results_mismatch, samples_mismatch
 from benchforge.metrics import compute_metrics
@@ -87,13 +88,26 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
     if not cdir.path.is_dir():
         notes.append("cell dir missing")
         return status
-    for name, path in (("generated", cdir.samples), ("scored", cdir.results)):
-        state = rows_state(path)
-        status[name] = state["rows"]
-        if state["error"]:
-            notes.append(f"{path.name} corrupt: {_short(state['error'], cdir)}")
-        elif state["total"] and state["total"] > state["rows"]:
-            notes.append(f"{path.name}: {state['total'] - state['rows']} duplicate row(s)")
+    for name, kind in (("generated", "samples"), ("scored", "results")):
+        for path in row_files(cdir, kind):  # the cell's file, or its window parts until then
+            state = rows_state(path)
+            if state["rows"] is not None and status[name] is not False:
+                status[name] = (status[name] or 0) + state["rows"]
+            else:
+                status[name] = False  # unknown: shown as "?"
+            if state["error"]:
+                notes.append(f"{path.name} corrupt: {_short(state['error'], cdir)}")
+            elif state["total"] and state["total"] > state["rows"]:
+                notes.append(f"{path.name}: {state['total'] - state['rows']} duplicate row(s)")
+        if status[name] is False:
+            status[name] = None
+    try:
+        windows = read_windows(cdir)
+    except BenchforgeError as exc:
+        windows = None
+        notes.append(str(exc))
+    if windows:
+        status["windows"] = window_progress(cdir, windows)
     provenance = _json(cdir.provenance, notes)
     if provenance:
         status["model_info"] = provenance.get("model", {})
@@ -116,7 +130,7 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
             else:
                 status["pass@1"] = None
                 notes.append("metrics.json stale (results.jsonl changed); rerun aggregate")
-    for problem in marker_problems(cdir):
+    for problem in [*marker_problems(cdir), *window_problems(cdir)]:
         notes.append(_short(problem, cdir))
     for holder in held_locks(cdir.path):
         notes.append(f"{holder.get('stage')} running: pid {holder.get('pid')} on "
@@ -200,6 +214,7 @@ def _verify(cdir: CellDir, cell: dict[str, Any], cfg_aggregate: Any,
                         "written")
     if cdir.score_done.exists() and not cdir.generate_done.exists():
         problems.append(f"{cdir.score_done}: present without generate.done")
+    problems.extend(window_problems(cdir))
     provenance = _json(cdir.provenance, problems)
     if provenance is not None:
         dataset = provenance.get("dataset", {})

@@ -153,7 +153,9 @@ def cell_cost(cell_dir: CellDir, provenance: dict[str, Any],
         "generate_attempts": generate["attempts"], "score_attempts": score["attempts"],
         "slurm_attempts": sum(1 for a in slurm if a.get("event") == "start"),
         # what the GPU did while a launched engine served (benchforge.gpumon); nulls without
-        "gpu": gpu_cost(read_trace([cell_dir.logs / TRACE_NAME])),
+        # a cell with sample windows: each generate shard traced its GPU under logs/w<i>/
+        "gpu": gpu_cost(read_trace([cell_dir.logs / TRACE_NAME,
+                                    *sorted(cell_dir.logs.glob(f"w*/{TRACE_NAME}"))])),
     }
 
 

@@ -188,3 +188,43 @@ def test_generate_done_only_after_every_window_and_another_k_is_one_line(
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "K=3" in lines[0] and asked in lines[0]
+
+
+def _sorted_rows(path: Path) -> list[str]:
+    """The rows sorted by key, timings (``*_s``) left out: what must not depend on K."""
+    rows = read_rows(path)
+    return sorted(json.dumps({k: v for k, v in r.items() if not k.endswith("_s")},
+                             sort_keys=True) for r in rows)
+
+
+@pytest.mark.slow
+def test_four_windows_give_the_same_cell_as_one(tmp_path: Path, mock_server) -> None:
+    """K=4 locally (one process, every window) against K=1: the same rows, the same score,
+    through status/verify/inspect; with wrong answers so verdicts differ across tasks."""
+    url = mock_server(wrong={"HumanEval/1", "HumanEval/6", "HumanEval/10"})
+    common = ["model=endpoint", f"model.base_url={url}", "model.served_name=mock-model",
+              "benchmark=humaneval", "benchmark.limit=13", "model.n_samples=2",
+              "generate.progress=false", "score.workers=2"]
+    cells = {}
+    for k in (1, 4):
+        root = tmp_path / f"k{k}"
+        proc = run_cli("run", *common, f"run.root={root}", f"compute.shards_per_cell={k}",
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        cells[k] = root / "default/mock-model/humaneval"
+        assert run_cli("verify", f"run.root={root}", cwd=tmp_path).returncode == 0
+    one, four = cells[1], cells[4]
+    assert not (one / "windows.json").exists() and not list(one.glob("*.w*.jsonl"))
+    assert len(list(four.glob("samples.w*.jsonl"))) == 4 == len(list(four.glob("score.w*.done")))
+    for name in ("samples.jsonl", "results.jsonl"):
+        assert _sorted_rows(one / name) == _sorted_rows(four / name), name
+    metrics = [json.loads((c / "metrics.json").read_text()) for c in (one, four)]
+    assert metrics[0]["pass@1"] == metrics[1]["pass@1"]
+    assert metrics[1]["pass@1"]["value"] == pytest.approx(10 / 13)
+    manifest = read_rows(tmp_path / "k4/default/manifest.jsonl")
+    assert [r["window"]["index"] for r in manifest] == [0, 1, 2, 3]
+    assert len(read_rows(tmp_path / "k1/default/manifest.jsonl")) == 1
+    status = run_cli("status", f"run.root={tmp_path / 'k4'}", cwd=tmp_path)
+    assert "26/26 ✓" in status.stdout and status.stdout.count("└ window") == 4
+    inspect = run_cli("inspect", str(four), "--failed", cwd=tmp_path)
+    assert inspect.returncode == 0 and "HumanEval/6" in inspect.stdout

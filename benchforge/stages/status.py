@@ -75,7 +75,8 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
             gpu = status.get("gpu") or {}
             row.append("" if gpu.get("energy_wh") is None else
                        f"{gpu['energy_wh']:.1f}, {gpu['peak_memory_gb'] or 0:.1f}")
-    print_table(f"run {root}", columns, table)
+    print_table(f"run {root}", columns, _with_windows(table, statuses, cells, len(columns),
+                                                      bool(shards)))
     pending = root / "logs" / "pending.json"  # what the sweep driver last saw (PendingWatch)
     if pending.exists():
         try:
@@ -87,6 +88,28 @@ def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
         except (OSError, ValueError, KeyError, TypeError):
             pass
     return statuses
+
+
+def _with_windows(table: list[list[str]], statuses: list[dict[str, Any]],
+                  cells: list[dict[str, Any]], width: int, slurm: bool) -> list[list[str]]:
+    """The table with one row per sample window under each cell that has them: its keys,
+    generated and scored rows (✓: its marker), and its SLURM shard's job and state."""
+    out = []
+    for row, status, cell in zip(table, statuses, cells, strict=True):
+        out.append(row)
+        shards = {int(s["window"]["index"]): s for s in cell.get("shards", [])}
+        windows = status.get("windows") or []
+        for w in windows:
+            size = w["stop"] - w["start"]
+            sub = [f"  └ window {w['index']}/{len(windows)}", f"keys {w['start']}..{w['stop']}",
+                   "", _progress(w["generated"], size, w["generate_done"]),
+                   _progress(w["scored"], size, w["score_done"])]
+            shard = shards.get(w["index"], {})
+            job = str(shard.get("score_job") or shard.get("generate_job") or "")
+            tail = [job, "", "", str(shard.get("shard_state", ""))] if slurm else []
+            sub += [""] * (width - len(sub) - len(tail)) + tail
+            out.append(sub)
+    return out
 
 
 def run_verify(cfg: DictConfig) -> list[str]:

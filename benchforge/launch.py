@@ -14,6 +14,7 @@ import getpass
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,9 +166,20 @@ def check_shape(compute: DictConfig, shard: str) -> None:
         f"{nothing}")
 
 
-def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
+def preflight(config: DictConfig, n_shards: int, cells: int | None = None,
+              windows: int = 1) -> dict[str, Any]:
     """Everything checked and decided before a SLURM job array of ``n_shards`` is submitted;
-    returns the launch record (also appended to the run's ``logs/launches.jsonl``)."""
+    returns the launch record (also appended to the run's ``logs/launches.jsonl``).
+
+    Args:
+        config: the sweep's first job's config.
+        n_shards: array elements (cells x windows).
+        cells: cells of the sweep (default ``n_shards``); windows: sample windows per cell.
+
+    Raises:
+        BenchforgeError: unresolved placeholders, a shape no node can run, or the GPU-hour
+            budget.
+    """
     compute = config.compute
     found = placeholders(compute)
     if found:
@@ -183,6 +195,7 @@ def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
     os.environ["SUBMITIT_PREEMPT_SIGNAL"] = str(compute.signal)
     record = {
         "utc": utc_now(), "stage": str(config.stage), "shard": shard, "shards": n_shards,
+        "cells": n_shards if cells is None else cells, "windows_per_cell": windows,
         "partition": compute.partition, "qos": compute.qos, "account": compute.account,
         "array_parallelism": width, "array_parallelism_from": why, "gpus_per_shard": shape.gpus,
         "time": str(compute.time), "signal": f"{compute.signal}@{compute.signal_delay_s}",
@@ -191,8 +204,9 @@ def preflight(config: DictConfig, n_shards: int) -> dict[str, Any]:
     launches = run_root(config) / "logs" / "launches.jsonl"
     with RowAppender(launches) as appender:
         appender.append(record)
-    log.info("slurm: %d %s shard(s), array width %d (%s); %s", n_shards, shard, width, why,
-             budget)
+    per_cell = f" ({record['cells']} cells x {windows} shards)" if windows > 1 else ""
+    log.info("slurm: %d %s shard(s)%s, array width %d (%s); %s", n_shards, shard, per_cell,
+             width, why, budget)
     return record
 
 
@@ -319,14 +333,56 @@ def first_job_config(overrides: Sequence[str], stage: str) -> DictConfig | None:
         return None
 
 
+def sweep_windows(cfg: DictConfig, overrides: Sequence[str], stage: str) -> int:
+    """K, the sample windows per cell of a sweep (``compute.shards_per_cell`` or
+    ``compute.tasks_per_shard``; 1 without them): the most any of its cells has, so every
+    window of every cell gets an array element (a cell with fewer ends its extra ones at
+    once). ``tasks_per_shard`` needs each cell's size: every job's config is composed and its
+    benchmark loaded.
+
+    Raises:
+        WindowError: a bad count, or both keys set.
+    """
+    from benchforge.benchmarks import load_benchmark
+    from benchforge.cellwindows import requested_windows
+
+    if cfg.compute.get("window") is not None:
+        return 1  # the user named the window: that one only
+    if cfg.compute.get("tasks_per_shard") is None:
+        requested_windows(cfg.compute, 1, 1)  # a bad count is refused before submission
+        return max(int(cfg.compute.get("shards_per_cell") or 1), 1)
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [o for o in overrides if "=" in o and not o.startswith("-")]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(plain), None)
+    most = 1
+    for job in (job for batch in batches for job in batch):
+        job_cfg = compose(list(job), stage=stage)
+        n_tasks = len(load_benchmark(job_cfg).load().tasks)
+        most = max(most, len(requested_windows(job_cfg.compute, n_tasks,
+                                               int(job_cfg.model.n_samples))))
+    return most
+
+
 def plan_launch(stage: str, overrides: Sequence[str]) -> list[str]:
     """Checks before a ``-m`` sweep of ``stage`` is handed to Hydra; returns the extra
-    overrides the launch needs (the array width). Nothing for a local sweep."""
+    overrides the launch needs (the array width; with sample windows, the sweep over
+    ``compute.window``: one array element per window of each cell). Nothing for a local
+    sweep."""
     cfg = first_job_config(overrides, stage)
     if cfg is None or str(cfg.compute.launcher) != "slurm":
         return []
-    record = preflight(cfg, sweep_size(overrides))
-    return [f"hydra.launcher.array_parallelism={record['array_parallelism']}"]
+    cells = sweep_size(overrides)
+    k = sweep_windows(cfg, overrides, stage)
+    if k > 1:
+        log.info("slurm: %d cell(s) x %d shard(s) (sample windows) = %d %s shards", cells, k,
+                 cells * k, stage)
+        print(f"benchforge {stage}: {cells} cell(s) x {k} shards (sample windows)",
+              file=sys.stderr)
+    record = preflight(cfg, cells * k, cells=cells, windows=k)
+    extra = [f"hydra.launcher.array_parallelism={record['array_parallelism']}"]
+    return extra + ([f"compute.window={','.join(str(i) for i in range(k))}"] if k > 1 else [])
 
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge import slurm
+from benchforge.cellwindows import part_path, window_marker, windows_path
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import annotate_cell, read_manifest
 from benchforge.rundir import CellDir, RowAppender, read_rows, utc_now
@@ -96,8 +97,19 @@ def used_requeues(attempts: list[dict[str, Any]], job_id: str, restart_count: in
     return max(restart_count - waits, 0)
 
 
-def _generate_job_state(attempts: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-    starts = [a for a in attempts if a.get("event") == "start" and a.get("stage") == "generate"]
+def shard_window(cfg: DictConfig, cell_dir: CellDir) -> int | None:
+    """The sample window this shard works on (``compute.window``), or None for a shard of a
+    whole cell (no window asked, or the cell has none: ``windows.json`` absent)."""
+    index = cfg.compute.get("window")
+    if index is None or not windows_path(cell_dir).exists():
+        return None
+    return int(index)
+
+
+def _generate_job_state(attempts: list[dict[str, Any]], window: int | None = None
+                        ) -> tuple[str | None, str | None]:
+    starts = [a for a in attempts if a.get("event") == "start" and a.get("stage") == "generate"
+              and (window is None or a.get("window") in (None, window))]
     if not starts:
         return None, None
     job_id = str(starts[-1]["job_id"])
@@ -120,11 +132,14 @@ def shard_attempt(cfg: DictConfig, cell_dir: CellDir, run_root: Path) -> Iterato
     attempts = read_attempts(cell_dir)
     base = {"stage": str(cfg.stage), "job_id": job["job_id"],
             "restart_count": job["restart_count"], "pid": os.getpid(), "gpus": gpus}
+    if cfg.compute.get("window") is not None:
+        base["window"] = int(cfg.compute.window)
 
     def refuse(reason: str, message: str) -> None:
         append_attempt(cell_dir, {"event": "refused", **base, "reason": reason})
         annotate_cell(run_root, str(cell_dir.path),
-                      {"shard_state": f"failed: {reason}", "shard_job": job["job_id"]})
+                      {"shard_state": f"failed: {reason}", "shard_job": job["job_id"]},
+                      window=shard_window(cfg, cell_dir))
         raise BenchforgeError(message)
 
     requeues = used_requeues(attempts, str(job["job_id"]), int(job["restart_count"]))
@@ -150,7 +165,8 @@ def shard_attempt(cfg: DictConfig, cell_dir: CellDir, run_root: Path) -> Iterato
     job_fields = {"shard_job": job["job_id"], f"{cfg.stage}_job": job["job_id"],
                   f"{cfg.stage}_array_parallelism": _array_parallelism()}
     annotate_cell(run_root, str(cell_dir.path),
-                  {"shard_state": f"{cfg.stage}: running", **job_fields})
+                  {"shard_state": f"{cfg.stage}: running", **job_fields},
+                  window=shard_window(cfg, cell_dir))
     reason = "completed"
     terminated: list[int] = []
     warned: list[int] = []
@@ -199,13 +215,15 @@ def shard_attempt(cfg: DictConfig, cell_dir: CellDir, run_root: Path) -> Iterato
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(warning_signal, previous_warning)
         elapsed = round(time.time() - started, 3)
+        window = shard_window(cfg, cell_dir)
+        rows = {kind: _lines(path if window is None else part_path(cell_dir, kind, window))
+                for kind, path in (("samples", cell_dir.samples), ("results", cell_dir.results))}
         append_attempt(cell_dir, {"event": "stop", **base, "reason": reason,
                                   "elapsed_s": elapsed,
-                                  "gpu_hours": round(elapsed * gpus / 3600, 6),
-                                  "samples": _lines(cell_dir.samples),
-                                  "results": _lines(cell_dir.results)})
+                                  "gpu_hours": round(elapsed * gpus / 3600, 6), **rows})
         state = {"completed": f"{cfg.stage}: done"}.get(reason, f"{cfg.stage}: {reason}")
-        annotate_cell(run_root, str(cell_dir.path), {"shard_state": state, **job_fields})
+        annotate_cell(run_root, str(cell_dir.path), {"shard_state": state, **job_fields},
+                      window=window)
 
 
 class ShardTerminated(SystemExit):
@@ -241,18 +259,22 @@ class WaitForGeneration(BenchforgeError):
     """A score shard started before its cell's generation finished; it is requeued."""
 
 
-def require_generation(cell_dir: CellDir) -> None:
-    """In a score shard: go on only with ``generate.done``. If the cell's generate job is still
-    queued or running, requeue this shard to try again later; otherwise refuse."""
-    if cell_dir.generate_done.exists():
+def require_generation(cell_dir: CellDir, window: int | None = None) -> None:
+    """In a score shard: go on only with ``generate.done`` (a window's shard: with its own
+    window's ``generate.w<i>.done``, so it scores while other windows still generate). If
+    the generate job is still queued or running, requeue this shard to try again later;
+    otherwise refuse."""
+    marker = cell_dir.generate_done if window is None else window_marker(cell_dir, "samples",
+                                                                         window)
+    if cell_dir.generate_done.exists() or marker.exists():
         return
-    job_id, state = _generate_job_state(read_attempts(cell_dir))
+    job_id, state = _generate_job_state(read_attempts(cell_dir), window)
     if job_id and state in slurm.ACTIVE_STATES:
         raise WaitForGeneration(f"generate job {job_id} is {state}")
     where = f"generate job {job_id} is {state or 'unknown to SLURM'}" if job_id else \
         "no generate job has run for this cell"
     raise BenchforgeError(
-        f"{cell_dir.generate_done} is missing and {where}; run the generate sweep "
+        f"{marker} is missing and {where}; run the generate sweep "
         "(`benchforge generate -m ...`) first")
 
 
@@ -264,7 +286,7 @@ def run_as_shard(cfg: DictConfig, cell_dir: CellDir, run_root: Path,
     try:
         with shard_attempt(cfg, cell_dir, run_root):
             if str(cfg.compute.shard) == "score" and not cfg.score.samples:
-                require_generation(cell_dir)
+                require_generation(cell_dir, shard_window(cfg, cell_dir))
             return body()
     except WaitForGeneration as exc:
         log.warning("%s: %s; requeueing this shard", cell_dir.path, exc)
@@ -290,8 +312,14 @@ def shard_summaries(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                       if a.get("job_id")})
     stage_jobs = {c["dir"]: {stage: str(c[f"{stage}_job"]) for stage in ("generate", "score", "run")
                              if c.get(f"{stage}_job")} for c in cells}
+    # a cell with sample windows: each window's shard has its own jobs (manifest row per window)
+    window_jobs = {c["dir"]: {int(s["window"]["index"]): {
+        stage: str(s[f"{stage}_job"]) for stage in ("generate", "score", "run")
+        if s.get(f"{stage}_job")} for s in c.get("shards", [])} for c in cells}
     states = slurm.job_states([*latest.values(),
-                               *(job for jobs in stage_jobs.values() for job in jobs.values())])
+                               *(job for jobs in stage_jobs.values() for job in jobs.values()),
+                               *(job for windows in window_jobs.values()
+                                 for jobs in windows.values() for job in jobs.values())])
     runs = slurm.job_runs(all_ids)
     summaries = {}
     for cell in cells:
@@ -310,7 +338,10 @@ def shard_summaries(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "attempts": len(starts[cell["dir"]]), "gpu_hours": round(gpu_hours, 4),
             "shard_state": cell.get("shard_state", ""),
             "jobs": stage_jobs[cell["dir"]],
-            "job_states": {job: states.get(job, "") for job in stage_jobs[cell["dir"]].values()},
+            "job_states": {job: states.get(job, "") for job in [
+                *stage_jobs[cell["dir"]].values(),
+                *(j for jobs in window_jobs[cell["dir"]].values() for j in jobs.values())]},
+            "window_jobs": window_jobs[cell["dir"]],
         }
     return summaries
 
@@ -319,6 +350,14 @@ def ended_without_marker(cell: dict[str, Any], summary: dict[str, Any]) -> list[
     """Problems of a cell whose shard's job has ended but whose stage marker is missing."""
     cdir = CellDir(Path(cell["dir"]))
     problems = []
+    for index, jobs in summary.get("window_jobs", {}).items():
+        for stage, job in jobs.items():
+            state = summary["job_states"].get(job, "")
+            marker = window_marker(cdir, "samples" if stage == "generate" else "results", index)
+            if state and state not in slurm.ACTIVE_STATES and not marker.exists():
+                problems.append(f"{cdir.path}: {stage} job {job} of window {index} ended "
+                                f"({state}) but {marker.name} is missing; rerun the sweep to "
+                                "resume it")
     for stage, job in summary["jobs"].items():
         state = summary["job_states"].get(job, "")
         # a run job ends with score.done too (score.done is never written before generate.done)

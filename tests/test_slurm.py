@@ -264,3 +264,64 @@ def test_shard_larger_than_any_node_is_refused_before_submission(tmp_path: Path)
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
                            text=True).stdout.split()
     assert after == before
+
+
+def _sorted(path: Path) -> list[str]:
+    """Rows sorted by key, timings (``*_s``) left out: what must not depend on the windows."""
+    return sorted(json.dumps({k: v for k, v in r.items() if not k.endswith("_s")},
+                             sort_keys=True) for r in read_rows(path))
+
+
+def test_sample_windows_run_as_four_array_elements(tmp_path: Path, shared_data: Path) -> None:
+    """One HumanEval cell planned with K=4 windows: 4 generate and 4 score array elements,
+    the same sorted rows as the unsharded cell; wall times of both printed (the closing note
+    of issue 19 quotes them)."""
+    walls = {}
+    cells = {}
+    for k in (1, 4):
+        root = tmp_path / f"k{k}"
+        args = [f"run.root={root}", *slow_generation(tmp_path, shared_data,
+                                                      f"compute.shards_per_cell={k}")[1:]]
+        started = time.monotonic()
+        code, out = finish(start_sweep("run", *args, cwd=tmp_path), timeout=400)
+        walls[k] = time.monotonic() - started
+        assert code == 0, out[-3000:]
+        cells[k] = root / "default" / "oracle" / "humaneval"
+    print(f"HumanEval x 40 on 2 fake GPUs: unsharded {walls[1]:.1f}s wall, "
+          f"4 windows {walls[4]:.1f}s wall")
+    one, four = cells[1], cells[4]
+    for name in ("samples.jsonl", "results.jsonl"):
+        assert _sorted(one / name) == _sorted(four / name), name
+    manifest = read_rows(tmp_path / "k4" / "default" / "manifest.jsonl")
+    assert [row["window"]["index"] for row in manifest] == [0, 1, 2, 3]
+    for stage in ("generate", "score"):
+        jobs = [str(row[f"{stage}_job"]) for row in manifest]
+        assert len({job.split("_")[0] for job in jobs}) == 1  # one array per stage
+        assert len(set(jobs)) == 4  # one element per window
+    assert all(row["shard_state"] == "score: done" for row in manifest)
+    starts = [a for a in attempts(four) if a["event"] == "start"]
+    assert sorted((a["stage"], a["window"]) for a in starts) == sorted(
+        (stage, i) for stage in ("generate", "score") for i in range(4))
+    shown = run_cli("status", f"run.root={tmp_path / 'k4'}", cwd=tmp_path)
+    assert shown.stdout.count("└ window") == 4 and "40/40 ✓" in shown.stdout, shown.stdout
+    assert run_cli("verify", f"run.root={tmp_path / 'k4'}", cwd=tmp_path).returncode == 0
+
+
+def test_a_requeued_window_ends_with_one_row_per_key(tmp_path: Path,
+                                                      shared_data: Path) -> None:
+    args = slow_generation(tmp_path, shared_data, "compute.shards_per_cell=4")
+    cell = tmp_path / "runs" / "default" / "oracle" / "humaneval"
+    sweep = start_sweep("generate", *args, cwd=tmp_path)
+    wait_for(lambda: lines(cell / "samples.w1.jsonl") >= 2, 180, "window 1 writing rows")
+    job = next(a["job_id"] for a in attempts(cell)
+               if a["event"] == "start" and a.get("window") == 1)
+    subprocess.run(["scontrol", "requeue", job], check=True)  # <array>_<index>
+    rows_at_requeue = lines(cell / "samples.w1.jsonl")
+    code, out = finish(sweep, timeout=400)
+    assert code == 0, out[-3000:]
+    assert 0 < rows_at_requeue < 10
+    samples = read_rows(cell / "samples.jsonl")
+    assert len(samples) == len({(r["task_id"], r["sample_idx"]) for r in samples}) == 40
+    starts = [a for a in attempts(cell) if a["event"] == "start" and a.get("window") == 1]
+    assert [a["restart_count"] for a in starts] == [0, 1]
+    assert json.loads((cell / "generate.done").read_text())["rows"] == 40

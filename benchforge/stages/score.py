@@ -408,8 +408,11 @@ def run_score(cfg: DictConfig) -> Cell | None:
             scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
                                    audit, workers, cell.dir)
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
-    if windows is not None and not _finish_windows(cell, windows, one):
-        return cell  # other windows are still being scored: the last one writes score.done
+        used = sandbox.mode, sandbox.guarantees
+    if windows is not None:
+        if not _finish_windows(cell, windows, one):
+            return cell  # other windows are still being scored: the last one writes score.done
+        mode = record_sandbox(cell.dir, read_rows(cell.dir.results), *used)  # every window's
     if cell.dir.score_done.exists():  # checked above and nothing rescored: never re-signed
         if cfg.score.aggregate:
             run_aggregate(cfg)

@@ -379,6 +379,31 @@ def window_problems(cdir: CellDir) -> list[str]:
     return problems
 
 
+def repair_parts(cdir: CellDir) -> tuple[list[str], list[str]]:
+    """What ``benchforge repair`` moves away for parts that no longer match their window
+    markers: the part, its marker, what was derived from it (the window's verdicts, the
+    cell's unions and markers, metrics).
+
+    Returns:
+        (problems found, cell file names to archive).
+    """
+    problems: list[str] = []
+    move: list[str] = []
+    for w in read_windows(cdir) or []:
+        for kind in KINDS:
+            problem = part_mismatch(cdir, kind, w.index)
+            if not problem:
+                continue
+            problems.append(problem)
+            kinds = KINDS if kind == "samples" else ("results",)
+            for each in kinds:
+                move += [part_path(cdir, each, w.index).name,
+                         window_marker(cdir, each, w.index).name,
+                         union_path(cdir, each).name, union_marker(cdir, each).name]
+            move.append(cdir.metrics.name)
+    return problems, list(dict.fromkeys(move))
+
+
 def archive_parts(cdir: CellDir, kind: str, windows: Sequence[Window], target: Path) -> None:
     """Move the parts of ``kind`` of ``windows`` and their markers into ``target``
     (``score.force``: kept, never deleted)."""
@@ -420,7 +445,7 @@ __all__ = [
     "part_mismatch",
     "part_path",
     "read_windows",
-    "reconcile",
+    "reconcile", "repair_parts",
     "requested_windows",
     "row_files",
     "selected_windows",

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from benchforge.cellwindows import repair_parts
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import CellDir, read_json, read_rows, sha256_file
 
@@ -97,8 +98,7 @@ def archive(cell: CellDir, names: list[str], stamp: str) -> Path:
 
 def repair_plan(cell: CellDir) -> tuple[list[str], list[str]]:
     """(problems found, cell files to archive so that a rerun re-derives them)."""
-    problems: list[str] = []
-    move: list[str] = []
+    problems, move = repair_parts(cell)  # a cell with sample windows: its parts first
     derived = ["score.done", "metrics.json"]
     if problem := samples_mismatch(cell):
         problems.append(problem)

@@ -228,3 +228,25 @@ def test_four_windows_give_the_same_cell_as_one(tmp_path: Path, mock_server) -> 
     assert "26/26 ✓" in status.stdout and status.stdout.count("└ window") == 4
     inspect = run_cli("inspect", str(four), "--failed", cwd=tmp_path)
     assert inspect.returncode == 0 and "HumanEval/6" in inspect.stdout
+
+
+def test_an_edited_part_is_found_and_repaired(tmp_path: Path) -> None:
+    args = _cli(tmp_path, "compute.shards_per_cell=3")
+    assert run_cli("run", *args, cwd=tmp_path).returncode == 0
+    cell = tmp_path / "runs/default/oracle/humaneval"
+    before = {n: _sorted_rows(cell / n) for n in ("samples.jsonl", "results.jsonl")}
+    part = cell / "samples.w1.jsonl"
+    rows = read_rows(part)
+    rows[0]["code"] = "raise SystemExit"
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    verify = run_cli("verify", f"run.root={tmp_path / 'runs'}", cwd=tmp_path)
+    assert verify.returncode == 1 and "samples.w1.jsonl: changed after generate.w1.done" \
+        in verify.stderr, verify.stderr
+    union = (cell / "samples.jsonl").read_bytes()
+    assert run_cli("generate", *args, cwd=tmp_path).returncode == 0  # the signed union stands
+    assert (cell / "samples.jsonl").read_bytes() == union
+    repaired = run_cli("repair", *args, cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr[-2000:]
+    assert run_cli("verify", f"run.root={tmp_path / 'runs'}", cwd=tmp_path).returncode == 0
+    assert {n: _sorted_rows(cell / n) for n in before} == before
+    assert list((cell / "logs").glob("repair-*/samples.w1.jsonl"))

@@ -51,6 +51,8 @@ _CELL_KEYS = (
     ("run.root, run.name", "where the run's cells go (<run.root>/<run.name>/<model>/<bench>)"),
     ("benchmark.limit", "only the first N tasks"),
     ("compute=slurm", "run each cell as a SLURM shard (with -m: a job array)"),
+    ("compute.shards_per_cell, compute.tasks_per_shard",
+     "cut each cell into sample windows, one shard each (fixed per cell)"),
 )
 _RUN_KEYS = (("run.root, run.name", "the run to look at"),)
 

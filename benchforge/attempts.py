@@ -43,19 +43,43 @@ _current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def attempts_file(cell: Path) -> Path:
-    """The attempt log of the cell dir ``cell`` (``logs/attempts.jsonl``)."""
+def attempts_file(cell: Path, window: int | None = None) -> Path:
+    """The attempt log of the cell dir ``cell`` (``logs/attempts.jsonl``); a command on one
+    sample window (``compute.window=i``, a window's SLURM shard) appends to its own,
+    ``logs/attempts.w<i>.jsonl`` (one writer per file, also on NFS, where appends from two
+    hosts may interleave). Readers merge them (read_attempt_log)."""
+    if window is not None:
+        return cell / "logs" / f"attempts.w{window}.jsonl"
     return cell / "logs" / ATTEMPTS_NAME
 
 
+def _record_time(record: dict[str, Any]) -> float:
+    if isinstance(record.get("t"), int | float):
+        return float(record["t"])
+    try:
+        from datetime import datetime
+
+        return datetime.fromisoformat(str(record.get("utc"))).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def read_attempt_log(cell: Path) -> list[dict[str, Any]]:
-    """Every record of the cell's attempt log (a torn last line is ignored); read-only."""
-    path = attempts_file(cell)
-    return read_rows(path, torn_tail="ignore") if path.exists() else []
+    """Every record of the cell's attempt logs (a torn last line is ignored); read-only. The
+    per-window logs of a cell with sample windows are merged in time order, each log's own
+    order kept."""
+    import heapq
+
+    logs = cell / "logs"
+    paths = [logs / ATTEMPTS_NAME, *sorted(logs.glob("attempts.w*.jsonl"))]
+    found = [read_rows(p, torn_tail="ignore") for p in paths if p.exists()]
+    if len(found) <= 1:
+        return found[0] if found else []
+    return list(heapq.merge(*found, key=_record_time))
 
 
 def _append(cell: Path, record: dict[str, Any]) -> None:
-    with RowAppender(attempts_file(cell)) as appender:
+    with RowAppender(attempts_file(cell, record.get("window"))) as appender:
         appender.append(record)
 
 
@@ -140,6 +164,8 @@ def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
                   "t": time.time(), "outcome": outcome,
                   "wall_s": round(time.monotonic() - started, 3),
                   "cpu_s": round(_cpu_s() - cpu_started, 3), "rows_written": written, **end}
+        if window is not None:
+            record["window"] = window  # into the window's own log, like its begin
         if stage == "generate" and written:
             record.setdefault("completion_tokens", _tokens(cell / str(data), rows_before))
         # a full disk: the stage's own error is the one reported
@@ -235,7 +261,8 @@ def _remove_if_only_records(top: Path) -> None:
     import shutil
 
     files = [p for p in top.rglob("*") if p.is_file()]
-    if all(p.name == ATTEMPTS_NAME or p.name.endswith(".lock") for p in files):
+    if all(p.name == ATTEMPTS_NAME or p.name.endswith(".lock")
+           or (p.name.startswith("attempts.w") and p.name.endswith(".jsonl")) for p in files):
         shutil.rmtree(top, ignore_errors=True)
 
 

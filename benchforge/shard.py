@@ -22,10 +22,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge import slurm
+from benchforge.attempts import attempts_file, read_attempt_log
 from benchforge.cellwindows import part_path, window_marker, windows_path
 from benchforge.errors import BenchforgeError
 from benchforge.manifest import annotate_cell, read_manifest
-from benchforge.rundir import CellDir, RowAppender, read_rows, utc_now
+from benchforge.rundir import CellDir, RowAppender, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +35,23 @@ ATTEMPTS_NAME = "attempts.jsonl"
 WAITING = "waiting for generate.done"
 
 
-def attempts_path(cell_dir: CellDir) -> Path:
-    """The shard attempt log of a cell (``logs/<ATTEMPTS_NAME>``)."""
-    return cell_dir.logs / ATTEMPTS_NAME
+def attempts_path(cell_dir: CellDir, window: int | None = None) -> Path:
+    """The shard attempt log of a cell (``logs/<ATTEMPTS_NAME>``; a window's shard of a cell
+    with sample windows: ``logs/attempts.w<i>.jsonl``)."""
+    return attempts_file(cell_dir.path, window)
 
 
 def read_attempts(cell_dir: CellDir) -> list[dict[str, Any]]:
-    """The cell's shard attempt records ([] before any; a torn last line ignored)."""
-    path = attempts_path(cell_dir)
-    return read_rows(path, torn_tail="ignore") if path.exists() else []
+    """The cell's shard attempt records, all windows merged ([] before any; a torn last line
+    ignored)."""
+    return read_attempt_log(cell_dir.path)
 
 
 def append_attempt(cell_dir: CellDir, record: dict[str, Any]) -> None:
-    """Append one shard attempt record, stamped with the UTC time, fsynced."""
+    """Append one shard attempt record, stamped with the UTC time, fsynced (to its window's
+    log when the record names a window of a cell with windows)."""
     cell_dir.logs.mkdir(parents=True, exist_ok=True)
-    with RowAppender(attempts_path(cell_dir)) as appender:
+    with RowAppender(attempts_path(cell_dir, record.get("window"))) as appender:
         appender.append({"utc": utc_now(), **record})
 
 

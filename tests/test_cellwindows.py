@@ -177,6 +177,18 @@ def test_generate_done_only_after_every_window_and_another_k_is_one_line(
         assert (cell / f"generate.w{i}.done").exists()
         assert (cell / "generate.done").exists() == (i == 2), i
         assert not (cell / "samples.jsonl").exists() or i == 2
+        if i == 0:  # window 0 is scored while the others are not generated yet
+            early = run_cli("score", *_cli(tmp_path, "compute.shards_per_cell=3",
+                                           "compute.window=1"), cwd=tmp_path)
+            assert early.returncode == 2 and "generate.w1.done is missing" in early.stderr
+            assert len(early.stderr.strip().splitlines()) == 1, early.stderr
+            scored = run_cli("score", *_cli(tmp_path, "compute.shards_per_cell=3",
+                                            "compute.window=0"), cwd=tmp_path)
+            assert scored.returncode == 0, scored.stderr[-2000:]
+            assert (cell / "score.w0.done").exists() and not (cell / "score.done").exists()
+            assert len(read_rows(cell / "results.w0.jsonl")) == 4
+    logs = {p.name for p in (cell / "logs").glob("attempts*.jsonl")}
+    assert logs == {"attempts.w0.jsonl", "attempts.w1.jsonl", "attempts.w2.jsonl"}
     done = json.loads((cell / "generate.done").read_text())
     assert done["rows"] == 12 and len(done["windows"]) == 3
     status = run_cli("status", f"run.root={tmp_path / 'runs'}", cwd=tmp_path)

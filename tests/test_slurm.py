@@ -52,8 +52,9 @@ def lines(path: Path) -> int:
 
 
 def attempts(cell: Path) -> list[dict]:
-    path = cell / "logs" / "attempts.jsonl"
-    return read_rows(path) if path.exists() else []
+    from benchforge.attempts import read_attempt_log  # every window's log too, merged
+
+    return read_attempt_log(cell)
 
 
 def running_jobs(name: str) -> list[str]:
@@ -302,6 +303,10 @@ def test_sample_windows_run_as_four_array_elements(tmp_path: Path, shared_data: 
     starts = [a for a in attempts(four) if a["event"] == "start"]
     assert sorted((a["stage"], a["window"]) for a in starts) == sorted(
         (stage, i) for stage in ("generate", "score") for i in range(4))
+    for i in range(4):  # one attempt log per window: no two shards append to one file
+        own = read_rows(four / "logs" / f"attempts.w{i}.jsonl")
+        assert {a.get("window") for a in own} == {i}
+    assert not (four / "logs" / "attempts.jsonl").exists()
     shown = run_cli("status", f"run.root={tmp_path / 'k4'}", cwd=tmp_path)
     assert shown.stdout.count("└ window") == 4 and "40/40 ✓" in shown.stdout, shown.stdout
     assert run_cli("verify", f"run.root={tmp_path / 'k4'}", cwd=tmp_path).returncode == 0

@@ -93,7 +93,7 @@ def pending_requests(cell: Cell, mode: str,
     require_samples_intact(cell.dir)
     if cell.windows and not cell.dir.generate_done.exists():
         todo_windows = list(cell.windows if windows is None else windows)
-        have: dict = {}
+        have: dict[tuple[str, int], dict[str, Any]] = {}
         wanted: set[tuple[str, int]] = set()
         for w in todo_windows:
             problem = part_mismatch(cell.dir, "samples", w.index)
@@ -177,6 +177,11 @@ def run_generate(cfg: DictConfig) -> Cell:
     """Generate the cell's samples: query the model server (launched when the provider needs
     one) for every (task, sample) not yet in ``samples.jsonl``, append each reply as a row,
     then write ``generate.done`` once every row is there. Resumes where it stopped.
+
+    A cell planned with sample windows (``compute.shards_per_cell`` > 1 or
+    ``compute.tasks_per_shard``) writes each window's rows to its own part file:
+    ``compute.window=i`` does that window only (a SLURM shard; the last window to finish
+    writes the union and ``generate.done``), without it every window is done here.
 
     Returns:
         The :class:`~benchforge.cell.Cell`, its samples complete.

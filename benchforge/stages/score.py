@@ -191,11 +191,11 @@ def _finish_windows(cell: Cell, windows: Sequence[Window], one: Window | None) -
     with cell_lock(cell.dir.path, "score", wait=True, timeout_s=600):
         done = reconcile(cell.dir, "results", cell.windows, cell.expected_keys) is not None
     log.info("score: window %d of %d scored%s", one.index, len(cell.windows),
-             "; every window is, results.jsonl written" if done else "")
+             "; every window is: results.jsonl is their union" if done else "")
     return done
 
 
-def _parts(cell: Cell, windows: Sequence[Window]) -> dict[str, Any]:
+def _parts(cell: Cell) -> dict[str, Any]:
     """The window records for ``score.done`` (index, rows, sha256 of each results part)."""
     return reconcile(cell.dir, "results", cell.windows, cell.expected_keys) or {}
 
@@ -295,7 +295,10 @@ def run_score(cfg: DictConfig) -> Cell | None:
     its verdict, then write ``score.done`` (and aggregate when ``score.aggregate``).
 
     ``score.samples`` scores an external samples file instead (imported as its own cell);
-    ``score.reference`` scores the benchmark's reference solutions (a self-check).
+    ``score.reference`` scores the benchmark's reference solutions (a self-check). A cell with
+    sample windows is scored per window into results part files: ``compute.window=i`` scores
+    window i as soon as its ``generate.w<i>.done`` exists (the last window scored writes the
+    union ``results.jsonl`` and ``score.done``); without it every window is scored here.
 
     Returns:
         The scored :class:`~benchforge.cell.Cell`; None when a reference self-check was asked
@@ -422,7 +425,7 @@ def run_score(cfg: DictConfig) -> Cell | None:
         "results_sha256": sha256_file(cell.dir.results),
         "samples_sha256": sha256_file(cell.dir.samples), "sandbox_mode": mode,
         "finished_utc": utc_now(),
-        **(_parts(cell, windows) if windows is not None else {}),
+        **(_parts(cell) if windows is not None else {}),
     })
     if cfg.score.aggregate:
         run_aggregate(cfg)

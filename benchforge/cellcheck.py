@@ -89,18 +89,15 @@ def cell_status(cell: dict[str, Any], cfg_aggregate: Any) -> dict[str, Any]:
         notes.append("cell dir missing")
         return status
     for name, kind in (("generated", "samples"), ("scored", "results")):
+        counts: list[int | None] = []
         for path in row_files(cdir, kind):  # the cell's file, or its window parts until then
             state = rows_state(path)
-            if state["rows"] is not None and status[name] is not False:
-                status[name] = (status[name] or 0) + state["rows"]
-            else:
-                status[name] = False  # unknown: shown as "?"
+            counts.append(state["rows"])
             if state["error"]:
                 notes.append(f"{path.name} corrupt: {_short(state['error'], cdir)}")
             elif state["total"] and state["total"] > state["rows"]:
                 notes.append(f"{path.name}: {state['total'] - state['rows']} duplicate row(s)")
-        if status[name] is False:
-            status[name] = None
+        status[name] = None if None in counts else sum(c or 0 for c in counts)
     try:
         windows = read_windows(cdir)
     except BenchforgeError as exc:

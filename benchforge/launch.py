@@ -374,7 +374,8 @@ def plan_launch(stage: str, overrides: Sequence[str]) -> list[str]:
     if cfg is None or str(cfg.compute.launcher) != "slurm":
         return []
     cells = sweep_size(overrides)
-    k = sweep_windows(cfg, overrides, stage)
+    # windows split the stages that write rows; a smoke or repair sweep stays one per cell
+    k = sweep_windows(cfg, overrides, stage) if stage in ("generate", "score") else 1
     if k > 1:
         log.info("slurm: %d cell(s) x %d shard(s) (sample windows) = %d %s shards", cells, k,
                  cells * k, stage)

@@ -262,3 +262,24 @@ def test_an_edited_part_is_found_and_repaired(tmp_path: Path) -> None:
     assert run_cli("verify", f"run.root={tmp_path / 'runs'}", cwd=tmp_path).returncode == 0
     assert {n: _sorted_rows(cell / n) for n in before} == before
     assert list((cell / "logs").glob("repair-*/samples.w1.jsonl"))
+
+
+def test_a_sweep_gets_one_array_element_per_window(shared_data: Path) -> None:
+    """K of a sweep: shards_per_cell as given; tasks_per_shard from the largest cell (every
+    job composed); a window named by hand, or none asked: one element per cell."""
+    from benchforge.config import compose
+    from benchforge.launch import sweep_windows
+
+    base = [f"data.root={shared_data}", "benchmark=humaneval"]
+
+    def k(*overrides: str) -> int:
+        sweep = [*base, *overrides]
+        return sweep_windows(compose([o.split(",")[0] for o in sweep], stage="generate"),
+                             sweep, "generate")
+
+    assert k() == 1
+    assert k("compute.shards_per_cell=4") == 4
+    assert k("compute.shards_per_cell=4", "compute.window=2") == 1
+    assert k("compute.tasks_per_shard=3", "benchmark.limit=7,10") == 4  # 10 tasks -> 4
+    with pytest.raises(WindowError, match=r"shards_per_cell must be >= 1"):
+        k("compute.shards_per_cell=0")

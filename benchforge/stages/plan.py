@@ -24,7 +24,7 @@ def run_plan(cfg: DictConfig) -> Cell:
         CellLocked: another process works on the cell (``run.wait_for_lock`` waits instead).
     """
     cell = prepare_cell(cfg)
-    log.info("planned cell %s (%s): %d tasks x %d samples -> %s", cell.cell_id,
+    log.info("planned cell %s (%s): %d tasks x %d samples%s -> %s", cell.cell_id,
              f"{cfg.model.name}/{cfg.benchmark.name}", len(cell.dataset.tasks), cell.n_samples,
-             cell.dir.path)
+             f" in {len(cell.windows)} sample windows" if cell.windows else "", cell.dir.path)
     return cell

@@ -158,6 +158,8 @@ def stage_attempt(cell: Path, stage: str, cfg: Any) -> Iterator[dict[str, Any]]:
         raise
     finally:
         _current.reset(token)
+        # a cell planned by this very attempt may have windows now: count its window's part
+        data = _data_name(cell, stage, window)
         rows_after, _ = _rows_and_mtime(cell / data) if data else (0, None)
         written = max(rows_after - rows_before, 0)
         record = {"event": "end", "attempt": attempt, "stage": stage, "utc": utc_now(),

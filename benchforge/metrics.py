@@ -25,6 +25,17 @@ from benchforge.stats import mean_at_n_matrix, pass_at_k_from_counts, require_sa
 from benchforge.verdicts import BREAKDOWN_FIELDS, read_verdicts
 
 
+def _audits(cell_dir: CellDir) -> dict[str, int]:
+    """The timeout audit summed over the cell's audit logs (a cell with sample windows: one
+    per window's score shard, ``logs/timeout_audit.w<i>.jsonl``; their keys are disjoint)."""
+    total: dict[str, int] = {}
+    for path in [cell_dir.logs / "timeout_audit.jsonl",
+                 *sorted(cell_dir.logs.glob("timeout_audit.w*.jsonl"))]:
+        for key, value in audit_summary(path).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, Any]:
     """Metrics recomputed from the raw rows of a scored cell (never from a cached summary).
 
@@ -112,7 +123,7 @@ def compute_metrics(cell_dir: CellDir, cfg_aggregate: DictConfig) -> dict[str, A
         **({"breakdown": breakdown} if breakdown else {}),
         "failure_modes": verdicts.failure_modes,
         "generation_outcomes": count_outcomes(samples),
-        "timeout_audit": audit_summary(cell_dir.logs / "timeout_audit.jsonl"),
+        "timeout_audit": _audits(cell_dir),
         "sandbox_mode": provenance.get("sandbox_mode"),
         "bootstrap": {"resamples": int(cfg_aggregate.bootstrap), "seed": int(cfg_aggregate.seed),
                       "confidence": float(cfg_aggregate.confidence), "over": "problems"},

@@ -189,6 +189,10 @@ def test_generate_done_only_after_every_window_and_another_k_is_one_line(
             assert len(read_rows(cell / "results.w0.jsonl")) == 4
     logs = {p.name for p in (cell / "logs").glob("attempts*.jsonl")}
     assert logs == {"attempts.w0.jsonl", "attempts.w1.jsonl", "attempts.w2.jsonl"}
+    for i in range(3):  # each window's attempt counts the rows of its own part
+        ends = [a for a in read_rows(cell / "logs" / f"attempts.w{i}.jsonl")
+                if a["event"] == "end" and a["stage"] == "generate"]
+        assert [a["rows_written"] for a in ends] == [4] and ends[0]["window"] == i
     done = json.loads((cell / "generate.done").read_text())
     assert done["rows"] == 12 and len(done["windows"]) == 3
     status = run_cli("status", f"run.root={tmp_path / 'runs'}", cwd=tmp_path)

@@ -307,6 +307,8 @@ def test_sample_windows_run_as_four_array_elements(tmp_path: Path, shared_data: 
         own = read_rows(four / "logs" / f"attempts.w{i}.jsonl")
         assert {a.get("window") for a in own} == {i}
     assert not (four / "logs" / "attempts.jsonl").exists()
+    ends = [a for a in attempts(four) if a["event"] == "end" and a["stage"] == "generate"]
+    assert sorted(a["rows_written"] for a in ends) == [10, 10, 10, 10]  # each its own part
     shown = run_cli("status", f"run.root={tmp_path / 'k4'}", cwd=tmp_path)
     assert shown.stdout.count("└ window") == 4 and "40/40 ✓" in shown.stdout, shown.stdout
     assert run_cli("verify", f"run.root={tmp_path / 'k4'}", cwd=tmp_path).returncode == 0

@@ -365,6 +365,8 @@ def run_score(cfg: DictConfig) -> Cell | None:
         archive_parts(cell.dir, "results", windows, cell.dir.logs / f"results-parts.{stamp}")
         if cell.dir.results.exists():
             os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
+        if audit.exists():
+            os.replace(audit, cell.dir.logs / f"{audit.stem}.{stamp}.jsonl")
         cell.dir.score_done.unlink(missing_ok=True)
         rescore_config(cell.dir, cfg, stamp)
         log.info("score: force=true, previous results moved to %s", cell.dir.logs)

@@ -167,6 +167,7 @@ def _cli(tmp_path: Path, *extra: str) -> list[str]:
             "benchmark.limit=6", "model.n_samples=2", "generate.progress=false", *extra]
 
 
+@pytest.mark.slow
 def test_generate_done_only_after_every_window_and_another_k_is_one_line(
         tmp_path: Path) -> None:
     cell = tmp_path / "runs/default/oracle/humaneval"
@@ -246,6 +247,7 @@ def test_four_windows_give_the_same_cell_as_one(tmp_path: Path, mock_server) -> 
     assert inspect.returncode == 0 and "HumanEval/6" in inspect.stdout
 
 
+@pytest.mark.slow
 def test_an_edited_part_is_found_and_repaired(tmp_path: Path) -> None:
     args = _cli(tmp_path, "compute.shards_per_cell=3")
     assert run_cli("run", *args, cwd=tmp_path).returncode == 0

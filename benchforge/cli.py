@@ -67,7 +67,9 @@ def command_usage(name: str) -> str:
 def hydra_task(cfg: Any) -> Any:
     """The task function Hydra runs per job (module-level so launchers can pickle it)."""
     from benchforge import stages
+    from benchforge.config import check_choices
 
+    check_choices(cfg)  # composition-time checks the schema's types cannot express
     runner = stages.runner(str(cfg.stage))
     if (cfg.compute.launcher == "slurm" and COMMANDS[cfg.stage].scope == "cell"
             and "SLURM_JOB_ID" in os.environ):

@@ -5,8 +5,8 @@ changes (as hydra's ``structured_configs/5.1_structured_config_schema_same_confi
 example does). A wrong type (``model.temperature=abc``) or a value outside a fixed set
 (``model.provider``, ``model.mode``, ``engine.launch``, ``compute.launcher``: enums) fails at
 composition with the offending key named; so does ``model.thinking`` (:class:`Thinking`,
-checked by :func:`check_choices` on every composed config, and again where it is used). Behaviour lives elsewhere; this module only
-describes and composes configs.
+checked by :func:`check_choices` on every composed config, and again where it is used).
+Behaviour lives elsewhere; this module only describes and composes configs.
 """
 
 from __future__ import annotations

@@ -67,11 +67,11 @@ def command_usage(name: str) -> str:
 def hydra_task(cfg: Any) -> Any:
     """The task function Hydra runs per job (module-level so launchers can pickle it)."""
     from benchforge import stages
-    from benchforge.config import check_choices
+    from benchforge.config import Launcher, check_choices
 
     check_choices(cfg)  # composition-time checks the schema's types cannot express
     runner = stages.runner(str(cfg.stage))
-    if (cfg.compute.launcher == "slurm" and COMMANDS[cfg.stage].scope == "cell"
+    if (cfg.compute.launcher == Launcher.slurm and COMMANDS[cfg.stage].scope == "cell"
             and "SLURM_JOB_ID" in os.environ):
         from benchforge.cell import cell_dir, run_root
         from benchforge.hub import offline
@@ -304,6 +304,7 @@ def run_sweep(overrides: Sequence[str]) -> int:
     """``benchforge run -m``. Locally: every stage per cell, in one sweep. On SLURM: a job
     array of GPU generate shards, then one of CPU-only score (+ aggregate) shards, so no GPU
     idles while samples are scored."""
+    from benchforge.config import Launcher
     from benchforge.launch import first_job_config
 
     cfg = first_job_config(overrides, "run")
@@ -311,7 +312,7 @@ def run_sweep(overrides: Sequence[str]) -> int:
         code = smoke_gate(overrides)
         if code:
             return code
-    if cfg is None or cfg.compute.launcher != "slurm":
+    if cfg is None or cfg.compute.launcher != Launcher.slurm:
         return run_stage("run", overrides, launch_checked=cfg is not None)
     phases: list[tuple[str, list[str]]] = [("generate", []), ("score", ["score.aggregate=true"])]
     if cfg.score.samples or cfg.score.reference:  # nothing to generate: CPU shards only

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchforge.answers.stops import sent_stops
-from benchforge.config import Thinking, thinking_choice
+from benchforge.config import Mode, Thinking, thinking_choice
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 
@@ -56,7 +56,7 @@ class ClientSettings:
     base_url: str
     served_name: str
     api_key: str = "EMPTY"
-    mode: str = "chat"
+    mode: str = Mode.chat  # model.mode (a Mode member, or its value)
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024

@@ -23,6 +23,7 @@ from benchforge.answers.cruxeval import (
     SYSTEM_PROMPT,
 )
 from benchforge.benchmarks import Benchmark, Dataset, Download, Task
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -200,7 +201,7 @@ class CruxEval(Benchmark):
         else:
             text = (COT_OUTPUT if self.cot else DIRECT_OUTPUT).format(code=data["code"],
                                                                         input=data["input"])
-        if mode == "completion":  # inference/tasks/*_prediction.py get_prompt
+        if mode == Mode.completion:  # inference/tasks/*_prediction.py get_prompt
             return Prompt(text=text)
         # openai/openai_prompt.py call_openai_api: the system message, then the same prompt
         return Prompt(messages=(("system", SYSTEM_PROMPT), ("user", text)))
@@ -211,12 +212,12 @@ class CruxEval(Benchmark):
     def max_tokens(self, mode: str) -> int | None:
         """openai_run.py (chat): 100 direct / 1000 CoT; inference/scripts (completion):
         ``--max_length_generation`` 1024 direct / 2048 CoT."""
-        return (CHAT_MAX_TOKENS if mode == "chat" else COMPLETION_MAX_TOKENS)[self.cot]
+        return (CHAT_MAX_TOKENS if mode == Mode.chat else COMPLETION_MAX_TOKENS)[self.cot]
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         """The official extraction of the harness that ``mode`` follows (see
         :mod:`benchforge.answers.cruxeval`)."""
-        if mode == "completion":
+        if mode == Mode.completion:
             return cruxeval_answers.harness_answer(completion, self.mode, self.cot)
         return cruxeval_answers.chat_answer(completion, self.mode, self.cot)
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from benchforge.answers import evalplus as evalplus_answers
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.types import CheckProgram
@@ -135,14 +136,14 @@ class EvalPlusBenchmark(FunctionBenchmark):
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         """EvalPlus codegen's ``sanitize`` (see :mod:`benchforge.answers.evalplus`)."""
-        if mode == "completion":
+        if mode == Mode.completion:
             return evalplus_answers.completion_solution(task.data["prompt"], completion,
                                                         task.data["entry_point"], self.kind)
         return evalplus_answers.chat_solution(completion, task.data["entry_point"])
 
     def stop_sequences(self, mode: str) -> list[str]:
         """EvalPlus's vLLM stop strings for base models (4 sent, all cut client-side)."""
-        return evalplus_answers.completion_stops(self.kind) if mode == "completion" else []
+        return evalplus_answers.completion_stops(self.kind) if mode == Mode.completion else []
 
     def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
         """evalplus.evaluate: ``solution`` as is, ``completion`` as prompt + completion."""

@@ -37,6 +37,7 @@ from benchforge.benchmarks import (
     register,
 )
 from benchforge.benchmarks import _bcb_runner as runner
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -153,7 +154,7 @@ class BigCodeBench(Benchmark):
                               "split": self.split, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
+        if mode == Mode.completion:
             if self.split != "complete":
                 raise BenchforgeError("BigCodeBench: a base model (model.mode=completion) "
                                       "cannot do the instruct split (bigcodebench refuses it "
@@ -163,7 +164,7 @@ class BigCodeBench(Benchmark):
         return Prompt(messages=(("user", text),))
 
     def stop_sequences(self, mode: str) -> list[str]:
-        return answers.completion_stops() if mode == "completion" else []
+        return answers.completion_stops() if mode == Mode.completion else []
 
     def max_tokens(self, mode: str) -> int | None:
         return MAX_NEW_TOKENS
@@ -179,7 +180,7 @@ class BigCodeBench(Benchmark):
 
     def reference_completion(self, task: Task, mode: str) -> str:
         solution = self.solution(task)
-        if mode == "completion":
+        if mode == Mode.completion:
             prompt = task.data["complete_prompt"]
             if not solution.startswith(prompt):
                 raise BenchforgeError(f"{task.task_id}: the oracle's solution does not extend "
@@ -189,7 +190,7 @@ class BigCodeBench(Benchmark):
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         entry = task.data["entry_point"]
-        if mode == "completion":
+        if mode == Mode.completion:
             return answers.completion_solution(task.data["complete_prompt"], completion, entry)
         return answers.chat_solution(completion, entry)
 

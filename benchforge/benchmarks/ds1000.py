@@ -41,6 +41,7 @@ from benchforge.benchmarks import (
     read_dataset_rows,
     register,
 )
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -131,7 +132,7 @@ class DS1000(Benchmark):
                        extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
+        if mode == Mode.completion:
             return Prompt(text=task.data["prompt"])
         variant = self.cfg.get("variant")
         if variant not in SYSTEM_PROMPTS:

@@ -17,6 +17,7 @@ from benchforge.answers import evalplus as evalplus_answers
 from benchforge.answers import humaneval as humaneval_answers
 from benchforge.benchmarks import Dataset, Task, register
 from benchforge.benchmarks._function import FunctionBenchmark
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.types import CheckProgram
@@ -81,7 +82,7 @@ class HumanEval(FunctionBenchmark):
         return Dataset(tasks=tasks, path=path, sha256=sha256_file(path), version=version)
 
     def stop_sequences(self, mode: str) -> list[str]:
-        return COMPLETION_STOPS if mode == "completion" else []
+        return COMPLETION_STOPS if mode == Mode.completion else []
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         """Completion: human-eval/bigcode (prompt + completion cut at the first stop word).
@@ -89,7 +90,7 @@ class HumanEval(FunctionBenchmark):
         any completion: ``prompt + sanitized`` (the prompt's helpers, e.g. HumanEval/50's
         ``encode_shift`` that ``check`` calls, stay defined; see :mod:`benchforge.answers`)."""
         prompt = task.data["prompt"]
-        if mode == "completion":
+        if mode == Mode.completion:
             return humaneval_answers.completion_program(prompt, completion)
         return humaneval_answers.rescoring_program(
             prompt, evalplus_answers.chat_solution(completion, task.data["entry_point"]))

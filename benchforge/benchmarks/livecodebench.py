@@ -25,6 +25,7 @@ from typing import Any
 from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register, shorten
 from benchforge.benchmarks import _lcb_grader as grader
 from benchforge.benchmarks import _lcb_guard as guard
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -147,7 +148,7 @@ class LiveCodeBench(Benchmark):
         else:
             text += f"### Format: {WITHOUT_STARTER}\n```python\n# YOUR CODE HERE\n```\n\n"
         text += "### Answer: (use the provided format with backticks)\n\n"
-        if mode == "completion":
+        if mode == Mode.completion:
             return Prompt(text=f"{SYSTEM}\n\n{text}")
         return Prompt(messages=(("system", SYSTEM), ("user", text)))
 

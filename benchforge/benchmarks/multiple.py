@@ -36,6 +36,7 @@ from benchforge.benchmarks import (
     register,
 )
 from benchforge.benchmarks import _multiple_runner as runner
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -162,7 +163,7 @@ class MultiPLE(Benchmark):
         return list(self._stops)
 
     def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
+        if mode == Mode.completion:
             return Prompt(text=task.data["prompt"])
         name, fence = LANGUAGES[self.short][2], LANGUAGES[self.short][3]
         text = (f"Complete the following {name} function. Reply with the whole function, "
@@ -177,7 +178,7 @@ class MultiPLE(Benchmark):
         if completion is None:
             raise BenchforgeError("MultiPL-E has no reference solutions (model=oracle cannot "
                                   "run on it)")
-        if mode == "completion":
+        if mode == Mode.completion:
             return str(completion)
         fence = LANGUAGES[self.short][3]
         return f"```{fence}\n{task.data['prompt']}{completion}\n```\n"
@@ -186,7 +187,7 @@ class MultiPLE(Benchmark):
         """The completion MultiPL-E would evaluate (the part after the prompt, cut at the first
         stop token); the sandbox program is ``prompt + this + "\\n" + tests``."""
         prompt, stops = task.data["prompt"], list(task.data["stop_tokens"])
-        if mode == "completion":
+        if mode == Mode.completion:
             return stop_at_stop_token(completion, stops)
         blocks = [body for _, body in _FENCE.findall(completion)] or [completion]
         body = next((b for b in blocks if prompt.strip() in b), blocks[0])

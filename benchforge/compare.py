@@ -84,7 +84,7 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
             name_a, name_b = f"A ({name_a})", f"B ({name_b})"
         results.append({"benchmark": key, "a": str(a.path), "b": str(b.path),
                         "n_tasks": diff.n_tasks, "pass@1_a": diff.a, "pass@1_b": diff.b,
-                        "diff": diff.diff, "ci95": list(diff.ci95),
+                        "diff": diff.diff, "ci95": list(diff.ci),
                         "prob_not_better": diff.prob_not_better,
                         "prob_not_worse": diff.prob_not_worse, "wins": diff.wins,
                         "losses": diff.losses, "ties": diff.ties,
@@ -130,5 +130,5 @@ def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
     diff = paired_bootstrap(base_rates, task_pass_rates(cell), int(agg.bootstrap),
                             int(agg.seed), float(agg.confidence))
     return {"baselines": [str(b.path) for b in baselines], "n_tasks": diff.n_tasks,
-            "diff": diff.diff, "ci95": list(diff.ci95), "regression": diff.ci95[1] < 0,
+            "diff": diff.diff, "ci95": list(diff.ci), "regression": diff.ci[1] < 0,
             "verdict": diff.verdict("baseline", "this run")}

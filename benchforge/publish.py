@@ -169,7 +169,7 @@ def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
 SPACE_SOURCE = Path(__file__).resolve().parents[1] / "space"  # the Gradio app, in a checkout
 
 
-def stage_space(out: Path, cfg: DictConfig) -> Path | None:
+def copy_space(out: Path, cfg: DictConfig) -> Path | None:
     """Copy the leaderboard Space app next to the tables, pointed at the leaderboard dataset
     (or, in a dry run, at the local table)."""
     if not (SPACE_SOURCE / "app.py").exists():
@@ -190,7 +190,7 @@ def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -
     out = Path(str(cfg.publish.dir)).expanduser() if cfg.publish.dir else \
         run_root(cfg) / "publish"
     written = write_tables(cfg, out)
-    written["space"] = stage_space(out, cfg)
+    written["space"] = copy_space(out, cfg)
     uploads = []
     if not cfg.publish.dry_run:
         if not cfg.publish.org:

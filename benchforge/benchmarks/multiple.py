@@ -156,7 +156,7 @@ class MultiPLE(Benchmark):
                               "language": self.language})
 
     def stop_sequences(self, mode: str) -> list[str]:
-        if mode != "completion":
+        if mode != Mode.completion:
             return []
         if not hasattr(self, "_stops"):
             self.load()

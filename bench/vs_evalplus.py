@@ -187,9 +187,8 @@ def main() -> None:
         print(f"{name}: peak RSS (largest process): evalplus {rss['ep'] / 2**30:.2f} GiB, "
               f"benchforge {rss['bf'] / 2**30:.2f} GiB; cache on disk: evalplus "
               f"{ep_cache / 2**20:.0f} MiB, benchforge {bf_cache / 2**20:.0f} MiB")
-        print(f"{name}: timeout audit share of benchforge's score stage (warm): "
-              f"median {100 * statistics.median(shares):.1f}% "
-              f"({100 * min(shares):.1f}-{100 * max(shares):.1f}%)")
+        print(f"{name}: timeout audit share of benchforge's score stage (warm): median "
+              f"{_anchor.spread([100 * share for share in shares], '%')}")
         for label, index in (("base", 0), ("base AND plus", 1)):
             differ = {tool: sorted(t for t, v in truth.items()
                                    if got.get(t, ("?", "?"))[index] != v[index])

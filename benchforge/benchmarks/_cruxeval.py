@@ -189,6 +189,12 @@ class CruxEval(Benchmark):
 
     @property
     def cot(self) -> bool:
+        """``benchmark.variant``: ``direct`` (False) or ``cot`` (True, the chain-of-thought
+        prompts of ``prompts.py``).
+
+        Raises:
+            BenchforgeError: any other variant.
+        """
         variant = str(self.cfg.get("variant") or "direct")
         if variant not in ("direct", "cot"):
             raise BenchforgeError(f"benchmark.variant={variant}: expected direct or cot")
@@ -223,6 +229,9 @@ class CruxEval(Benchmark):
         return cruxeval_answers.chat_answer(completion, self.predict, self.cot)
 
     def reference_answer(self, task: Task) -> str:
+        """The gold answer as the model should give it: the call ``f(<input>)``
+        for CRUXEval-I, the output value for CRUXEval-O.
+        """
         return f"f({task.data['input']})" if self.predict == "input" else task.data["output"]
 
     def reference_completion(self, task: Task, mode: str) -> str:

@@ -79,6 +79,12 @@ def support_source() -> str:
 
 
 class EvalPlusBenchmark(FunctionBenchmark):
+    """HumanEval+ / MBPP+ as evalplus 0.3.1 grades them (``evalplus/evaluate.py``,
+    ``evalplus/eval/__init__.py:unsafe_execute``): the sample runs on the base inputs and then the
+    plus inputs, each output compared with the canonical solution's (exact, or ``np.allclose``
+    with the task's ``atol`` for floats), with evalplus's per-input time limits derived from the
+    reference's times on this host. Subclasses set ``kind``, ``files`` and ``sources``.
+    """
     kind: str  # "humaneval" | "mbpp" (evalplus's dataset names)
     files: ClassVar[dict[str, str]]  # version -> path under data.root
     # version -> (path under data.mirror: the release repo's file at a pinned commit, sha256)
@@ -102,6 +108,12 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return [Download("url", source, self.files[version], sha256)]
 
     def data_file(self) -> Path:
+        """The dataset file of ``benchmark.version`` under ``data.root`` (or
+        ``benchmark.path`` as given).
+
+        Raises:
+            BenchforgeError: a version this benchmark has no file for (names the known ones).
+        """
         version = str(self.cfg.version)
         if self.cfg.get("path"):
             return Path(str(self.cfg.path)).expanduser()
@@ -274,4 +286,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return fields
 
     def serialize_input(self, task: Task, value: Any) -> str:
+        """``value`` (one input of a suite) as short text for
+        ``benchforge inspect``: its repr, cut by :func:`shorten`.
+        """
         return shorten(repr(value))

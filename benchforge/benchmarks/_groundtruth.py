@@ -28,6 +28,7 @@ STATE: dict[str, Any] = {}
 
 
 def fixture_name(task_id: str) -> str:
+    """The file name of ``task_id``'s fixture pickle in the store (``/`` -> ``_``)."""
     return f"{task_id.replace('/', '_')}.pkl"
 
 
@@ -54,6 +55,18 @@ def compute(index: int) -> tuple[str, dict[str, list[float]]]:
 
 
 def build(kind: str, source: Path, target: Path, workers: int) -> None:
+    """Build the expected-output store of one EvalPlus dataset.
+
+    Args:
+        kind: ``humaneval`` or ``mbpp`` (evalplus's dataset names).
+        source: the dataset file (JSON lines, ``.gz`` allowed).
+        target: the store dir; created by renaming a private build dir once complete, so a
+            reader never sees a half-built store (a concurrent builder's finished store wins).
+        workers: forked processes running tasks' canonical solutions, largest task first.
+
+    Raises:
+        whatever a canonical solution or the pool raises (the build dir is removed first).
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -96,6 +109,10 @@ def build(kind: str, source: Path, target: Path, workers: int) -> None:
 
 
 def main() -> None:
+    """``python -m benchforge.benchmarks._groundtruth <kind> <source> <target> <workers>``:
+    :func:`build`; progress lines ``done <n> <total>`` on stdout (the host shows them), a failure
+    as one line on stderr and exit status 1.
+    """
     kind, source, target, workers = (sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]),
                                      int(sys.argv[4]))
     try:

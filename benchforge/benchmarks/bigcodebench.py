@@ -113,6 +113,11 @@ class BigCodeBench(Benchmark):
 
     @property
     def subset(self) -> str:
+        """``benchmark.subset``: ``full`` (1,140 tasks) or ``hard`` (148).
+
+        Raises:
+            BenchforgeError: any other value.
+        """
         subset = str(self.cfg.get("subset") or "full")
         if subset not in HF_DATASETS:
             raise BenchforgeError(f"benchmark.subset={subset}: expected full or hard")
@@ -120,6 +125,12 @@ class BigCodeBench(Benchmark):
 
     @property
     def split(self) -> str:
+        """``benchmark.variant``, the BigCodeBench split: ``complete`` (docstring
+        prompts) or ``instruct`` (natural-language instructions; chat models only).
+
+        Raises:
+            BenchforgeError: any other value.
+        """
         split = str(self.cfg.get("variant") or "complete")
         if split not in SPLITS:
             raise BenchforgeError(f"benchmark.variant={split}: expected complete or instruct "
@@ -128,10 +139,16 @@ class BigCodeBench(Benchmark):
 
     @property
     def dataset_split(self) -> str:
+        """The dataset split named by ``benchmark.version`` (``v0.1.4`` of
+        ``v0.1.4@<commit>``).
+        """
         return str(self.cfg.version).partition("@")[0]
 
     @property
     def data_file(self) -> str:
+        """The parquet file of :attr:`dataset_split` inside the Hub dataset
+        (``data/<split>-00000-of-00001.parquet``).
+        """
         return f"data/{self.dataset_split}-00000-of-00001.parquet"
 
     def downloads(self) -> list[Download]:
@@ -231,9 +248,15 @@ class BigCodeBench(Benchmark):
                                    task.data["test"])
 
     def smoke_program(self) -> CheckProgram:
+        """The readiness gate's known-good program: a tiny task and its test
+        run through :mod:`._bcb_runner`, as a sample would be; it passes iff the toolchain works.
+        """
         return self.runner_program(SMOKE["code"], SMOKE["test"])
 
     def pins(self) -> dict[str, str | None]:
+        """``benchmark.pins`` as ``{distribution: version or None}`` (from
+        bigcodebench's ``Requirements/requirements-eval.txt``).
+        """
         pins = self.cfg.get("pins") or {}
         return {str(k): (None if v is None else str(v)) for k, v in pins.items()}
 

@@ -173,6 +173,9 @@ class DS1000(Benchmark):
 
     @property
     def timeout_s(self) -> float:
+        """Seconds per program: ``benchmark.timeout_s``, else the official 120
+        (``test_ds1000.py``'s ``check_correctness(..., timeout=120)``).
+        """
         limit = self.cfg.get("timeout_s")
         return float(limit) if limit is not None else TIMEOUT_S
 
@@ -181,6 +184,9 @@ class DS1000(Benchmark):
                             bare_globals=True, time_limit_s=self.timeout_s + 1)
 
     def smoke_program(self) -> CheckProgram:
+        """The readiness gate's known-good program: imports every library the
+        loaded problems use and runs a tiny problem through the same test program as a sample.
+        """
         libraries = sorted({DISTRIBUTIONS.get(lib, lib) for lib in self._libraries_needed()})
         imports = "".join(f"import {MODULES.get(d, d)}\n" for d in libraries)
         return CheckProgram(code=test_program(imports + SMOKE_CONTEXT, SMOKE_ANSWER),

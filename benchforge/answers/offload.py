@@ -20,7 +20,7 @@ log = logging.getLogger("benchforge")
 
 _STATE: dict[str, Any] = {}  # set before the fork: the worker reads it copy-on-write
 
-Extract = Callable[[Any, str, str], str]  # (task, answer, mode) -> code
+Extract = Callable[[Any, str, str], str]  # (task, answer, model.mode) -> code
 
 
 def _extract(task_id: str, answer: str, mode: str) -> str:

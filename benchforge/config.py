@@ -239,7 +239,7 @@ class ComputeConfig:
     setup: list[str] = field(default_factory=list)  # shell lines before the job (module load)
     generate: ShardShape = field(default_factory=lambda: ShardShape(gpus=1, cpus=4, mem_gb=32))
     score: ShardShape = field(default_factory=lambda: ShardShape(gpus=0, cpus=8, mem_gb=16))
-    shard: str = "generate"  # which shape this launch uses; set by the CLI from the stage
+    shard: str = "generate"  # which shape this launch uses; set by the CLI from the command
     max_requeue_per_shard: int = 5
     gpu_hour_budget: float = 2000.0
 
@@ -367,7 +367,7 @@ class InspectConfig:
 class BenchforgeConfig:
     """The whole config: one group per swappable part, one section per command's settings."""
 
-    stage: str = "run"
+    stage: str = "run"  # the command being run (a pipeline stage or any other command)
     model: ModelConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
     compute: ComputeConfig = MISSING
@@ -425,7 +425,8 @@ def compose(overrides: Sequence[str] = (), stage: str = "run") -> DictConfig:
 
     Args:
         overrides: Hydra overrides, as on the command line (``["model=oracle", "k=v"]``).
-        stage: the command the config is for (``stage`` key; pipeline step or other command).
+        stage: the command the config is for (the ``stage`` key: a pipeline stage or any
+            other command).
 
     Returns:
         the composed config, structured (typed) by the schema.

@@ -86,6 +86,8 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
         if key.startswith("pass@") and isinstance(value, dict):
             row[key] = value["value"]
             row[f"{key}_ci_lo"], row[f"{key}_ci_hi"] = value["ci95"]
+    # the intervals' level (aggregate.confidence): the Space's column header shows it
+    row["ci_level"] = (metrics.get("bootstrap") or {}).get("confidence")
     for window, values in (metrics.get("windows") or {}).items():
         if isinstance(values, dict) and isinstance(values.get("pass@1"), dict):
             row[f"pass@1_{window}"] = values["pass@1"]["value"]

@@ -63,7 +63,9 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
     printed.
 
     Returns:
-        One record per shared benchmark (difference, interval, win/loss/tie, verdict).
+        One record per shared benchmark (difference, interval, win/loss/tie, verdict); the
+        interval is at ``aggregate.confidence`` under the key ``ci95``, named as in
+        ``metrics.json`` whatever the level.
 
     Raises:
         BenchforgeError: A or B missing, or they share no benchmark.
@@ -103,7 +105,17 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
 
 def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
     """``aggregate.baseline``: compare this cell with a baseline cell (or several, pooled);
-    a drop whose CI excludes zero is a regression."""
+    a drop whose CI (at ``aggregate.confidence``) excludes zero is a regression.
+
+    Returns:
+        None without a baseline; else ``metrics.json``'s ``baseline`` record: ``diff`` (this
+        run - baseline, pass@1 fraction), ``ci95`` (its interval at the configured level;
+        the key keeps its historical name), ``regression``, ``verdict``, ``baselines``.
+
+    Raises:
+        BenchforgeError: a baseline run with ``model.sampling=server``, or a sampled run
+            (temperature > 0) with fewer than 3 baselines.
+    """
     agg = cfg.aggregate
     if not agg.baseline:
         return None

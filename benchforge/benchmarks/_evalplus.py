@@ -34,7 +34,10 @@ SUITES = ("base", "plus")
 # joined for one more second.
 SUITE_CAP_S = 60.0
 SUITE_SLACK_S = 2.0
-GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 800}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
+# The store's layout (benchmarks/_groundtruth.py); part of its folder name, so a store written
+# by an older benchforge is rebuilt beside it instead of misread.
+STORE_FORMAT = "v2"
+GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 350}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
 
 
 def _remove_stale_builds(target: Path) -> None:
@@ -163,11 +166,13 @@ class EvalPlusBenchmark(FunctionBenchmark):
 
     # ------------------------------------------------------------------------ ground truth
     def truth_dir(self) -> Path:
-        """This dataset's expected outputs on this host: one pickle per task (inputs, expected
-        outputs) and ``index.json`` (per task: file, per-input reference times)."""
+        """This dataset's expected outputs on this host: one file per task (each expected output
+        pickled on its own, then a header with the inputs, times and offsets) and ``index.json``
+        (per task: file, per-input reference times); see ``benchmarks/_groundtruth.py``."""
         if not hasattr(self, "_md5"):
             self.load()
-        return self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}-truth"
+        return self.cache_dir / (f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}"
+                                 f"-{STORE_FORMAT}-truth")
 
     def prepare_scoring(self, workers: int, progress: bool) -> None:
         """Compute the expected outputs once per host (``workers`` processes, a progress bar)

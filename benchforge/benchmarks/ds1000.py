@@ -52,7 +52,7 @@ from benchforge.sandbox.types import CheckProgram
 SEMANTICS = "github.com/xlang-ai/DS-1000 test_ds1000.py + execution.py"
 HF_DATASET = "xlangai/DS-1000"
 DATA_DIR = "ds1000"
-DATA_FILE = "test.jsonl.gz"
+DATA_FILE = "test.jsonl"  # the Hub file (hf://datasets/xlangai/DS-1000/test.jsonl)
 ROW_FIELDS = ("prompt", "reference_code", "code_context", "metadata")
 METADATA_FIELDS = ("problem_id", "library")
 STOPS = ["</code>", "# SOLUTION END"]

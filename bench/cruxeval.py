@@ -96,12 +96,10 @@ def main() -> None:
         median = statistics.median(walls)
         now[f"cruxeval_{mode}"] = {"benchforge_s": median,
                                    "vs_official_x": OFFICIAL_S[mode] / median}
-        print(_anchor.HEADER)
-        for key, value in now[f"cruxeval_{mode}"].items():
-            print(_anchor.row(f"cruxeval_{mode}", key, value,
-                              anchor.get(f"cruxeval_{mode}", {}).get(key)))
-        print(f"cruxeval_{mode}: 8000 samples in {median:.1f} s median "
-              f"({min(walls):.1f}-{max(walls):.1f}) over {args.repeat} runs; official "
+        _anchor.table(f"cruxeval_{mode}", now[f"cruxeval_{mode}"],
+                      anchor.get(f"cruxeval_{mode}", {}))
+        print(f"cruxeval_{mode}: 8000 samples in {_anchor.spread(walls)} (median, min-max) "
+              f"over {args.repeat} runs; official "
               f"evaluator {OFFICIAL_S[mode]:.0f} s ({OFFICIAL_S[mode] / median:.2f}x); target "
               f"<= {TARGET_S:.0f} s: {'met' if median <= TARGET_S else 'missed'}; verdicts "
               f"right: {agree}/{len(right)}")

@@ -46,10 +46,7 @@ def main() -> None:
     now = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     now["cpus"] = os.cpu_count() or 0
     anchor = _anchor.load(ANCHOR)
-    print(_anchor.HEADER)
-    for key, value in now.items():
-        if key != "cpus":
-            print(_anchor.row("oracle", key, value, anchor.get(key)))
+    _anchor.table("oracle", {k: v for k, v in now.items() if k != "cpus"}, anchor)
     print(f"(median of {args.repeat}; anchor on {anchor.get('cpus', '?')} cpus, now {now['cpus']})")
     if args.record:
         _anchor.record(ANCHOR, now)

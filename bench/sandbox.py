@@ -79,10 +79,8 @@ def main() -> None:
         now[mode] = {"samples_per_s": statistics.median(rates[mode]),
                      "overhead_ms_per_sample": statistics.median(c[0] for c in costs[mode]),
                      "worker_start_ms": statistics.median(c[1] for c in costs[mode])}
-    print(_anchor.HEADER)
     for mode, metrics in now.items():
-        for key, value in metrics.items():
-            print(_anchor.row(mode, key, value, anchor.get(mode, {}).get(key)))
+        _anchor.table(mode, metrics, anchor.get(mode, {}))
     print(f"(median of {args.repeat}; {os.cpu_count()} cpus; workers = cpus for samples/s, "
           "1 for overhead)")
     if "userns" in now and "bwrap" in now:

@@ -135,10 +135,6 @@ def run_benchforge(name: str, case: dict, work: Path, workers: int
             du(cache), share)
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
@@ -181,21 +177,18 @@ def main() -> None:
                      "speedup_warm_x": med["ep_warm"] / med["bf_warm"],
                      "evalplus_cold_s": med["ep_cold"], "benchforge_cold_s": med["bf_cold"],
                      "speedup_cold_x": med["ep_cold"] / med["bf_cold"]}
-        print(_anchor.HEADER)
-        for key, value in now[name].items():
-            print(_anchor.row(name, key, value, anchor.get(name, {}).get(key)))
-        print(f"{name}: warm evalplus {spread(walls['ep_warm'])}, benchforge "
-              f"{spread(walls['bf_warm'])}; cold evalplus {spread(walls['ep_cold'])}, "
-              f"benchforge {spread(walls['bf_cold'])}")
+        _anchor.table(name, now[name], anchor.get(name, {}))
+        shown = {k: _anchor.spread(v) for k, v in walls.items()}
+        print(f"{name}: warm evalplus {shown['ep_warm']}, benchforge {shown['bf_warm']}; "
+              f"cold evalplus {shown['ep_cold']}, benchforge {shown['bf_cold']}")
         print(f"{name}: cold overhead over warm: evalplus "
               f"{med['ep_cold'] - med['ep_warm']:.1f} s, benchforge "
               f"{med['bf_cold'] - med['bf_warm']:.1f} s")
         print(f"{name}: peak RSS (largest process): evalplus {rss['ep'] / 2**30:.2f} GiB, "
               f"benchforge {rss['bf'] / 2**30:.2f} GiB; cache on disk: evalplus "
               f"{ep_cache / 2**20:.0f} MiB, benchforge {bf_cache / 2**20:.0f} MiB")
-        print(f"{name}: timeout audit share of benchforge's score stage (warm): "
-              f"median {100 * statistics.median(shares):.1f}% "
-              f"({100 * min(shares):.1f}-{100 * max(shares):.1f}%)")
+        print(f"{name}: timeout audit share of benchforge's score stage (warm): median "
+              f"{_anchor.spread([100 * share for share in shares], '%')}")
         for label, index in (("base", 0), ("base AND plus", 1)):
             differ = {tool: sorted(t for t, v in truth.items()
                                    if got.get(t, ("?", "?"))[index] != v[index])

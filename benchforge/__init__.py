@@ -5,6 +5,12 @@ The public API is small: compose a config, then call a stage function on it::
     from benchforge import compose, run_run
     metrics = run_run(compose(["model=oracle", "benchmark=humaneval", "run.root=/tmp/runs"]))
 
+The ``run_*`` functions are what the CLI runs: they also print the command's table. For no
+output at all, call a stage's core, which returns data and prints nothing:
+``benchforge.stages.aggregate.aggregate(cell_dir, cfg)``,
+``benchforge.stages.score.score_pending`` and ``benchforge.stages.generate.generate_samples``
+(a progress bar only with ``progress=True``).
+
 Heavy modules load on first use, so importing benchforge (and ``benchforge --help``) is instant.
 """
 

@@ -26,7 +26,7 @@ USAGE = """usage: benchforge <command> [key=value ...] [-m]
 Evaluate code LLMs on code benchmarks; every stage is resumable.
 
 commands (benchforge <command> --help for its keys):
-{stages}
+{commands}
 
 examples:
   benchforge run                                   # oracle self-check on HumanEval (pass@1 = 1.000)
@@ -42,8 +42,8 @@ examples:
 def usage() -> str:
     """``benchforge --help``: every command of the registry with its help line."""
     width = max(map(len, COMMANDS))
-    return USAGE.format(stages="\n".join(f"  {name:<{width}}  {c.help}"
-                                         for name, c in COMMANDS.items()))
+    return USAGE.format(commands="\n".join(f"  {name:<{width}}  {c.help}"
+                                           for name, c in COMMANDS.items()))
 
 
 def command_usage(name: str) -> str:
@@ -67,9 +67,11 @@ def command_usage(name: str) -> str:
 def hydra_task(cfg: Any) -> Any:
     """The task function Hydra runs per job (module-level so launchers can pickle it)."""
     from benchforge import stages
+    from benchforge.config import Launcher, check_choices
 
+    check_choices(cfg)  # composition-time checks the schema's types cannot express
     runner = stages.runner(str(cfg.stage))
-    if (cfg.compute.launcher == "slurm" and COMMANDS[cfg.stage].scope == "cell"
+    if (cfg.compute.launcher == Launcher.slurm and COMMANDS[cfg.stage].scope == "cell"
             and "SLURM_JOB_ID" in os.environ):
         from benchforge.cell import cell_dir, run_root
         from benchforge.hub import offline
@@ -187,41 +189,43 @@ def describe_config_error(exc: BaseException) -> str | None:
     return None
 
 
-def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False) -> int:
-    """Run one stage through Hydra; ``launch_checked``: the caller already composed the
-    sweep and found it local, so the SLURM pre-launch checks are skipped."""
+def run_command(name: str, overrides: Sequence[str], launch_checked: bool = False) -> int:
+    """Run one command of the registry (a pipeline stage or any other command) through Hydra;
+    the command's name goes into the config's ``stage`` key. ``launch_checked``: the caller
+    already composed the sweep and found it local, so the SLURM pre-launch checks are
+    skipped. Returns the exit status."""
     import hydra
 
     from benchforge.config import CONFIG_MODULE, CONFIG_NAME, register_configs
     from benchforge.errors import BenchforgeError
 
     register_configs()
-    command = COMMANDS[stage]
-    extra = [f"stage={stage}"]
+    command = COMMANDS[name]
+    extra = [f"stage={name}"]
     if command.shard:
         extra.append(f"compute.shard={command.shard}")
     if is_multirun(overrides) and not launch_checked and command.shard:
         from benchforge.launch import plan_launch
 
         try:
-            extra += plan_launch(stage, [*overrides, f"compute.shard={command.shard}"])
+            extra += plan_launch(name, [*overrides, f"compute.shard={command.shard}"])
         except BenchforgeError as exc:
-            print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
+            print(f"benchforge {name}: error: {exc}", file=sys.stderr)
             return 2
     if command.read_only:  # nothing written before (or while) reading: works on a full disk
         extra += ["hydra/job_logging=stdout", "hydra.output_subdir=null", "hydra.run.dir=."]
     elif command.scope == "run":
-        extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + stage
+        extra.append("hydra.run.dir=${run.root}/${run.name}/logs/" + name
                      + "-${now:%Y%m%dT%H%M%S}")
     entry = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}",
                        config_name=CONFIG_NAME)(hydra_task)
-    watch = _pending_watch(stage, overrides, extra)
-    with _hydra_process_state([f"benchforge {stage}", *overrides, *extra]), watch:
+    watch = _pending_watch(name, overrides, extra)
+    with _hydra_process_state([f"benchforge {name}", *overrides, *extra]), watch:
         try:
             entry()
         except KeyboardInterrupt:
             if watch.stopped:
-                print(f"benchforge {stage}: error: {watch.stopped}", file=sys.stderr)
+                print(f"benchforge {name}: error: {watch.stopped}", file=sys.stderr)
                 return 2
             raise
         except VerifyFailed as exc:
@@ -231,18 +235,18 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
             return 1
         except BenchforgeError as exc:
             if isinstance(exc, RegressionDetected):
-                print(f"benchforge {stage}: regression: {exc}", file=sys.stderr)
+                print(f"benchforge {name}: regression: {exc}", file=sys.stderr)
                 return 3
-            print(f"benchforge {stage}: error: {exc}", file=sys.stderr)
+            print(f"benchforge {name}: error: {exc}", file=sys.stderr)
             return 2
-        except OSError as exc:  # Hydra's own logs, before any stage code runs
+        except OSError as exc:  # Hydra's own logs, before any command code runs
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 message = describe_config_error(exc)  # Hydra's MissingConfig is an OSError
                 if message is None:
                     raise
-                print(f"benchforge {stage}: {message}", file=sys.stderr)
+                print(f"benchforge {name}: {message}", file=sys.stderr)
                 return 2
-            print(f"benchforge {stage}: error: {exc.filename or 'writing a log'}: no space left "
+            print(f"benchforge {name}: error: {exc.filename or 'writing a log'}: no space left "
                   "on device; free space and rerun (nothing written before is lost)",
                   file=sys.stderr)
             return 2
@@ -250,7 +254,7 @@ def run_stage(stage: str, overrides: Sequence[str], launch_checked: bool = False
             message = describe_config_error(exc)
             if message is None:
                 raise
-            print(f"benchforge {stage}: {message}", file=sys.stderr)
+            print(f"benchforge {name}: {message}", file=sys.stderr)
             return 2
     return 0
 
@@ -302,6 +306,7 @@ def run_sweep(overrides: Sequence[str]) -> int:
     """``benchforge run -m``. Locally: every stage per cell, in one sweep. On SLURM: a job
     array of GPU generate shards, then one of CPU-only score (+ aggregate) shards, so no GPU
     idles while samples are scored."""
+    from benchforge.config import Launcher
     from benchforge.launch import first_job_config
 
     cfg = first_job_config(overrides, "run")
@@ -309,8 +314,8 @@ def run_sweep(overrides: Sequence[str]) -> int:
         code = smoke_gate(overrides)
         if code:
             return code
-    if cfg is None or cfg.compute.launcher != "slurm":
-        return run_stage("run", overrides, launch_checked=cfg is not None)
+    if cfg is None or cfg.compute.launcher != Launcher.slurm:
+        return run_command("run", overrides, launch_checked=cfg is not None)
     phases: list[tuple[str, list[str]]] = [("generate", []), ("score", ["score.aggregate=true"])]
     if cfg.score.samples or cfg.score.reference:  # nothing to generate: CPU shards only
         phases = phases[1:]
@@ -378,7 +383,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if stage == "run" and is_multirun(overrides):
             return run_sweep(overrides)
-        return run_stage(stage, overrides)
+        return run_command(stage, overrides)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print(f"benchforge {stage}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; "

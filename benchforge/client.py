@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchforge.answers.stops import sent_stops
+from benchforge.config import Mode, Thinking, thinking_choice
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 
@@ -55,7 +56,7 @@ class ClientSettings:
     base_url: str
     served_name: str
     api_key: str = "EMPTY"
-    mode: str = "chat"
+    mode: str = Mode.chat  # model.mode (a Mode member, or its value)
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 1024
@@ -95,13 +96,12 @@ def thinking_kwargs(model: Any) -> dict[str, Any] | None:
     (``chat_template_kwargs={"enable_thinking": ...}``); None when ``thinking`` is null.
 
     Raises:
-        BenchforgeError: any other value of ``model.thinking``.
+        BenchforgeError: any other value of ``model.thinking`` (:func:`thinking_choice`).
     """
-    if model.thinking is None:
+    thinking = thinking_choice(model)
+    if thinking is None:
         return None
-    if str(model.thinking) not in ("on", "off"):
-        raise BenchforgeError(f"model.thinking={model.thinking}: expected on, off or null")
-    return {"enable_thinking": str(model.thinking) == "on"}
+    return {"enable_thinking": thinking is Thinking.on}
 
 
 class _RetryWarnings(logging.Filter):

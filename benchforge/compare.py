@@ -63,7 +63,9 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
     printed.
 
     Returns:
-        One record per shared benchmark (difference, interval, win/loss/tie, verdict).
+        One record per shared benchmark (difference, interval, win/loss/tie, verdict); the
+        interval is at ``aggregate.confidence`` under the key ``ci95``, named as in
+        ``metrics.json`` whatever the level.
 
     Raises:
         BenchforgeError: A or B missing, or they share no benchmark.
@@ -84,7 +86,7 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
             name_a, name_b = f"A ({name_a})", f"B ({name_b})"
         results.append({"benchmark": key, "a": str(a.path), "b": str(b.path),
                         "n_tasks": diff.n_tasks, "pass@1_a": diff.a, "pass@1_b": diff.b,
-                        "diff": diff.diff, "ci95": list(diff.ci95),
+                        "diff": diff.diff, "ci95": list(diff.ci),
                         "prob_not_better": diff.prob_not_better,
                         "prob_not_worse": diff.prob_not_worse, "wins": diff.wins,
                         "losses": diff.losses, "ties": diff.ties,
@@ -103,7 +105,17 @@ def run_compare(cfg: DictConfig) -> list[dict[str, Any]]:
 
 def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
     """``aggregate.baseline``: compare this cell with a baseline cell (or several, pooled);
-    a drop whose CI excludes zero is a regression."""
+    a drop whose CI (at ``aggregate.confidence``) excludes zero is a regression.
+
+    Returns:
+        None without a baseline; else ``metrics.json``'s ``baseline`` record: ``diff`` (this
+        run - baseline, pass@1 fraction), ``ci95`` (its interval at the configured level;
+        the key keeps its historical name), ``regression``, ``verdict``, ``baselines``.
+
+    Raises:
+        BenchforgeError: a baseline run with ``model.sampling=server``, or a sampled run
+            (temperature > 0) with fewer than 3 baselines.
+    """
     agg = cfg.aggregate
     if not agg.baseline:
         return None
@@ -130,5 +142,5 @@ def check_baseline(cell: CellDir, cfg: DictConfig) -> dict[str, Any] | None:
     diff = paired_bootstrap(base_rates, task_pass_rates(cell), int(agg.bootstrap),
                             int(agg.seed), float(agg.confidence))
     return {"baselines": [str(b.path) for b in baselines], "n_tasks": diff.n_tasks,
-            "diff": diff.diff, "ci95": list(diff.ci95), "regression": diff.ci95[1] < 0,
+            "diff": diff.diff, "ci95": list(diff.ci), "regression": diff.ci[1] < 0,
             "verdict": diff.verdict("baseline", "this run")}

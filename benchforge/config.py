@@ -4,8 +4,9 @@ Each default lives here once; the YAML files under ``conf/`` hold only what a gr
 changes (as hydra's ``structured_configs/5.1_structured_config_schema_same_config_group``
 example does). A wrong type (``model.temperature=abc``) or a value outside a fixed set
 (``model.provider``, ``model.mode``, ``engine.launch``, ``compute.launcher``: enums) fails at
-composition with the offending key named. Behaviour lives elsewhere; this module only
-describes and composes configs.
+composition with the offending key named; so does ``model.thinking`` (:class:`Thinking`,
+checked by :func:`check_choices` on every composed config, and again where it is used).
+Behaviour lives elsewhere; this module only describes and composes configs.
 """
 
 from __future__ import annotations
@@ -63,6 +64,54 @@ class Launch(Choice):
     llamacpp = "llamacpp"  # llama-cpp-python's server
 
 
+class Thinking(Choice):
+    """``model.thinking``: the chat template's thinking switch (Qwen3-style
+    ``enable_thinking``); null for models without one.
+
+    The schema field stays ``str | None`` so that a value set after composition
+    (``OmegaConf.update`` in a notebook or test) reaches :func:`thinking_choice` and fails there
+    with the same one-line error as at composition, instead of an OmegaConf traceback."""
+
+    on = "on"  # enable_thinking=True: the model reasons in <think>...</think> first
+    off = "off"  # enable_thinking=False
+
+
+def thinking_choice(model: Any) -> Thinking | None:
+    """``model.thinking`` as a :class:`Thinking` member, None when it is null.
+
+    The one validator of the field: :func:`check_choices` calls it at composition, and
+    :func:`benchforge.client.thinking_kwargs` / :func:`benchforge.serving.total_max_tokens`
+    at run time.
+
+    Args:
+        model: the ``model`` config node (any mapping with ``get``).
+
+    Raises:
+        BenchforgeError: any other value (``model.thinking=maybe: expected on, off or null``).
+    """
+    value = model.get("thinking")
+    if value is None:
+        return None
+    try:
+        return Thinking(str(value))
+    except ValueError:
+        choices = ", ".join(member.value for member in Thinking)
+        raise BenchforgeError(f"model.thinking={value}: expected {choices} or null") from None
+
+
+def check_choices(cfg: Any) -> None:
+    """Check the fixed-choice fields the schema cannot type as enums (``model.thinking``) on a
+    freshly composed config: :func:`compose` and the CLI's Hydra task call it before any
+    command runs, so a bad value fails in one line (exit 2) before anything is written.
+
+    Raises:
+        BenchforgeError: the first bad field, named with its value and the allowed ones.
+    """
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    if model is not None:
+        thinking_choice(model)
+
+
 class Launcher(Choice):
     """``compute.launcher``: where the cells run."""
 
@@ -83,7 +132,9 @@ class ModelConfig:
     trust_remote_code: bool = False  # hf: pass --trust-remote-code (only if the model needs it)
     license: str | None = None  # SPDX id, or the name of the model's custom licence
     osi_approved: bool | None = None  # false: tagged non-OSI in provenance and metrics
-    thinking: str | None = None  # on | off for models with a thinking switch (Qwen3); else null
+    # on | off for models with a thinking switch (Qwen3); else null. str, not Thinking: see
+    # Thinking (checked at composition by check_choices and again where it is used)
+    thinking: str | None = None
     served_name: str = MISSING  # the `model` field sent to the OpenAI-compatible server
     # MISSING, not None, so endpoint.yaml's `???` is enforced (merging ??? keeps a default).
     base_url: str | None = MISSING  # e.g. http://gpu-node:8000/v1 (endpoint only)
@@ -188,7 +239,7 @@ class ComputeConfig:
     setup: list[str] = field(default_factory=list)  # shell lines before the job (module load)
     generate: ShardShape = field(default_factory=lambda: ShardShape(gpus=1, cpus=4, mem_gb=32))
     score: ShardShape = field(default_factory=lambda: ShardShape(gpus=0, cpus=8, mem_gb=16))
-    shard: str = "generate"  # which shape this launch uses; set by the CLI from the stage
+    shard: str = "generate"  # which shape this launch uses; set by the CLI from the command
     max_requeue_per_shard: int = 5
     gpu_hour_budget: float = 2000.0
     # Sample windows (benchforge.windows): split each cell's (task, sample) grid into shards.
@@ -320,7 +371,7 @@ class InspectConfig:
 class BenchforgeConfig:
     """The whole config: one group per swappable part, one section per command's settings."""
 
-    stage: str = "run"
+    stage: str = "run"  # the command being run (a pipeline stage or any other command)
     model: ModelConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
     compute: ComputeConfig = MISSING
@@ -374,7 +425,20 @@ def slurm_minutes(time: str) -> int:
 
 
 def compose(overrides: Sequence[str] = (), stage: str = "run") -> DictConfig:
-    """Compose the benchforge config outside a Hydra app (tests, notebooks, the Python API)."""
+    """Compose the benchforge config outside a Hydra app (tests, notebooks, the Python API).
+
+    Args:
+        overrides: Hydra overrides, as on the command line (``["model=oracle", "k=v"]``).
+        stage: the command the config is for (the ``stage`` key: a pipeline stage or any
+            other command).
+
+    Returns:
+        the composed config, structured (typed) by the schema.
+
+    Raises:
+        hydra/OmegaConf errors: an unknown group option, a wrong type, a value outside an enum.
+        BenchforgeError: a bad ``model.thinking`` (see :func:`check_choices`).
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -384,4 +448,5 @@ def compose(overrides: Sequence[str] = (), stage: str = "run") -> DictConfig:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = hydra_compose(config_name=CONFIG_NAME, overrides=[*overrides, f"stage={stage}"])
     GlobalHydra.instance().clear()
+    check_choices(cfg)
     return cfg

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from benchforge.config import Launch, Mode, Provider
 from benchforge.errors import BenchforgeError
 from benchforge.gguf_model import model_gguf
 from benchforge.gpumon import TRACE_NAME, GpuMonitor
@@ -99,9 +100,9 @@ def vllm_command(engine: DictConfig, model: DictConfig, port: int,
     if model.trust_remote_code:
         serve.append("--trust-remote-code")
     serve += [str(a) for a in engine.extra_args]
-    if engine.launch == "native":
+    if engine.launch == Launch.native:
         return [str(engine.executable), *serve[1:]]
-    if engine.launch == "apptainer":
+    if engine.launch == Launch.apptainer:
         image = Path(str(engine.image)).expanduser()
         if not image.is_file():
             raise BenchforgeError(f"engine.image={image}: no such SIF; run `benchforge "
@@ -135,7 +136,7 @@ def llamacpp_command(engine: DictConfig, model: DictConfig, port: int, gguf: Pat
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(engine.max_model_len),
            "--seed", str(model.seed), "--n_threads", str(threads),
            "--n_threads_batch", str(threads), "--n_gpu_layers", str(engine.gpu_layers)]
-    if has_template and str(model.mode) == "chat":
+    if has_template and model.mode == Mode.chat:
         cmd += ["--chat_format", "chat_template.default"]
     return cmd + [str(a) for a in engine.extra_args]
 
@@ -168,7 +169,7 @@ def concurrency(model: DictConfig, engine: DictConfig) -> int:
     """Requests in flight: the model's setting, else as many as the server batches."""
     if model.concurrency is not None:
         return int(model.concurrency)
-    if model.provider in ("hf", "gguf") and engine.launch != "none":
+    if model.provider in (Provider.hf, Provider.gguf) and engine.launch != Launch.none:
         return int(engine.max_num_seqs)
     return 16
 
@@ -192,25 +193,28 @@ def model_endpoint(model: DictConfig, logs: Path, engine: DictConfig | None = No
         BenchforgeError: no server to talk to, a server that exits or is not ready in
             ``startup_timeout_s``, or one that serves another model name.
     """
-    if model.provider == "endpoint" or (model.provider in ("hf", "gguf") and
-                                        (engine is None or engine.launch == "none")):
+    if model.provider == Provider.endpoint or (
+            model.provider in (Provider.hf, Provider.gguf)
+            and (engine is None or engine.launch == Launch.none)):
         if not model.base_url:
-            engines = "llamacpp" if model.provider == "gguf" else "vllm_native|vllm_apptainer"
+            engines = ("llamacpp" if model.provider == Provider.gguf
+                       else "vllm_native|vllm_apptainer")
             raise BenchforgeError(f"model={model.name}: no server to talk to; set "
                                   f"model.base_url, or engine={engines}")
         yield str(model.base_url)
         return
-    if model.provider in ("gguf", "hf") and engine is not None and engine.launch == "llamacpp":
+    if (model.provider in (Provider.gguf, Provider.hf) and engine is not None
+            and engine.launch == Launch.llamacpp):
         # a GPU build offloading layers: what the GPU spent goes to cost.gpu (benchforge.gpumon)
         with (_gpu_monitor(logs, int(engine.gpu_layers) != 0),
               _llamacpp_server(model, engine, logs) as url):
             yield url
         return
-    if model.provider == "gguf":
+    if model.provider == Provider.gguf:
         raise BenchforgeError(f"model={model.name} is a GGUF model: use engine=llamacpp "
                               f"(engine={engine.name if engine is not None else None} serves "
                               "Hugging Face snapshots)")
-    if model.provider == "hf":
+    if model.provider == Provider.hf:
         assert engine is not None
         snapshot, env = resolve_snapshot(model, paths)
         port = free_port()
@@ -221,7 +225,7 @@ def model_endpoint(model: DictConfig, logs: Path, engine: DictConfig | None = No
             require_served(url, model, logs / "server.log")
             yield url
         return
-    if model.provider != "oracle":
+    if model.provider != Provider.oracle:
         raise BenchforgeError(
             f"model.provider={model.provider}: expected oracle, endpoint, hf or gguf")
     with tempfile.TemporaryDirectory(prefix="benchforge-oracle-") as tmp:
@@ -261,7 +265,7 @@ def require_served(url: str, model: DictConfig, log_path: Path) -> None:
 def _llamacpp_server(model: DictConfig, engine: DictConfig, logs: Path) -> Iterator[str]:
     """Launch llama-cpp-python's server for ``model.gguf``; yield its /v1 URL."""
 
-    if model.provider not in ("gguf", "hf") or not model.get("gguf"):
+    if model.provider not in (Provider.gguf, Provider.hf) or not model.get("gguf"):
         raise BenchforgeError(f"engine=llamacpp serves GGUF files: model={model.name} sets no "
                               "model.gguf (a path, or pkg:<distribution>/<file>)")
     info = model_gguf(model)

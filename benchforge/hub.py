@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge.benchmarks import Benchmark, Download, load_benchmark
+from benchforge.config import Provider
 from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
@@ -200,7 +201,7 @@ def run_fetch(cfg: DictConfig) -> dict[str, Any]:
         raise BenchforgeError("stage runs on the login node: this looks like a compute node "
                               "(paths.offline); set paths.offline=false to force it")
     result: dict[str, Any] = {"model": None, "data": []}
-    if cfg.model.provider == "hf":
+    if cfg.model.provider == Provider.hf:
         entry = stage_model(cfg.model, hf_cache(cfg))
         result["model"] = entry
         print_table("staged model", ["model", "repo", "revision", "commit", "path"],

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from benchforge.config import Launch
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
 
@@ -107,7 +108,7 @@ def run_pull_image(cfg: DictConfig) -> list[dict[str, Any]]:
     """
     images = Path(str(cfg.paths.images)).expanduser()
     pulled = []
-    if cfg.engine.launch == "apptainer":
+    if cfg.engine.launch == Launch.apptainer:
         if not cfg.engine.image_source:
             raise BenchforgeError(f"engine={cfg.engine.name}: engine.image_source is not set")
         sif = Path(str(cfg.engine.image)).expanduser()

@@ -59,6 +59,10 @@ def placeholders(compute: DictConfig) -> list[tuple[str, str]]:
 
 
 def placeholder_error(found: list[tuple[str, str]], profile: str) -> BenchforgeError:
+    """The error for a compute profile with unresolved ``PLACEHOLDER_*`` values
+    (``found``: ``(key, value)`` pairs): one line per key with how to find its value (``benchforge
+    probe`` or the SLURM command to ask).
+    """
     lines = [f"compute={profile} has {len(found)} unresolved placeholder(s); nothing was "
              f"submitted. Run `benchforge probe compute={profile}` or set them:"]
     for key, value in found:

@@ -28,6 +28,17 @@ from benchforge.prompts import messages_sha256, text_sha256
 
 
 class MockState:
+    """What the server answers and how it misbehaves, shared by its request threads.
+
+    Args:
+        answers: prompt sha256 -> completion text, or a reply dict (``completion`` plus any of
+            :data:`REPLY_FIELDS`), as :func:`load_answers` reads them.
+        served_name: the model name ``/v1/models`` lists and requests must send.
+        delay_s: seconds slept per completion request (a real model's latency).
+        fail_first: the first N completion requests get a 503 (transient failures).
+        die_after: exit the process after this many answers (0: never), as a crashing server.
+        log_requests: append each completion request (path and body) to this file.
+    """
     def __init__(self, answers: dict[str, Any], served_name: str, delay_s: float,
                  fail_first: int, die_after: int = 0, log_requests: Path | None = None) -> None:
         self.answers = answers
@@ -47,6 +58,9 @@ class MockState:
         self.requests = 0
 
     def take_failure(self) -> bool:
+        """Count a completion request; True while ``fail_first`` 503s remain
+        (thread-safe).
+        """
         with self._lock:
             self.requests += 1
             if self._fail_left > 0:
@@ -91,16 +105,25 @@ def apply_stop(text: str, stop: list[str] | str | None) -> tuple[str, str]:
 
 
 def count_tokens(text: str) -> int:
+    """The mock's token count: whitespace-separated words (enough for usage figures
+    and cost tests; not a real tokenizer).
+    """
     return len(text.split())
 
 
 class Handler(BaseHTTPRequestHandler):
+    """The HTTP routes of the mock, vLLM-shaped: ``GET /health``, ``/v1/models`` (and
+    llama-server's ``/props``); ``POST /v1/chat/completions``, ``/v1/completions``, the
+    flavour's tokenize route and llama-server's ``/apply-template``. Errors are OpenAI-style
+    JSON bodies.
+    """
     server_version = "benchforge-mock/1"
     protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn (vLLM) serves; every reply is sized
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     state: MockState  # set on the subclass made in make_server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet; the launcher keeps the log
+        """Quiet: no per-request line on stderr (the launcher keeps the server log)."""
         pass
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -116,6 +139,9 @@ class Handler(BaseHTTPRequestHandler):
                                       "code": status}})
 
     def do_GET(self) -> None:
+        """``/health`` (not for llama-cpp-python, which has none), ``/v1/models`` with the
+        served name, llama-server's ``/props`` (its default sampling settings); 404 otherwise.
+        """
         if self.path == "/props" and self.state.flavour == "llama-server":
             self._send(200, {"default_generation_settings": {
                 "params": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
@@ -129,6 +155,11 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}")
 
     def do_POST(self) -> None:
+        """A completion request: 503 for the first ``fail_first`` requests, 404 for another
+        model name, 400 for a prompt without an answer; else the answer for the prompt's sha256
+        (cut at the request's ``stop`` like vLLM, ``n`` choices, usage counted with
+        :func:`count_tokens`). Also the tokenize and apply-template routes of the flavour.
+        """
         length = int(self.headers.get("Content-Length", "0"))
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -241,6 +272,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(host: str, port: int, state: MockState) -> ThreadingHTTPServer:
+    """A threaded HTTP server on ``host:port`` serving ``state`` (vLLM's accept
+    backlog, daemon threads so shutdown never waits on a client).
+    """
     handler = type("BoundHandler", (Handler,), {"state": state})
 
     class Server(ThreadingHTTPServer):
@@ -252,6 +286,10 @@ def make_server(host: str, port: int, state: MockState) -> ThreadingHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m benchforge.mock_server --port P --answers FILE --served-model-name M
+    [--delay-s S] [--fail-first N] [--flavour F] [--chat-template FILE] ...``: serve until
+    interrupted; prints one ready line with the URL.
+    """
     parser = argparse.ArgumentParser(prog="python -m benchforge.mock_server",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

@@ -100,7 +100,8 @@ def sandbox_record(rows: Any, mode: str, guarantees: Any,
     Args:
         rows: the cell's results rows so far (each with ``sandbox_mode``; None for verdicts
             decided without running code).
-        mode: the mode of the sandbox scoring now; ``guarantees``: what it guarantees.
+        mode: the sandbox mode scoring now (``bwrap``, ...); ``guarantees``: what it
+            guarantees.
         previous: the provenance recorded so far (its ``sandbox_modes``, or, for a cell
             written before they existed, its single ``sandbox_mode``/``sandbox_guarantees``).
 

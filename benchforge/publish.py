@@ -86,6 +86,8 @@ def leaderboard_row(cell: CellDir, model: str, benchmark: str, run_name: str,
         if key.startswith("pass@") and isinstance(value, dict):
             row[key] = value["value"]
             row[f"{key}_ci_lo"], row[f"{key}_ci_hi"] = value["ci95"]
+    # the intervals' level (aggregate.confidence): the Space's column header shows it
+    row["ci_level"] = (metrics.get("bootstrap") or {}).get("confidence")
     for window, values in (metrics.get("windows") or {}).items():
         if isinstance(values, dict) and isinstance(values.get("pass@1"), dict):
             row[f"pass@1_{window}"] = values["pass@1"]["value"]
@@ -169,7 +171,7 @@ def write_tables(cfg: DictConfig, out: Path) -> dict[str, Any]:
 SPACE_SOURCE = Path(__file__).resolve().parents[1] / "space"  # the Gradio app, in a checkout
 
 
-def stage_space(out: Path, cfg: DictConfig) -> Path | None:
+def copy_space(out: Path, cfg: DictConfig) -> Path | None:
     """Copy the leaderboard Space app next to the tables, pointed at the leaderboard dataset
     (or, in a dry run, at the local table)."""
     if not (SPACE_SOURCE / "app.py").exists():
@@ -190,7 +192,7 @@ def run_publish(cfg: DictConfig, api_factory: Callable[[], Any] | None = None) -
     out = Path(str(cfg.publish.dir)).expanduser() if cfg.publish.dir else \
         run_root(cfg) / "publish"
     written = write_tables(cfg, out)
-    written["space"] = stage_space(out, cfg)
+    written["space"] = copy_space(out, cfg)
     uploads = []
     if not cfg.publish.dry_run:
         if not cfg.publish.org:

@@ -106,6 +106,9 @@ def probe(needs, version_args):
 
 
 def probe_program(requirements: list[dict[str, Any]]) -> CheckProgram:
+    """The sandbox program that checks ``requirements`` (executables, files, Python
+    distributions and their versions); its verdict's detail carries the JSON report of what
+    it found (raised as the failure message, read back by :func:`check_readiness`)."""
     call = f"\nprobe({requirements!r}, {VERSION_ARGS!r})\n"
     return CheckProgram(code="", test=PROBE + call, time_limit_s=PROBE_WALL_S)
 

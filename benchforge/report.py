@@ -34,7 +34,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, level: float = 0.95) -> None:
         for j, bench in enumerate(benchmarks):
             match = [r for r in rows if r["model"] == model and r["benchmark"] == bench]
             if match:
-                value, (low, high) = match[0]["pass@1"], match[0]["ci95"]
+                value, (low, high) = match[0]["pass@1"], match[0]["ci"]
                 xs.append(j + i * width)
                 ys.append(100 * value)
                 lo.append(100 * (value - low))
@@ -85,7 +85,7 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
         metrics = compute_metrics(cell, cfg.aggregate)
         rows.append({"model": str(entry["model"]), "benchmark": str(entry["benchmark"]),
                      "pass@1": metrics["pass@1"]["value"],
-                     "ci95": tuple(metrics["pass@1"]["ci95"]), "n_tasks": metrics["n_tasks"],
+                     "ci": tuple(metrics["pass@1"]["ci95"]), "n_tasks": metrics["n_tasks"],
                      "n_samples": metrics["n_samples"], "tag": licence_tag(metrics),
                      "tokens": metrics["cost"]["completion_tokens"],
                      "gpu_hours": metrics["cost"]["gpu_hours"],
@@ -107,7 +107,7 @@ def run_report(cfg: DictConfig) -> dict[str, Any]:
     for r in sorted(rows, key=lambda r: (r["benchmark"], -r["pass@1"])):
         gpu = "" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"
         lines.append(f"| {r['model']}{r['tag']} | {r['benchmark']} | {100 * r['pass@1']:.1f} | "
-                     f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | {r['n_tasks']} | "
+                     f"[{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}] | {r['n_tasks']} | "
                      f"{r['n_samples']} | {r['tokens']} | {gpu} | {_energy(r['gpu'])} | "
                      f"{_latency(r['serving'])} |")
     write_atomic(md, "\n".join(lines) + "\n")

@@ -79,6 +79,16 @@ def time_limits(times: dict[str, float | None], tasks: Iterable[Task], min_time_
 
 def verdict_row(benchmark: Benchmark, task: Task, sample: dict[str, Any], result: ExecResult,
                 mode: str, limit: float | None) -> dict[str, Any]:
+    """One ``results.jsonl`` row of a scored sample.
+
+    Args:
+        benchmark: adds its columns (``result_fields``; ``failure_fields`` for a failure).
+        task: the sample's task.
+        sample: the ``samples.jsonl`` row (``task_id``, ``sample_idx``, ``code``).
+        result: the sandbox's verdict.
+        mode: the sandbox mode that ran it (recorded as ``sandbox_mode``).
+        limit: the time limit applied, in seconds (None: the benchmark's own per-test limits).
+    """
     return {"task_id": sample["task_id"], "sample_idx": sample["sample_idx"],
             "passed": result.passed, "failure_mode": result.failure_mode,
             "duration_s": result.duration_s, "time_limit_s": limit, "sandbox_mode": mode,
@@ -195,6 +205,9 @@ def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
 
 
 def audit_summary(audit: Path) -> dict[str, int]:
+    """Counts of the timeout audit's file ``audit``: samples rerun, those that passed
+    at twice the limit (``flipped_to_pass``) and those that timed out again.
+    """
     rows = list(first_rows_by_key(read_rows(audit)).values())
     return {"rerun": len(rows), "flipped_to_pass": sum(bool(r["passed"]) for r in rows),
             "still_timeout": sum(r["failure_mode"] == "timeout" for r in rows)}

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from benchforge.config import Thinking, thinking_choice
 from benchforge.errors import BenchforgeError
 
 SAMPLING_MODES = ("request", "server")
@@ -49,11 +50,11 @@ def total_max_tokens(model: Any, answer_tokens: int | None = None) -> int:
     within the same budget).
 
     Raises:
-        BenchforgeError: a negative thinking budget.
+        BenchforgeError: a negative thinking budget; a bad ``model.thinking``.
     """
     budget = model.get("thinking_max_tokens")
     base = int(model.max_tokens) if answer_tokens is None else int(answer_tokens)
-    if budget is None or str(model.get("thinking")) != "on":
+    if budget is None or thinking_choice(model) is not Thinking.on:
         return base
     if int(budget) < 0:
         raise BenchforgeError(f"model.thinking_max_tokens={budget}: expected >= 0 or null")

@@ -27,7 +27,7 @@ from benchforge.client import (
     generate,
     thinking_kwargs,
 )
-from benchforge.config import slug
+from benchforge.config import Mode, Provider, slug
 from benchforge.console import print_table
 from benchforge.engine import concurrency, model_endpoint, served_models
 from benchforge.errors import BenchforgeError
@@ -43,7 +43,7 @@ def template_source(cfg: DictConfig) -> tuple[str, str, dict[str, Any]] | None:
     """The one chat template of the model (override file, else the staged snapshot's), where
     it came from, and the special tokens it may use."""
 
-    entry = staged_snapshot(cfg.model, hf_cache(cfg)) if cfg.model.provider == "hf" else None
+    entry = staged_snapshot(cfg.model, hf_cache(cfg)) if cfg.model.provider == Provider.hf else None
     tokenizer_config = Path(entry["path"]) / "tokenizer_config.json" if entry else None
     if cfg.model.get("gguf") and not cfg.model.chat_template:
         info = model_gguf(cfg.model)
@@ -72,12 +72,12 @@ def run_smoke(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         BenchforgeError: the server cannot be started or reached, or a check failed.
     """
-    mode = str(cfg.model.mode)
+    mode = Mode(cfg.model.mode)
     kwargs = thinking_kwargs(cfg.model) or {}
     benchmark = load_benchmark(cfg)
     if benchmark.tier >= 2:  # the scoring toolchain first: the readiness gate
         readiness = run_gate(cfg, benchmark)
-        if cfg.model.provider == "oracle":  # nothing to serve: the gate is the whole smoke
+        if cfg.model.provider == Provider.oracle:  # nothing to serve: the gate is the whole smoke
             return {"benchmark": str(cfg.benchmark.name), "readiness": readiness, "ok": True}
     tasks = benchmark.load().tasks[: max(int(cfg.smoke.prompts), 1)]
     prompts = [benchmark.prompt(task, mode) for task in tasks]
@@ -89,7 +89,7 @@ def run_smoke(cfg: DictConfig) -> dict[str, Any]:
         checks.append({"check": name, "ok": None if ok is None else bool(ok),
                        "detail": detail})
 
-    template = template_source(cfg) if mode == "chat" else None
+    template = template_source(cfg) if mode == Mode.chat else None
     with model_endpoint(cfg.model, logs, cfg.engine, cfg.paths,
                         answers=lambda mode: oracle_answers(benchmark, tasks, mode)) as url:
         names = served_models(url)
@@ -97,10 +97,10 @@ def run_smoke(cfg: DictConfig) -> dict[str, Any]:
               f"server lists {names}, config says {cfg.model.served_name}")
         root = url.removesuffix("/").removesuffix("/v1")
         flavour = detect_flavour(root, str(cfg.model.served_name), api_key(cfg.model)) \
-            if mode == "chat" else None
-        if mode == "chat" and flavour is None:
+            if mode == Mode.chat else None
+        if mode == Mode.chat and flavour is None:
             check("prompt identity", None, NOT_CHECKABLE)
-        elif mode == "chat" and template is None:
+        elif mode == Mode.chat and template is None:
             check("prompt identity", False, "no chat template known to benchforge: stage the "
                   "model or set model.chat_template, so the server's rendering can be checked")
         elif template is not None and flavour is not None:

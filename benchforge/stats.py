@@ -12,15 +12,23 @@ from benchforge.errors import BenchforgeError
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its bootstrap interval at the configured level."""
+    """A point estimate with its bootstrap interval.
+
+    Attributes:
+        value: the estimate, a fraction in [0, 1] (pass@k over tasks).
+        ci: ``(lo, hi)`` fractions, the percentile bootstrap interval at the configured level
+            (``aggregate.confidence``, 0.95 by default): not always a 95% interval, hence not
+            called ``ci95`` here.
+    """
 
     value: float
-    ci95: tuple[float, float]
+    ci: tuple[float, float]
 
     def as_dict(self) -> dict[str, object]:
-        """``{"value", "ci95": [lo, hi]}`` as written to ``metrics.json``; the key keeps its
-        historical name whatever the level (``aggregate.confidence``)."""
-        return {"value": self.value, "ci95": [self.ci95[0], self.ci95[1]]}
+        """``{"value", "ci95": [lo, hi]}`` as written to ``metrics.json``. The on-disk key keeps
+        its historical name ``ci95`` whatever the level (``aggregate.confidence``): readers of
+        existing ``metrics.json`` files depend on it."""
+        return {"value": self.value, "ci95": [self.ci[0], self.ci[1]]}
 
 
 def require_samples_for_ks(ks: Sequence[int], n_samples: int, what: str) -> None:
@@ -98,19 +106,21 @@ def pass_at_k_from_counts(n: np.ndarray, c: np.ndarray, ks: Sequence[int], resam
     ordered = sorted(set(ks))
     per_k = [pass_at_k(n, c, k) for k in ordered]
     cis = bootstrap_cis(per_k, resamples, seed, confidence)
-    return {f"pass@{k}": Estimate(value=float(values.mean()), ci95=ci)
+    return {f"pass@{k}": Estimate(value=float(values.mean()), ci=ci)
             for k, values, ci in zip(ordered, per_k, cis, strict=True)}
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """B - A in pass@1 over the problems both were scored on."""
+    """B - A in pass@1 over the problems both were scored on (fractions in [-1, 1]); ``ci`` is
+    the paired bootstrap interval of ``diff`` at the configured level (``aggregate.confidence``).
+    """
 
     n_tasks: int
     a: float
     b: float
     diff: float
-    ci95: tuple[float, float]
+    ci: tuple[float, float]
     prob_not_better: float  # share of resamples where B - A <= 0 (one-sided, "p-value-like")
     prob_not_worse: float  # share of resamples where B - A >= 0
     wins: int  # problems where B's pass rate is higher
@@ -120,16 +130,16 @@ class PairedDifference:
     @property
     def significant(self) -> bool:
         """Whether the interval of the difference excludes 0."""
-        return self.ci95[0] > 0 or self.ci95[1] < 0
+        return self.ci[0] > 0 or self.ci[1] < 0
 
     def verdict(self, a_name: str = "A", b_name: str = "B") -> str:
         """The comparison in words (better, worse, or no significant difference), with the
         difference and its interval in percentage points."""
-        points = f"{100 * self.diff:+.1f} points [{100 * self.ci95[0]:+.1f}, " \
-                 f"{100 * self.ci95[1]:+.1f}]"
-        if self.ci95[0] > 0:
+        points = f"{100 * self.diff:+.1f} points [{100 * self.ci[0]:+.1f}, " \
+                 f"{100 * self.ci[1]:+.1f}]"
+        if self.ci[0] > 0:
             return f"{b_name} better than {a_name} by {points}"
-        if self.ci95[1] < 0:
+        if self.ci[1] < 0:
             return f"{b_name} worse than {a_name} by {points}"
         return f"no significant difference ({b_name} - {a_name}: {points})"
 
@@ -150,7 +160,7 @@ def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], resamples: 
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return PairedDifference(
         n_tasks=len(shared), a=float(va.mean()), b=float(vb.mean()), diff=float(delta.mean()),
-        ci95=(float(lo), float(hi)), prob_not_better=float(np.mean(means <= 0)),
+        ci=(float(lo), float(hi)), prob_not_better=float(np.mean(means <= 0)),
         prob_not_worse=float(np.mean(means >= 0)), wins=int(np.sum(delta > 0)),
         losses=int(np.sum(delta < 0)), ties=int(np.sum(delta == 0)))
 

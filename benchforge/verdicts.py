@@ -173,6 +173,12 @@ def _checked(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
 
 
 def read_columns(path: Path) -> Columns:
+    """The deduplicated verdict columns of a ``results.jsonl`` (pyarrow when the file
+    ends cleanly, else the row reader, which also checks a torn tail).
+
+    Raises:
+        BenchforgeError: the file is missing (score the cell first), or a bad or torn row.
+    """
     if not path.exists():
         raise BenchforgeError(f"{path}: missing; score this cell first")
     return _columns_arrow(path) or _columns_rows(path)

@@ -3,8 +3,9 @@
     LEADERBOARD=path/or/dir/with/leaderboard.parquet python space/app.py [--port 7860]
 
 Reads ``leaderboard.parquet`` (one row per model x benchmark cell) and shows pass@1 with its
-95% CI, pass@k, the contamination windows, cost and licence, filterable by benchmark, licence
-(OSI-approved only) and contamination window, with a link to each cell's provenance.
+bootstrap CI (at the level the cells were aggregated with, ``ci_level``), pass@k, the
+contamination windows, cost and licence, filterable by benchmark, licence (OSI-approved only)
+and contamination window, with a link to each cell's provenance.
 Self-contained (gradio, gradio_leaderboard, pandas, pyarrow): it runs as a Hugging Face
 Space next to the published datasets without benchforge installed.
 """
@@ -38,6 +39,20 @@ def load(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(local)
 
 
+def ci_levels(board: pd.DataFrame) -> list[float]:
+    """The distinct interval levels of the board's rows (``ci_level``, e.g. 0.95); [] for a
+    table published before the column existed."""
+    if "ci_level" not in board:
+        return []
+    return sorted({float(v) for v in board["ci_level"] if pd.notna(v)})
+
+
+def ci_label(board: pd.DataFrame) -> str:
+    """``95% CI`` when every row has that level, else ``CI`` (each cell then names its own)."""
+    levels = ci_levels(board)
+    return f"{levels[0]:.0%} CI" if len(levels) == 1 else "CI"
+
+
 def table(board: pd.DataFrame, window: str = "all problems") -> pd.DataFrame:
     """The displayed columns: the chosen window's pass@1 with its CI, licence and cost."""
     view = pd.DataFrame()
@@ -47,9 +62,13 @@ def table(board: pd.DataFrame, window: str = "all problems") -> pd.DataFrame:
     score = board[column] if column in board and window != "all problems" else board["pass@1"]
     view["pass@1 (%)"] = (100 * score).round(1)
     if window == "all problems":
-        view["95% CI"] = [f"[{100 * lo:.1f}, {100 * hi:.1f}]"
-                          for lo, hi in zip(board["pass@1_ci_lo"], board["pass@1_ci_hi"],
-                                            strict=True)]
+        mixed = len(ci_levels(board)) > 1
+        levels = board["ci_level"] if "ci_level" in board else [None] * len(board)
+        view[ci_label(board)] = [
+            f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+            + (f" ({float(level):.0%})" if mixed and pd.notna(level) else "")
+            for lo, hi, level in zip(board["pass@1_ci_lo"], board["pass@1_ci_hi"], levels,
+                                     strict=True)]
     for k in (5, 10):
         if f"pass@{k}" in board:
             view[f"pass@{k} (%)"] = (100 * board[f"pass@{k}"]).round(1)
@@ -74,7 +93,9 @@ def build(board: pd.DataFrame):  # -> gr.Blocks
     from gradio_leaderboard import ColumnFilter, Leaderboard, SelectColumns
 
     with gr.Blocks(title="benchforge leaderboard") as app:
-        gr.Markdown("# benchforge leaderboard\npass@1 with 95% bootstrap CIs over problems, "
+        levels = ci_levels(board)
+        level = f"{levels[0]:.0%} " if len(levels) == 1 else ""
+        gr.Markdown(f"# benchforge leaderboard\npass@1 with {level}bootstrap CIs over problems, "
                     "recomputed from raw verdicts. Non-OSI licences are shown, not hidden.")
         window = gr.Radio(list(WINDOWS), value="all problems", label="contamination window")
         view = table(board)

@@ -82,6 +82,23 @@ def test_wrong_type_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert "model.temperature" in lines[0] and "Traceback" not in proc.stderr
 
 
+def test_thinking_is_checked_at_composition(tmp_path: Path) -> None:
+    """``model.thinking`` outside on/off/null fails when the config is composed (Python API and
+    CLI), in one line, before the command runs; on/off compose to Thinking members' values."""
+    from benchforge.config import Thinking, thinking_choice
+    from benchforge.errors import BenchforgeError
+
+    with pytest.raises(BenchforgeError, match=r"^model\.thinking=maybe: expected on, off or null$"):
+        compose(["model=oracle", "model.thinking=maybe"])
+    for value, member in (("on", Thinking.on), ("off", Thinking.off), ("null", None)):
+        assert thinking_choice(compose(["model=oracle", f"model.thinking={value}"]).model) is member
+    proc = run_cli("plan", "model=oracle", "model.thinking=maybe", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["benchforge plan: error: model.thinking=maybe: expected on, off or null"]
+    assert not [p for p in tmp_path.rglob("*") if p.name in ("provenance.json", "manifest.jsonl")]
+
+
 def test_unknown_option_gives_hydras_error(tmp_path: Path) -> None:
     proc = run_cli("plan", "model=no_such_model", cwd=tmp_path)
     assert proc.returncode == 2

@@ -11,7 +11,6 @@ ships no installable package: the outcomes follow its ``test_ds1000.py``/``execu
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def test_program_prompts_and_stops() -> None:
 
 
 def test_loading_errors_are_one_line(tmp_path: Path) -> None:
-    with pytest.raises(BenchforgeError, match=r"ds1000/test\.jsonl\.gz: DS-1000 data not found; "
+    with pytest.raises(BenchforgeError, match=r"ds1000/test\.jsonl: DS-1000 data not found; "
                        r"run `benchforge stage benchmark=ds1000`"):
         load_benchmark(compose(["benchmark=ds1000", f"data.root={tmp_path}"])).load()
     bad = tmp_path / "bad.jsonl"
@@ -99,9 +98,9 @@ def test_loading_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_stage_fetches_the_dataset_from_the_hub(tmp_path: Path) -> None:
-    blob = gzip.compress(FIXTURE.read_bytes())
+    blob = FIXTURE.read_bytes()  # the Hub file is plain JSON lines: test.jsonl
     commit = "b" * 40
-    repos = {"datasets/xlangai/DS-1000": {"sha": commit, "files": {"test.jsonl.gz": blob}}}
+    repos = {"datasets/xlangai/DS-1000": {"sha": commit, "files": {"test.jsonl": blob}}}
     args = ["benchmark=ds1000", f"data.root={tmp_path / 'data'}",
             f"run.root={tmp_path / 'runs'}", f"benchmark.version={commit}"]
     with FakeHub(repos) as server:

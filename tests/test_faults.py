@@ -271,7 +271,7 @@ INTERNAL_RAISES = {
     ("benchmarks/livecodebench.py", "UnpicklingError"): "refusal caught by its caller",
     ("procutil.py", "SystemExit"): "signal handler: leave after stopping the server",
     ("shard.py", "ShardTerminated"): "SLURM SIGTERM: exit for the requeue",
-    ("cli.py", "VerifyFailed"): "printed by run_stage as the list of problems",
+    ("cli.py", "VerifyFailed"): "printed by run_command as the list of problems",
     ("cli.py", "Terminated"): "signal handler: SIGTERM unwinds like Ctrl-C, main prints one line",
     ("cli.py", "KeyboardInterrupt"): "signal handler: SIGINT after the sandbox workers are killed",
 }

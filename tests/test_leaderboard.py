@@ -54,6 +54,25 @@ def test_table_shows_cis_licences_and_windows(scored_run: Path, tmp_path: Path) 
     assert rows["oracle"]["provenance"].startswith("[provenance](")
 
 
+def test_ci_column_shows_the_configured_level(scored_run: Path, tmp_path: Path) -> None:
+    """aggregate.confidence=0.9 at publish: the leaderboard rows carry ci_level 0.9 and the
+    Space's interval column says 90%, never a hard-coded 95%; rows of mixed levels name
+    their own level under a plain "CI" header."""
+    import pandas as pd
+
+    proc = run_cli("publish", f"run.root={scored_run}", "aggregate.confidence=0.9", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    app = space_module()
+    board = app.load(scored_run / "default" / "publish" / "leaderboard")
+    assert set(board["ci_level"]) == {0.9}
+    view = app.table(board)
+    assert "90% CI" in view.columns and "95% CI" not in view.columns
+    mixed = board.assign(ci_level=[0.9, 0.95][: len(board)])
+    cells = app.table(mixed)["CI"].tolist()
+    assert sorted(c.rsplit(" ", 1)[1] for c in cells) == ["(90%)", "(95%)"]
+    assert app.ci_label(pd.DataFrame({"model": []})) == "CI"  # a board from before ci_level
+
+
 @pytest.mark.slow
 def test_leaderboard_page_in_headless_chromium(scored_run: Path, tmp_path: Path) -> None:
     browser = chromium()

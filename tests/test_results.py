@@ -46,15 +46,15 @@ def test_paired_bootstrap_finds_a_planted_five_points_and_nothing_in_identical_r
     rates_b = {t: float(v[0]) for t, v in b.items()}
     diff = paired_bootstrap(rates_a, rates_b, 1000, 1234, 0.95)
     assert diff.diff == pytest.approx(0.05)
-    assert diff.significant and diff.ci95[0] > 0.02 and diff.ci95[1] < 0.08
+    assert diff.significant and diff.ci[0] > 0.02 and diff.ci[1] < 0.08
     assert (diff.wins, diff.losses, diff.ties) == (20, 0, 380)
     assert diff.verdict().startswith("B better than A by +5.0 points [+")
     same = paired_bootstrap(rates_a, dict(rates_a), 1000, 1234, 0.95)
     assert not same.significant and same.diff == 0
     assert same.verdict() == "no significant difference (B - A: +0.0 points [+0.0, +0.0])"
     # seeded: same seed, same CI; another seed, another CI
-    assert paired_bootstrap(rates_a, rates_b, 1000, 1234, 0.95).ci95 == diff.ci95
-    assert paired_bootstrap(rates_a, rates_b, 1000, 99, 0.95).ci95 != diff.ci95
+    assert paired_bootstrap(rates_a, rates_b, 1000, 1234, 0.95).ci == diff.ci
+    assert paired_bootstrap(rates_a, rates_b, 1000, 99, 0.95).ci != diff.ci
 
 
 def test_pass_at_k_matches_evalplus_estimator() -> None:

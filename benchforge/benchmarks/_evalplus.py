@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from benchforge.answers import evalplus as evalplus_answers
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.types import CheckProgram
@@ -33,7 +34,10 @@ SUITES = ("base", "plus")
 # joined for one more second.
 SUITE_CAP_S = 60.0
 SUITE_SLACK_S = 2.0
-GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 800}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
+# The store's layout (benchmarks/_groundtruth.py); part of its folder name, so a store written
+# by an older benchforge is rebuilt beside it instead of misread.
+STORE_FORMAT = "v2"
+GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 350}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
 
 
 def _remove_stale_builds(target: Path) -> None:
@@ -78,6 +82,12 @@ def support_source() -> str:
 
 
 class EvalPlusBenchmark(FunctionBenchmark):
+    """HumanEval+ / MBPP+ as evalplus 0.3.1 grades them (``evalplus/evaluate.py``,
+    ``evalplus/eval/__init__.py:unsafe_execute``): the sample runs on the base inputs and then the
+    plus inputs, each output compared with the canonical solution's (exact, or ``np.allclose``
+    with the task's ``atol`` for floats), with evalplus's per-input time limits derived from the
+    reference's times on this host. Subclasses set ``kind``, ``files`` and ``sources``.
+    """
     kind: str  # "humaneval" | "mbpp" (evalplus's dataset names)
     files: ClassVar[dict[str, str]]  # version -> path under data.root
     # version -> (path under data.mirror: the release repo's file at a pinned commit, sha256)
@@ -101,6 +111,12 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return [Download("url", source, self.files[version], sha256)]
 
     def data_file(self) -> Path:
+        """The dataset file of ``benchmark.version`` under ``data.root`` (or
+        ``benchmark.path`` as given).
+
+        Raises:
+            BenchforgeError: a version this benchmark has no file for (names the known ones).
+        """
         version = str(self.cfg.version)
         if self.cfg.get("path"):
             return Path(str(self.cfg.path)).expanduser()
@@ -135,14 +151,14 @@ class EvalPlusBenchmark(FunctionBenchmark):
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         """EvalPlus codegen's ``sanitize`` (see :mod:`benchforge.answers.evalplus`)."""
-        if mode == "completion":
+        if mode == Mode.completion:
             return evalplus_answers.completion_solution(task.data["prompt"], completion,
                                                         task.data["entry_point"], self.kind)
         return evalplus_answers.chat_solution(completion, task.data["entry_point"])
 
     def stop_sequences(self, mode: str) -> list[str]:
         """EvalPlus's vLLM stop strings for base models (4 sent, all cut client-side)."""
-        return evalplus_answers.completion_stops(self.kind) if mode == "completion" else []
+        return evalplus_answers.completion_stops(self.kind) if mode == Mode.completion else []
 
     def rescoring_code(self, task: Task, row: dict[str, Any]) -> str | None:
         """evalplus.evaluate: ``solution`` as is, ``completion`` as prompt + completion."""
@@ -150,11 +166,13 @@ class EvalPlusBenchmark(FunctionBenchmark):
 
     # ------------------------------------------------------------------------ ground truth
     def truth_dir(self) -> Path:
-        """This dataset's expected outputs on this host: one pickle per task (inputs, expected
-        outputs) and ``index.json`` (per task: file, per-input reference times)."""
+        """This dataset's expected outputs on this host: one file per task (each expected output
+        pickled on its own, then a header with the inputs, times and offsets) and ``index.json``
+        (per task: file, per-input reference times); see ``benchmarks/_groundtruth.py``."""
         if not hasattr(self, "_md5"):
             self.load()
-        return self.cache_dir / f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}-truth"
+        return self.cache_dir / (f"evalplus-{self.kind}-{self._md5}-{socket.gethostname()}"
+                                 f"-{STORE_FORMAT}-truth")
 
     def prepare_scoring(self, workers: int, progress: bool) -> None:
         """Compute the expected outputs once per host (``workers`` processes, a progress bar)
@@ -273,4 +291,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return fields
 
     def serialize_input(self, task: Task, value: Any) -> str:
+        """``value`` (one input of a suite) as short text for
+        ``benchforge inspect``: its repr, cut by :func:`shorten`.
+        """
         return shorten(repr(value))

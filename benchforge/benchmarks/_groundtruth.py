@@ -4,9 +4,20 @@
 
 Runs each task's canonical solution (trusted dataset code) with evalplus's trusted_exec on its
 base and plus inputs, recording per-input times on this host. Tasks are independent, so
-``workers`` forked processes share them (largest first); each task's inputs, expected outputs
-and times go to their own pickle, written straight into a private build folder that is renamed
-to ``<out dir>`` once ``index.json`` (per task: file and per-input reference times) is in it.
+``workers`` forked processes share them (largest first). Each task gets one file, written
+straight into a private build folder that is renamed to ``<out dir>`` once ``index.json`` (per
+task: file and per-input reference times) is in it. A task's file holds:
+
+- each expected output pickled on its own, one after the other, so that a sample's process
+  unpickles only the output of the input it is comparing (one Mbpp/255 output is ~200 MB of
+  objects, its whole plus suite ~2 GB), and the store is smaller than one pickle of the whole
+  table (the memo of one huge pickle makes its references long);
+- then the header: a pickle of, per suite, the inputs, the per-input reference times, where each
+  expected output lies (``offsets``: ``[start, length, codec]``, bytes; codec 1 = zlib, for
+  outputs of ``COMPRESS_FROM`` bytes or more, else 0) and ``first_float`` (the
+  first input whose expected output is floats, for EvalPlus's atol rule);
+- then the header's start, 8 bytes big-endian (``read_header`` reads it).
+
 Nothing holds the whole table at once. Progress goes to stdout (``done <n> <total>``); a
 failure is one line on stderr and removes the build folder.
 Kept out of the benchforge process so dataset code never runs inside it.
@@ -14,46 +25,115 @@ Kept out of the benchforge process so dataset code never runs inside it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
 import shutil
 import sys
+import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SUITES = ("base", "plus")
+# An expected output whose pickle is this large is stored zlib-compressed (level 1): a few
+# such outputs are most of the store (HumanEval/15, /130; Mbpp/255), and they compress 3x.
+COMPRESS_FROM = 1 << 20
 ROWS: list[dict[str, Any]] = []  # set before the fork: the workers share it copy-on-write
 STATE: dict[str, Any] = {}
 
 
 def fixture_name(task_id: str) -> str:
+    """The file name of ``task_id``'s file in the store (``/`` -> ``_``)."""
     return f"{task_id.replace('/', '_')}.pkl"
+
+
+def run_canonical(code: str, inputs: list[Any], entry_point: str, not_none: bool,
+                  sink: Callable[[Any], None]) -> list[float]:
+    """evalplus.gen.util.trusted_exec(code, inputs, entry_point, record_time=True,
+    output_not_none=not_none) (0.3.1), except that each output goes to ``sink`` as soon as it
+    exists instead of into a list: the same exec in fresh globals, deepcopy of each input and
+    ``time.time()`` around the call alone, so the reference times are measured the same way,
+    but one output is alive at a time (Mbpp/255's plus suite holds ~2 GB at once otherwise).
+
+    Returns:
+        The per-input reference times in seconds, one per input.
+    Raises:
+        Whatever the canonical solution raises.
+    """
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # trusted dataset code (the canonical solution), as evalplus does
+    function = namespace[entry_point]
+    times = []
+    for args in inputs:
+        args = copy.deepcopy(args)
+        start = time.time()
+        out = function(*args)
+        times.append(time.time() - start)
+        sink(out is not None if not_none else out)
+        del out
+    return times
+
+
+class SuiteWriter:
+    """Appends one suite's expected outputs to a task's open store file, one pickle each."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.offsets: list[list[int]] = []  # [start, length, codec] per input
+        self.first_float: int | None = None
+
+    def add(self, value: Any) -> None:
+        """Write the next input's expected output (zlib level 1 from ``COMPRESS_FROM`` bytes)."""
+        from evalplus.eval import is_floats
+
+        blob, codec = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), 0
+        if len(blob) >= COMPRESS_FROM:  # HumanEval/15's plus outputs: 147 MB -> 47 MB
+            blob, codec = zlib.compress(blob, 1), 1
+        if self.first_float is None and is_floats(value):
+            self.first_float = len(self.offsets)
+        self.offsets.append([self.out.tell(), len(blob), codec])
+        self.out.write(blob)
 
 
 def compute(index: int) -> tuple[str, dict[str, list[float]]]:
     """One task: run its canonical solution on both suites, write its fixture file."""
-    from evalplus.gen.util import trusted_exec
-
     row = ROWS[index]
     code = row["prompt"] + row["canonical_solution"]
     data, times = {}, {}
-    for suite in SUITES:
-        try:
-            expected, spent = trusted_exec(
-                code, row[f"{suite}_input"], row["entry_point"], record_time=True,
-                output_not_none=row["entry_point"] in STATE["not_none"])
-        except Exception as exc:  # reported as one line naming the task
-            raise RuntimeError(f"{row['task_id']} {suite}: the canonical solution raised "
-                               f"{type(exc).__name__}: {exc}") from None
-        data[suite] = {"inputs": row[f"{suite}_input"], "expected": expected, "times": spent}
-        times[suite] = spent
-    with open(Path(STATE["build"]) / fixture_name(row["task_id"]), "wb") as fh:
-        pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(Path(STATE["build"]) / fixture_name(row["task_id"]), "wb") as out:
+        for suite in SUITES:
+            writer = SuiteWriter(out)
+            try:
+                spent = run_canonical(code, row[f"{suite}_input"], row["entry_point"],
+                                      row["entry_point"] in STATE["not_none"], writer.add)
+            except Exception as exc:  # reported as one line naming the task
+                raise RuntimeError(f"{row['task_id']} {suite}: the canonical solution raised "
+                                   f"{type(exc).__name__}: {exc}") from None
+            data[suite] = {"inputs": row[f"{suite}_input"], "times": spent,
+                           "offsets": writer.offsets, "first_float": writer.first_float}
+            times[suite] = spent
+        start = out.tell()
+        pickle.dump(data, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(start.to_bytes(8, "big"))
     return row["task_id"], times
 
 
 def build(kind: str, source: Path, target: Path, workers: int) -> None:
+    """Build the expected-output store of one EvalPlus dataset.
+
+    Args:
+        kind: ``humaneval`` or ``mbpp`` (evalplus's dataset names).
+        source: the dataset file (JSON lines, ``.gz`` allowed).
+        target: the store dir; created by renaming a private build dir once complete, so a
+            reader never sees a half-built store (a concurrent builder's finished store wins).
+        workers: forked processes running tasks' canonical solutions, largest task first.
+
+    Raises:
+        whatever a canonical solution or the pool raises (the build dir is removed first).
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -96,6 +176,10 @@ def build(kind: str, source: Path, target: Path, workers: int) -> None:
 
 
 def main() -> None:
+    """``python -m benchforge.benchmarks._groundtruth <kind> <source> <target> <workers>``:
+    :func:`build`; progress lines ``done <n> <total>`` on stdout (the host shows them), a failure
+    as one line on stderr and exit status 1.
+    """
     kind, source, target, workers = (sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]),
                                      int(sys.argv[4]))
     try:

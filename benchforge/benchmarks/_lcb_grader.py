@@ -56,18 +56,31 @@ WRONG, TIMEOUT, RUNTIME = -2, -3, -4
 
 
 class WrongAnswer(AssertionError):
+    """A test's output differs (lcb_runner error code -2); the sandbox worker maps it to
+    the ``wrong_answer`` failure mode by name.
+    """
     pass
 
 
 class TimeLimitExceeded(Exception):
+    """A test ran past ``signal.alarm(timeout)`` (lcb_runner -3); the worker maps it
+    to ``timeout``.
+    """
     pass
 
 
 class CompileError(Exception):
+    """The program does not compile (lcb_runner -4, "Error during testing"); the worker
+    maps it to ``syntax_error``.
+    """
     pass
 
 
 class TimeoutException(Exception):  # the name is the contract: lcb_runner matches its repr
+    """What the alarm handler raises inside the program, as lcb_runner's does:
+    lcb_runner recognises a time-out by ``timeoutexception`` in the exception's repr, so the
+    class name is part of the contract.
+    """
     pass
 
 

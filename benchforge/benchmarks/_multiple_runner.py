@@ -80,6 +80,10 @@ def run(args, timeout_s, env=None):
 
 
 def javatuples():
+    """The javatuples jar Java programs are compiled against: the first of
+    :data:`JAVATUPLES` that exists (MultiPL-E's Java image puts it in ``/usr/multiple``),
+    else the first path (the compile error then names it).
+    """
     for path in JAVATUPLES:
         if os.path.isfile(path):
             return path

@@ -33,10 +33,13 @@ from benchforge.benchmarks import (
     Dataset,
     Download,
     Task,
+    pin_table,
+    python_requirement,
     read_dataset_rows,
     register,
 )
 from benchforge.benchmarks import _bcb_runner as runner
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -110,6 +113,11 @@ class BigCodeBench(Benchmark):
 
     @property
     def subset(self) -> str:
+        """``benchmark.subset``: ``full`` (1,140 tasks) or ``hard`` (148).
+
+        Raises:
+            BenchforgeError: any other value.
+        """
         subset = str(self.cfg.get("subset") or "full")
         if subset not in HF_DATASETS:
             raise BenchforgeError(f"benchmark.subset={subset}: expected full or hard")
@@ -117,6 +125,12 @@ class BigCodeBench(Benchmark):
 
     @property
     def split(self) -> str:
+        """``benchmark.variant``, the BigCodeBench split: ``complete`` (docstring
+        prompts) or ``instruct`` (natural-language instructions; chat models only).
+
+        Raises:
+            BenchforgeError: any other value.
+        """
         split = str(self.cfg.get("variant") or "complete")
         if split not in SPLITS:
             raise BenchforgeError(f"benchmark.variant={split}: expected complete or instruct "
@@ -125,10 +139,16 @@ class BigCodeBench(Benchmark):
 
     @property
     def dataset_split(self) -> str:
+        """The dataset split named by ``benchmark.version`` (``v0.1.4`` of
+        ``v0.1.4@<commit>``).
+        """
         return str(self.cfg.version).partition("@")[0]
 
     @property
     def data_file(self) -> str:
+        """The parquet file of :attr:`dataset_split` inside the Hub dataset
+        (``data/<split>-00000-of-00001.parquet``).
+        """
         return f"data/{self.dataset_split}-00000-of-00001.parquet"
 
     def downloads(self) -> list[Download]:
@@ -153,7 +173,7 @@ class BigCodeBench(Benchmark):
                               "split": self.split, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
+        if mode == Mode.completion:
             if self.split != "complete":
                 raise BenchforgeError("BigCodeBench: a base model (model.mode=completion) "
                                       "cannot do the instruct split (bigcodebench refuses it "
@@ -163,7 +183,7 @@ class BigCodeBench(Benchmark):
         return Prompt(messages=(("user", text),))
 
     def stop_sequences(self, mode: str) -> list[str]:
-        return answers.completion_stops() if mode == "completion" else []
+        return answers.completion_stops() if mode == Mode.completion else []
 
     def max_tokens(self, mode: str) -> int | None:
         return MAX_NEW_TOKENS
@@ -179,7 +199,7 @@ class BigCodeBench(Benchmark):
 
     def reference_completion(self, task: Task, mode: str) -> str:
         solution = self.solution(task)
-        if mode == "completion":
+        if mode == Mode.completion:
             prompt = task.data["complete_prompt"]
             if not solution.startswith(prompt):
                 raise BenchforgeError(f"{task.task_id}: the oracle's solution does not extend "
@@ -189,7 +209,7 @@ class BigCodeBench(Benchmark):
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         entry = task.data["entry_point"]
-        if mode == "completion":
+        if mode == Mode.completion:
             return answers.completion_solution(task.data["complete_prompt"], completion, entry)
         return answers.chat_solution(completion, entry)
 
@@ -228,9 +248,15 @@ class BigCodeBench(Benchmark):
                                    task.data["test"])
 
     def smoke_program(self) -> CheckProgram:
+        """The readiness gate's known-good program: a tiny task and its test
+        run through :mod:`._bcb_runner`, as a sample would be; it passes iff the toolchain works.
+        """
         return self.runner_program(SMOKE["code"], SMOKE["test"])
 
     def pins(self) -> dict[str, str | None]:
+        """``benchmark.pins`` as ``{distribution: version or None}`` (from
+        bigcodebench's ``Requirements/requirements-eval.txt``).
+        """
         pins = self.cfg.get("pins") or {}
         return {str(k): (None if v is None else str(v)) for k, v in pins.items()}
 
@@ -239,7 +265,7 @@ class BigCodeBench(Benchmark):
         imports it), then every third-party library the loaded tasks import, at its pin."""
         if not hasattr(self, "_libs"):
             self.load()
-        pins = {k.lower(): (k, v) for k, v in self.pins().items()}
+        pins = pin_table(self.pins())
         needs: list[dict[str, Any]] = []
         seen: set[str] = set()
         for lib in ["matplotlib", *self._libs]:
@@ -248,10 +274,7 @@ class BigCodeBench(Benchmark):
             seen.add(lib)
             dist = DISTRIBUTIONS.get(lib, lib)
             if dist.lower() in pins:
-                name, version = pins[dist.lower()]
-                pin = f"=={version}" if version else ""
-                needs.append({"kind": "python", "name": name, "version": version,
-                              "install": f"pip install '{name}{pin}'"})
+                needs.append(python_requirement(*pins[dist.lower()]))
             else:
                 needs.append({"kind": "module", "name": lib, "install":
                               f"a distribution providing the module {lib} (not pinned: add "

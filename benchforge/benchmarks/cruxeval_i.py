@@ -9,4 +9,4 @@ class CruxEvalInput(CruxEval):
     """CRUXEval-I: predict an input of ``f`` for a given output (see
     :mod:`benchforge.benchmarks._cruxeval`)."""
 
-    mode = "input"
+    predict = "input"

@@ -9,4 +9,4 @@ class CruxEvalOutput(CruxEval):
     """CRUXEval-O: predict the output of ``f`` for a given input (see
     :mod:`benchforge.benchmarks._cruxeval`)."""
 
-    mode = "output"
+    predict = "output"

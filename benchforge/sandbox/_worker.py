@@ -54,22 +54,75 @@ def support_namespace(ref):
     return SUPPORT[key]
 
 
-# The current task's inputs and expected outputs (a benchforge-written pickle: trusted), loaded
-# by the worker before the fork so reading it never counts against a sample's time limit.
+# The current task's inputs, reference times and expected-output offsets (a benchforge-written
+# pickle: trusted), loaded by the worker before the fork so reading it never counts against a
+# sample's time limit. The expected outputs themselves stay on disk (see ExpectedOutputs).
 FIXTURE = {}
 
 
+class ExpectedOutputs:
+    """One suite's expected outputs, unpickled one input at a time from the task's file in
+    the store (benchforge.benchmarks._groundtruth writes it): a sample's process holds at most
+    the one output it is comparing, never the whole suite.
+
+    The readers are bound here, before any sample code runs, so that a sample which rebinds
+    ``os``/``pickle`` attributes cannot change what is read (they are C functions).
+    """
+
+    def __init__(self, path, offsets):
+        import pickle
+        import zlib
+
+        self.path, self.offsets, self.current = path, offsets, (None, None)
+        self._io = (os.open, os.pread, os.close, pickle.loads, zlib.decompress)
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __getitem__(self, index):
+        if self.current[0] != index:
+            self.current = (None, None)  # drop the previous output before reading the next
+            _open, _pread, _close, _loads, _decompress = self._io
+            start, length, codec = self.offsets[index]
+            fd = _open(self.path, os.O_RDONLY)
+            try:
+                chunks, done = [], 0
+                while done < length:
+                    chunk = _pread(fd, length - done, start + done)
+                    if not chunk:
+                        raise OSError(f"{self.path}: truncated at byte {start + done}")
+                    chunks.append(chunk)
+                    done += len(chunk)
+            finally:
+                _close(fd)
+            blob = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            del chunks
+            if codec == 1:
+                blob = _decompress(blob)
+            self.current = (index, _loads(blob))
+        return self.current[1]
+
+
 def load_fixture(path):
+    """Load the task fixture pickled at ``path`` (EvalPlus inputs and expected outputs,
+    written by benchforge: trusted) into :data:`FIXTURE`, once per task; the forked children
+    inherit it, so reading it never counts against a sample's limits.
+    """
     if FIXTURE.get("path") != path:
         import pickle
 
         FIXTURE.clear()  # one task at a time keeps the children's address space small
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh:  # the header, at the start its last 8 bytes give
+            fh.seek(-8, os.SEEK_END)
+            fh.seek(int.from_bytes(fh.read(8), "big"))
             FIXTURE.update(path=path, data=pickle.load(fh))
 
 
 # ------------------------------------------------------------------------------ framing
 def read_exact(fd, size):
+    """Read exactly ``size`` bytes from ``fd``; None when the pipe closes first (the host
+    went away).
+    """
     chunks = []
     while size:
         chunk = os.read(fd, size)
@@ -81,6 +134,9 @@ def read_exact(fd, size):
 
 
 def read_message(fd):
+    """One length-prefixed JSON message from ``fd`` (4-byte big-endian length, then the
+    UTF-8 body); None at end of input, which ends the worker.
+    """
     header = read_exact(fd, 4)
     if header is None:
         return None
@@ -89,6 +145,9 @@ def read_message(fd):
 
 
 def write_message(fd, message):
+    """Write ``message`` to ``fd`` as one length-prefixed JSON frame (the format
+    :func:`read_message` and the host's pool read), retrying short writes.
+    """
     body = json.dumps(message).encode()
     data = struct.pack(">I", len(body)) + body
     while data:
@@ -109,6 +168,10 @@ def sample_defined(klass):
 
 
 def overriding_dunder(cls):
+    """``"Class.__eq__"``-style name of the first comparison/conversion dunder
+    (:data:`TAMPER_DUNDERS`) a sample-defined class in ``cls``'s MRO defines in Python; None
+    when there is none (builtin and imported classes are trusted).
+    """
     for klass in cls.__mro__:
         if not sample_defined(klass):
             continue
@@ -144,6 +207,9 @@ def inspect_value(value, limit=200000):
 
 
 def guard(function):
+    """Wrap the sample's entry point so every value it returns is checked by
+    :func:`inspect_value` (Tampered on a value with Python-level comparison hooks).
+    """
     def guarded(*args, **kwargs):
         result = function(*args, **kwargs)
         inspect_value(result)
@@ -153,6 +219,10 @@ def guard(function):
 
 
 def process_tampering(builtins_snapshot):
+    """What the sample changed in the checking process, as a one-line reason, or
+    None: a builtin replaced or added (against ``builtins_snapshot``, taken before the sample
+    ran), or a trace/profile hook installed.
+    """
     changed = sorted(k for k in set(builtins_snapshot) | set(vars(builtins))
                      if vars(builtins).get(k, builtins_snapshot) is not builtins_snapshot.get(k))
     if changed:
@@ -163,6 +233,13 @@ def process_tampering(builtins_snapshot):
 
 
 def classify_exception(exc, limits):
+    """``(failure mode, detail)`` of an exception the sample or its checks raised:
+    Tampered -> tampering; a trusted grader's WrongAnswer / TimeLimitExceeded / CompileError
+    (LiveCodeBench) -> wrong_answer / timeout / syntax_error; AssertionError -> assertion;
+    MemoryError -> memory; SystemExit -> early_exit; EFBIG -> output_limit (``limits`` names
+    the cap); anything else runtime_error with its traceback. The modes are
+    ``sandbox.types.FailureMode`` values.
+    """
     if isinstance(exc, Tampered):
         return "tampering", str(exc)
     # Named outcomes raised by trusted graders run as test code (e.g. LiveCodeBench's).
@@ -249,24 +326,32 @@ class NullIO:
     """Swallows the sample's prints (EvalPlus's swallow_io); reading raises like a closed file."""
 
     def write(self, text):
+        """Discard ``text``; returns its length as a file would."""
         return len(text)
 
     def writelines(self, lines):
+        """Discard ``lines``."""
         pass
 
     def flush(self):
+        """Nothing to flush."""
         pass
 
     def read(self, *args):
+        """Raise OSError: the sample has no stdin (also ``readline``/``readlines``)."""
         raise OSError("stdin is not available")
 
     readline = readlines = read
 
     def isatty(self):
+        """Never a terminal."""
         return False
 
 
 def is_floats(value):
+    """Whether EvalPlus compares ``value`` with a tolerance: a float, a non-empty
+    list/tuple of floats, or a float32/float64 numpy array (``evalplus.eval.is_floats``, 0.3.1).
+    """
     if isinstance(value, float):
         return True
     if isinstance(value, (list, tuple)) and value:
@@ -298,6 +383,9 @@ class _BoundedRepr(reprlib.Repr):
 
 
 def bounded_repr(value, limit=1000):
+    """A repr of ``value`` for failure details that never runs sample-defined
+    ``__repr__`` code, cut to ``limit`` characters.
+    """
     try:
         text = _BoundedRepr().repr(value)
     except Exception:  # e.g. an int too long to print
@@ -306,6 +394,7 @@ def bounded_repr(value, limit=1000):
 
 
 class InputTimeout(Exception):
+    """One EvalPlus input ran past its per-input limit (raised by the SIGALRM handler)."""
     pass
 
 
@@ -320,7 +409,8 @@ def run_suite(program, fixture, limits, report):
 
     spec = program["differential"]
     data = fixture[spec["suite"]["name"]]
-    inputs, expected = data["inputs"], data["expected"]
+    inputs = data["inputs"]
+    expected = ExpectedOutputs(FIXTURE["path"], data["offsets"])
     floor, factor = float(spec["min_time_limit_s"]), float(spec["time_factor"])
     scale = float(program.get("time_scale", 1.0))
     time_limits = [max(floor, factor * t) * scale for t in data["times"]]
@@ -332,8 +422,9 @@ def run_suite(program, fixture, limits, report):
     dataset, entry_point = spec["dataset"], program["entry_point"]
     atol = spec["atol"]
     only = spec.get("only_index")  # the audit: just the input that timed out
-    if only is not None and atol == 0 and entry_point != "find_zero" and any(
-            is_floats(e) for e in expected[:only]):
+    first_float = data["first_float"]
+    if only is not None and atol == 0 and entry_point != "find_zero" and (
+            first_float is not None and first_float < only):
         atol = 1e-6  # as the full loop would have set it before reaching that input
     state = {"index": -1}
 
@@ -412,6 +503,10 @@ def run_suite(program, fixture, limits, report):
 
 
 def apply_limits(limits):
+    """Set the sample's rlimits from ``limits`` (``memory_mb`` as AS and DATA,
+    ``stack_mb``, ``cpu_s``, ``nofile``, ``nproc``, ``fsize_mb``; no core files); hard and soft
+    alike, so the sample cannot raise them.
+    """
     import resource
 
     pairs = (("RLIMIT_AS", limits["memory_mb"] * MB), ("RLIMIT_DATA", limits["memory_mb"] * MB),
@@ -424,6 +519,11 @@ def apply_limits(limits):
 
 
 def unshare_network():
+    """Move this process into a new network namespace (only loopback, and down).
+
+    Raises:
+        OSError: the kernel refused ``unshare(CLONE_NEWNET)``.
+    """
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -460,6 +560,7 @@ def libc():
 
 
 def check_call(result, what):
+    """Raise OSError (errno and ``what``) when a libc call returned non-zero."""
     if result != 0:
         import ctypes
 
@@ -468,15 +569,22 @@ def check_call(result, what):
 
 
 def encoded(value):
+    """``value`` as bytes for ctypes (None stays None)."""
     return None if value is None else value.encode()
 
 
 def mount(src, dst, fstype, flags, data=None):
+    """``mount(2)`` through libc; OSError naming what was mounted where on failure."""
     check_call(libc().mount(encoded(src), encoded(dst), encoded(fstype), flags, encoded(data)),
                f"mount {src or fstype} on {dst}")
 
 
 def pivot_root(new_root, put_old):
+    """``pivot_root(2)`` (no libc wrapper: the raw syscall of this architecture).
+
+    Raises:
+        OSError: ENOSYS on an architecture not in :data:`SYS_PIVOT_ROOT`, or the syscall's error.
+    """
     import ctypes
     import platform
 
@@ -642,6 +750,7 @@ def protected_pids():
 
 
 def kill_all(pids):
+    """SIGKILL every pid in ``pids``, ignoring those already gone or not ours."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
@@ -678,6 +787,7 @@ def sweep(config, pgid, protected):
 
 
 def reap_children():
+    """Collect every exited child of the worker without blocking (no zombies)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -704,6 +814,13 @@ def wait_child(pid, timeout_s):
 
 
 def read_verdict(fd, nonce):
+    """Read the child's verdict from the result pipe ``fd`` (closing it).
+
+    Returns:
+        ``(verdict, forged)``: the message dict and False when it carries ``nonce``; ``(None,
+        True)`` for bytes without the nonce or not a JSON object (tampering); ``(None, False)``
+        when the child wrote nothing (it died before reporting).
+    """
     os.set_blocking(fd, False)
     chunks = []
     deadline = time.monotonic() + 1.0
@@ -735,6 +852,19 @@ SIGNAL_MODES = {signal.SIGXCPU: "timeout", signal.SIGKILL: "killed", signal.SIGS
 
 
 def classify(verdict, forged, timed_out, status, timeout_s, output):
+    """The sample's outcome from what the worker saw of its child.
+
+    Args:
+        verdict: the nonce-checked message (:func:`read_verdict`), or None.
+        forged: the result channel carried something without the nonce.
+        timed_out: the child was killed at the wall-clock limit ``timeout_s`` (seconds).
+        status: the child's ``waitpid`` status.
+        output: the start of its captured stdout/stderr (the last 500 characters are kept).
+
+    Returns:
+        ``(passed, failure mode or None, detail)``; a child without a verdict failed:
+        killed by a signal (:data:`SIGNAL_MODES`) or ``early_exit``.
+    """
     if timed_out:
         return False, "timeout", f"killed after {timeout_s:.2f}s wall clock"
     if forged:
@@ -751,6 +881,9 @@ def classify(verdict, forged, timed_out, status, timeout_s, output):
 
 
 def remove_tree(path):
+    """Delete the sample's work dir, restoring permissions the sample may have
+    removed; never raises.
+    """
     def unlock(func, target, _exc):
         try:
             os.chmod(os.path.dirname(target), 0o700)
@@ -803,6 +936,16 @@ def run_sample(config, request, protected):
 
 
 def run_child(config, request, protected):
+    """Run one sample request in a freshly forked child and judge it.
+
+    Args:
+        config: the worker's config (uid/gid, tmp_root, pidns, cgroup, ...).
+        request: ``{"program", "limits", "timeout_s", ...}`` from the host.
+        protected: pids the sweep must not kill (:func:`protected_pids`).
+
+    Returns:
+        ``(passed, failure mode or None, detail, duration in seconds, extra dict)``.
+    """
     workdir = tempfile.mkdtemp(prefix="sample-", dir=config["tmp_root"])
     if config.get("uid") is not None:
         os.chown(workdir, config["uid"], config["gid"])
@@ -882,6 +1025,10 @@ def probe_unshared_network():
 
 
 def main():
+    """The worker's entry point: ``python -I -B _worker.py '<config json>'``. Checks what the
+    outer layer promised (filesystem view, pid namespace, network), answers ``{"ready": ...}``
+    with what holds, then serves one sample request per message until stdin closes.
+    """
     config = json.loads(sys.argv[1])
     proto_in, proto_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)

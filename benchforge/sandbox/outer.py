@@ -191,8 +191,9 @@ def _pid_namespace() -> int | None:
 
 def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
                extra_ro: tuple[str, ...] = ()) -> OuterLayer:
-    """The outer layer of worker ``slot``; ``extra_ro`` are dirs samples' checks must read
-    (benchmark fixtures), bound read-only where the layer hides the filesystem."""
+    """The outer layer of worker ``slot`` in sandbox mode ``mode`` (one of :data:`MODES`);
+    ``extra_ro`` are dirs samples' checks must read (benchmark fixtures), bound read-only
+    where the layer hides the filesystem."""
     python = sys.executable
     worker = str(WORKER)
     config: dict[str, object] = {"tmp_root": "/tmp", "preload": list(PRELOAD),
@@ -247,8 +248,9 @@ def _works(argv: list[str], **kwargs: object) -> str | None:
 
 @functools.cache
 def mode_problem(mode: str, image: str | None = None) -> str | None:
-    """Why this outer layer does not start on this host (not just: is the binary there), or
-    None when it works. ``userns`` is probed with its whole filesystem view."""
+    """Why the outer layer of sandbox mode ``mode`` does not start on this host (not just: is
+    the binary there), or None when it works. ``userns`` is probed with its whole filesystem
+    view."""
     if mode == "rlimit-only":
         return None
     if mode == "bwrap":

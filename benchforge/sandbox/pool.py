@@ -150,7 +150,16 @@ class WorkerProcess:
 
 
 class SandboxPool:
-    """The ``Sandbox`` of benchforge: ``run(program, timeout_s)`` from any number of threads."""
+    """The ``Sandbox`` of benchforge: ``run(program, timeout_s)`` from any number of threads.
+
+    Args:
+        mode: the sandbox mode (outer layer: ``bwrap``, ``apptainer``, ``apptainer-setuid``,
+            ``userns``, ``rlimit-only``; see :mod:`benchforge.sandbox.outer`).
+        limits: per-sample resource limits.
+        workers: long-lived worker processes, each running one sample at a time.
+        image: the scorer SIF for the apptainer modes.
+        read_only: host dirs bound read-only into the sandbox's filesystem view.
+    """
 
     def __init__(self, mode: str, limits: Limits, workers: int = 1,
                  image: str | None = None, read_only: tuple[str, ...] = ()) -> None:

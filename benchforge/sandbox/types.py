@@ -126,7 +126,13 @@ class ExecResult:
 
 class Sandbox(Protocol):
     """What scoring needs from a sandbox (:class:`benchforge.sandbox.pool.SandboxPool` is the
-    implementation; :mod:`benchforge.sandbox.conformance` is the contract it must meet)."""
+    implementation; :mod:`benchforge.sandbox.conformance` is the contract it must meet).
+
+    Attributes:
+        mode: the sandbox mode (``sandbox.name`` resolved: ``bwrap``, ``apptainer``,
+            ``apptainer-setuid``, ``userns`` or ``rlimit-only``), not the model's mode; it is
+            recorded as each results row's ``sandbox_mode``.
+    """
 
     mode: str
 

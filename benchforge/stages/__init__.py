@@ -10,6 +10,20 @@ one :class:`Command` here.
 
 Nothing here is imported eagerly: ``from benchforge.stages import run_score`` loads only
 ``benchforge.stages.score`` (and what it needs).
+
+Words: a *stage* is a step of the per-cell pipeline (``plan``, ``generate``, ``score``,
+``aggregate``; ``run`` chains them; ``repair`` redoes them), one module each here. A
+*command* is anything ``benchforge <name>`` runs, stages included; the config key ``stage``
+holds the command's name whatever it is. ``benchforge stage`` is not a pipeline stage: it is
+the *staging* (download, "fetch") of models and benchmark data on the login node,
+:func:`benchforge.hub.run_fetch`; the command keeps its name, the code says staging/fetch.
+
+Python API: ``run_<stage>(cfg)`` resolves the cell, calls the stage's core and renders (prints
+its table, as the CLI shows it). The cores print nothing and return data:
+:func:`benchforge.stages.generate.generate_samples`,
+:func:`benchforge.stages.score.score_pending` (both show a progress bar only when passed
+``progress=True``) and :func:`benchforge.stages.aggregate.aggregate`; they log through
+``logging`` (silent unless a handler is configured).
 """
 
 from __future__ import annotations
@@ -106,7 +120,7 @@ COMMANDS: dict[str, Command] = {
         scope="run", read_only=True, keys=_RUN_KEYS),
     "stage": Command(
         "benchforge.hub:run_fetch",
-        "login node: fetch the model (paths.hf_cache) and benchmark data (data.root)",
+        "login node: staging (download; not a pipeline stage) of the model and benchmark data",
         scope="run",
         keys=(("model=<name>", "the hub model to fetch at model.revision"),
               ("benchmark=<name>", "the data files of benchmark.version"),

@@ -26,6 +26,9 @@ def run_repair(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         ``{"problems": [...], "archived": dir or None}`` (then the cell is run to the end).
+
+    Raises:
+        BenchforgeError: ``run.dir`` names no cell; or as :func:`~benchforge.stages.run.run_run`.
     """
     cell = cell_dir(cfg)
     if not cell.path.is_dir():

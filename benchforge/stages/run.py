@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchforge.benchmarks import load_benchmark
+from benchforge.config import Provider
 from benchforge.readiness import run_gate
 from benchforge.stages.aggregate import run_aggregate
 from benchforge.stages.generate import run_generate
@@ -41,7 +42,7 @@ def run_run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.score.samples:
         benchmark = load_benchmark(cfg)
         # tier 2: no model time on a cell that could not be scored here (the oracle costs none)
-        if benchmark.tier >= 2 and cfg.model.provider != "oracle":
+        if benchmark.tier >= 2 and cfg.model.provider != Provider.oracle:
             run_gate(cfg, benchmark)
         run_plan(cfg)
         run_generate(cfg)

@@ -27,7 +27,11 @@ def _progress(done: int | None, expected: int, marker: bool) -> str:
 
 def run_status(cfg: DictConfig) -> list[dict[str, Any]]:
     """Progress table of the run's cells; read-only. A problem of one cell (corrupt file,
-    duplicates, stale metrics, hash mismatch) is shown in words in its row."""
+    duplicates, stale metrics, hash mismatch) is shown in words in its row.
+
+    Returns:
+        One status dict per manifest cell (what the table shows); prints the table.
+    """
     root = run_root(cfg)
     table = []
     statuses = []

@@ -16,7 +16,7 @@ import logging
 from omegaconf import DictConfig
 
 from benchforge.errors import BenchforgeError
-from benchforge.sandbox.outer import MODES, detect_mode, mode_problem
+from benchforge.sandbox.outer import MODE_TABLE, MODES, detect_mode, mode_problem, sandbox_mode
 from benchforge.sandbox.pool import SandboxPool
 from benchforge.sandbox.types import (
     FAILURE_MODES,
@@ -27,8 +27,8 @@ from benchforge.sandbox.types import (
     Sandbox,
 )
 
-__all__ = ["FAILURE_MODES", "MODES", "CheckProgram", "ExecResult", "FailureMode", "Limits",
-           "Sandbox", "SandboxPool", "make_sandbox", "resolve_mode"]
+__all__ = ["FAILURE_MODES", "MODES", "MODE_TABLE", "CheckProgram", "ExecResult", "FailureMode",
+           "Limits", "Sandbox", "SandboxPool", "make_sandbox", "resolve_mode"]
 
 log = logging.getLogger("benchforge")
 
@@ -45,16 +45,11 @@ def resolve_mode(name: str, image: str | None = None) -> str:
         mode = detect_mode(image)
         log.info("sandbox=auto: using %s on this host", mode)
         return mode
-    if name not in MODES:
-        raise BenchforgeError(f"sandbox={name}: unknown mode; available: auto, {', '.join(MODES)}")
+    mode = sandbox_mode(name)
     problem = mode_problem(name, image)
     if problem is not None:
-        hints = {"bwrap": "install bubblewrap (apt install bubblewrap) and allow user namespaces",
-                 "apptainer": "install apptainer and set sandbox.image to the scorer SIF",
-                 "apptainer-setuid": "install apptainer (setuid) and set sandbox.image",
-                 "userns": "this host does not allow unprivileged user namespaces"}
         raise BenchforgeError(f"sandbox={name} does not work on this host ({problem}): "
-                              f"{hints[name]}; or use sandbox=auto")
+                              f"{mode.hint}; or use sandbox=auto")
     return name
 
 
@@ -64,6 +59,6 @@ def make_sandbox(cfg: DictConfig, workers: int = 1,
     ``read_only`` dirs (benchmark fixtures) stay readable inside it."""
     image = str(cfg.image) if cfg.get("image") else None
     mode = resolve_mode(str(cfg.name), image)
-    if mode == "rlimit-only":
+    if not MODE_TABLE[mode].isolates_files:
         log.warning(RLIMIT_ONLY_WARNING)
     return SandboxPool(mode, Limits.from_config(cfg), workers, image, read_only)

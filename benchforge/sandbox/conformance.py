@@ -34,12 +34,12 @@ from omegaconf import OmegaConf
 from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
 from benchforge.sandbox import make_sandbox
+from benchforge.sandbox.outer import FILESYSTEM_ISOLATING
 from benchforge.sandbox.types import CheckProgram, ExecResult, FailureMode, Sandbox
 
 # What the modes with a full outer layer guarantee.
 FULL = frozenset({"timeout", "memory", "environment", "nproc", "escapees", "network",
                   "filesystem"})
-ISOLATING = ("bwrap", "userns", "apptainer", "apptainer-setuid")
 # The limits the suite's samples are written against (``sandbox`` config keys).
 SUITE_LIMITS = {"timeout_s": 3.0, "memory_mb": 512, "fsize_mb": 1, "nproc": 32}
 
@@ -103,13 +103,13 @@ def check_guarantees(sandbox: Sandbox) -> None:
     mode = sandbox.mode
     if mode in ("bwrap", "userns"):
         _require(guarantees == FULL, f"{mode} guarantees {sorted(guarantees)}")
-    if mode in ISOLATING:
+    if mode in FILESYSTEM_ISOLATING:
         # the worker verified it runs in its own pid namespace, so its sweep after each
         # sample lists that namespace's /proc (no reaper process per sample)
         _require(getattr(sandbox, "info", {}).get("pidns") is True,
                  f"{mode}: the worker is not in its own pid namespace")
-    if mode == "rlimit-only":
-        _require("filesystem" not in guarantees, "rlimit-only claims the filesystem")
+    if mode not in FILESYSTEM_ISOLATING:
+        _require("filesystem" not in guarantees, f"{mode} claims the filesystem")
 
 
 def check_pass_and_fail(sandbox: Sandbox) -> None:
@@ -117,7 +117,7 @@ def check_pass_and_fail(sandbox: Sandbox) -> None:
     good = run(sandbox, "def f(x):\n    return x + 1\n", CHECK, entry_point="f", check="check")
     bad = run(sandbox, "def f(x):\n    return x\n", CHECK, entry_point="f", check="check")
     _require(good.passed and good.failure_mode is None, f"right answer: {good}")
-    _require(not bad.passed and bad.failure_mode == "assertion", f"wrong answer: {bad}")
+    _require(not bad.passed and bad.failure_mode == FailureMode.ASSERTION, f"wrong answer: {bad}")
 
 
 def check_failure_modes(sandbox: Sandbox) -> None:
@@ -133,7 +133,7 @@ def check_exit_before_checks(sandbox: Sandbox) -> None:
     for code in ("import os\ndef f(x):\n    return x\nos._exit(0)\n",
                  "import sys\ndef f(x):\n    sys.exit(0)\n"):
         result = run(sandbox, code, CHECK, entry_point="f", check="check")
-        _require(not result.passed and result.failure_mode == "early_exit",
+        _require(not result.passed and result.failure_mode == FailureMode.EARLY_EXIT,
                  f"{code!r}: {result}")
 
 
@@ -141,7 +141,7 @@ def check_tampering(sandbox: Sandbox) -> None:
     """Each of :data:`TAMPERING_SAMPLES` fails as ``tampering``."""
     for code, test in TAMPERING_SAMPLES:
         result = run(sandbox, code, test, entry_point="f", check="check")
-        _require(not result.passed and result.failure_mode == "tampering",
+        _require(not result.passed and result.failure_mode == FailureMode.TAMPERING,
                  f"{code!r}: {result.failure_mode} ({result.detail[:200]})")
 
 
@@ -153,7 +153,7 @@ def check_fake_verdicts(sandbox: Sandbox) -> None:
         _require(not result.passed and result.failure_mode in ("early_exit", "tampering"),
                  f"{code!r}: {result}")
     forged = run(sandbox, "import os\nos.write(3, b'{\"status\": \"passed\"}')\nos._exit(0)\n")
-    _require(forged.failure_mode == "tampering", f"forged verdict: {forged}")
+    _require(forged.failure_mode == FailureMode.TAMPERING, f"forged verdict: {forged}")
 
 
 def check_timeouts(sandbox: Sandbox) -> None:
@@ -163,7 +163,8 @@ def check_timeouts(sandbox: Sandbox) -> None:
                  "while True:\n    pass\n"):
         started = time.monotonic()
         result = sandbox.run(CheckProgram(code), timeout_s=1.0)
-        _require(not result.passed and result.failure_mode == "timeout", f"{code!r}: {result}")
+        _require(not result.passed and result.failure_mode == FailureMode.TIMEOUT,
+                 f"{code!r}: {result}")
         _require(time.monotonic() - started < 1.0 + 2.0, f"{code!r}: took too long to stop")
 
 
@@ -272,7 +273,7 @@ def check_no_network(sandbox: Sandbox) -> None:
     result = run(sandbox, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), 2)\n")
     thread.join()
     listener.close()
-    _require(not result.passed and result.failure_mode == "runtime_error",
+    _require(not result.passed and result.failure_mode == FailureMode.RUNTIME_ERROR,
              f"connecting to the host: {result.failure_mode}")
     _require(accepted == [None], "the sample reached a listener on the host")
 
@@ -281,7 +282,7 @@ def check_filesystem(sandbox: Sandbox) -> None:
     """Outside its workdir a sample reads no secret and writes or removes nothing (the run
     dir, HOME, the venv, benchforge's own files, the interpreter)."""
     if "filesystem" not in sandbox.guarantees:
-        _require(sandbox.mode == "rlimit-only", f"{sandbox.mode} does not isolate files")
+        _require(sandbox.mode not in FILESYSTEM_ISOLATING, f"{sandbox.mode} does not isolate files")
         return  # documented: no outer layer for files
     with tempfile.TemporaryDirectory(prefix="benchforge-conformance-") as tmp:
         tmp_path = Path(tmp)
@@ -331,7 +332,7 @@ def check_worker_kill(sandbox: Sandbox) -> None:
         _require(result.passed or result.failure_mode in ("killed", "runtime_error"),
                  f"a worker killer got {result}")
     _require(getattr(sandbox, "restarts", 0) - before
-             == sum(r.failure_mode == "killed" for r in killers),
+             == sum(r.failure_mode == FailureMode.KILLED for r in killers),
              "workers restarted do not match the samples that killed theirs")
 
 

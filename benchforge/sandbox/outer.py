@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +28,6 @@ CONTAINER_WORKER_DIR = "/opt/benchforge-sandbox"
 # samples import it) and what the official evaluators' reliability guards import.
 PRELOAD = ("numpy", "subprocess", "shutil", "faulthandler", "platform")
 
-MODES = ("bwrap", "apptainer", "apptainer-setuid", "userns", "rlimit-only")
-# Modes whose outer layer hides the host filesystem (only read-only binds are visible);
-# ``userns`` builds the same view itself and claims it once its worker verified it.
-# Network isolation, process sweeping and NPROC are verified by the worker at start-up.
-FILESYSTEM_ISOLATING = frozenset({"bwrap", "apptainer", "apptainer-setuid", "userns"})
 
 
 @dataclass(frozen=True)
@@ -189,49 +185,62 @@ def _pid_namespace() -> int | None:
         return None
 
 
-def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
-               extra_ro: tuple[str, ...] = ()) -> OuterLayer:
-    """The outer layer of worker ``slot`` in sandbox mode ``mode`` (one of :data:`MODES`);
-    ``extra_ro`` are dirs samples' checks must read (benchmark fixtures), bound read-only
-    where the layer hides the filesystem."""
-    python = sys.executable
-    worker = str(WORKER)
-    config: dict[str, object] = {"tmp_root": "/tmp", "preload": list(PRELOAD),
-                                 "host_pidns": _pid_namespace()}
-    if mode == "bwrap":
-        if is_root():
-            config.update(uid=sample_uid(slot), gid=sample_uid(slot))
-        config["pidns"] = True
-        return OuterLayer(mode, bwrap_argv(extra_ro), worker, python, config)
-    if mode in ("apptainer", "apptainer-setuid"):
+def _base_config() -> dict[str, object]:
+    return {"tmp_root": "/tmp", "preload": list(PRELOAD), "host_pidns": _pid_namespace()}
+
+
+def _bwrap_layer(slot: int, image: str | None, nproc: int,
+                 extra_ro: tuple[str, ...]) -> OuterLayer:
+    config = _base_config()
+    if is_root():
+        config.update(uid=sample_uid(slot), gid=sample_uid(slot))
+    config["pidns"] = True
+    return OuterLayer("bwrap", bwrap_argv(extra_ro), str(WORKER), sys.executable, config)
+
+
+def _apptainer_layer(setuid: bool) -> Callable[..., OuterLayer]:
+    mode = "apptainer-setuid" if setuid else "apptainer"
+
+    def build(slot: int, image: str | None, nproc: int,
+              extra_ro: tuple[str, ...]) -> OuterLayer:
         if not image:
             raise BenchforgeError(
                 f"sandbox={mode} needs sandbox.image: a scorer SIF built from "
                 "containers/scorer.def (see README, 'Security model')")
         if not Path(image).is_file():
             raise BenchforgeError(f"sandbox.image={image}: file not found")
+        config = _base_config()
         config["pidns"] = True
-        return OuterLayer(mode, apptainer_argv(image, mode == "apptainer-setuid", extra_ro),
+        return OuterLayer(mode, apptainer_argv(image, setuid, extra_ro),
                           f"{CONTAINER_WORKER_DIR}/_worker.py", "python3", config, image)
-    if mode == "userns":
-        # The same view as bwrap, built by the worker as root of its user namespace; each
-        # sample then drops every capability, so (also when benchforge runs as root) it sees
-        # only read-only binds, a private /tmp and its own /proc, and cannot remount them.
-        config.update(pidns=True, fs_view=view_spec(extra_ro), drop_caps=True)
-        if is_root():  # root's RLIMIT_NPROC does not bind, even in a user namespace
+
+    return build
+
+
+def _userns_layer(slot: int, image: str | None, nproc: int,
+                  extra_ro: tuple[str, ...]) -> OuterLayer:
+    # The same view as bwrap, built by the worker as root of its user namespace; each sample
+    # then drops every capability, so (also when benchforge runs as root) it sees only
+    # read-only binds, a private /tmp and its own /proc, and cannot remount them.
+    config = _base_config()
+    config.update(pidns=True, fs_view=view_spec(extra_ro), drop_caps=True)
+    if is_root():  # root's RLIMIT_NPROC does not bind, even in a user namespace
+        config["cgroup"] = _pids_cgroup(f"{os.getpid()}-{slot}", nproc)
+    return OuterLayer("userns", userns_argv(), str(WORKER), sys.executable, config,
+                      env={"PATH": "/usr/bin:/bin"})
+
+
+def _rlimit_only_layer(slot: int, image: str | None, nproc: int,
+                       extra_ro: tuple[str, ...]) -> OuterLayer:
+    config = _base_config()
+    config["tmp_root"] = tempfile.gettempdir()
+    if is_root():
+        config["unshare_net"] = True
+        if _readable_by_others([*python_paths(), WORKER]):
+            config.update(uid=sample_uid(slot), gid=sample_uid(slot))
+        else:  # the interpreter is not readable by another uid: bound NPROC by cgroup
             config["cgroup"] = _pids_cgroup(f"{os.getpid()}-{slot}", nproc)
-        return OuterLayer(mode, userns_argv(), worker, python, config,
-                          env={"PATH": "/usr/bin:/bin"})
-    if mode == "rlimit-only":
-        config["tmp_root"] = tempfile.gettempdir()
-        if is_root():
-            config["unshare_net"] = True
-            if _readable_by_others([*python_paths(), WORKER]):
-                config.update(uid=sample_uid(slot), gid=sample_uid(slot))
-            else:  # the interpreter is not readable by another uid: bound NPROC by cgroup
-                config["cgroup"] = _pids_cgroup(f"{os.getpid()}-{slot}", nproc)
-        return OuterLayer(mode, [], worker, python, config)
-    raise BenchforgeError(f"sandbox={mode}: unknown mode; available: auto, {', '.join(MODES)}")
+    return OuterLayer("rlimit-only", [], str(WORKER), sys.executable, config)
 
 
 def _works(argv: list[str], **kwargs: object) -> str | None:
@@ -246,30 +255,123 @@ def _works(argv: list[str], **kwargs: object) -> str | None:
     return lines[-1][:200] if lines else f"exit code {done.returncode}"
 
 
+def _bwrap_problem(image: str | None) -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bwrap not found on PATH"
+    return _works([*bwrap_argv(), "true"])
+
+
+def _apptainer_problem(setuid: bool) -> Callable[[str | None], str | None]:
+    def problem(image: str | None) -> str | None:
+        if shutil.which("apptainer") is None:
+            return "apptainer not found on PATH"
+        if not image or not Path(image).is_file():
+            return "sandbox.image (a scorer SIF) not set" if not image else f"{image} not found"
+        return _works([*apptainer_argv(image, setuid), "true"])
+
+    return problem
+
+
+def _userns_problem(image: str | None) -> str | None:
+    if shutil.which("unshare") is None:
+        return "unshare not found on PATH"
+    probe = {"fs_view": view_spec(), "probe": True}
+    return _works([*userns_argv(), sys.executable, "-I", "-B", str(WORKER), json.dumps(probe)],
+                  env={"PATH": "/usr/bin:/bin"})
+
+
+@dataclass(frozen=True)
+class SandboxMode:
+    """One sandbox mode (``sandbox.name``): everything benchforge knows about it, in one record.
+
+    Adding a mode means one record in :data:`MODE_TABLE`, its ``conf/sandbox/<name>.yaml``, and
+    nothing else: ``auto``, ``resolve_mode``, the pool, provenance's weakest-mode order and the
+    shipped conformance suite (``benchforge sandbox-check sandbox=<name>``) all read the table.
+
+    Attributes:
+        name: the ``sandbox.name`` value.
+        isolates_files: whether the layer hides the host filesystem (only read-only binds and a
+            private tmp visible); ``userns`` claims it once its worker verified the view.
+        auto_rank: the order in which ``auto`` tries it (lower first); None: never by ``auto``.
+        hint: what to do when it does not work on a host (the end of the one-line error).
+        build: ``(slot, image, nproc, extra_ro) -> OuterLayer``; raises BenchforgeError when a
+            setting it needs is missing (``sandbox.image``).
+        problem: ``(image) -> str | None``: why the layer does not start here (it is started,
+            not just looked up), or None when it works.
+    """
+
+    name: str
+    isolates_files: bool
+    auto_rank: int | None
+    hint: str
+    build: Callable[[int, str | None, int, tuple[str, ...]], OuterLayer]
+    problem: Callable[[str | None], str | None]
+
+
+# Strongest first: this order is also what "weakest mode used" means in provenance.
+MODE_TABLE: dict[str, SandboxMode] = {mode.name: mode for mode in (
+    SandboxMode("bwrap", True, 0,
+                "install bubblewrap (apt install bubblewrap) and allow user namespaces",
+                _bwrap_layer, _bwrap_problem),
+    SandboxMode("apptainer", True, 1,
+                "install apptainer and set sandbox.image to the scorer SIF",
+                _apptainer_layer(False), _apptainer_problem(False)),
+    SandboxMode("apptainer-setuid", True, 2,
+                "install apptainer (setuid) and set sandbox.image",
+                _apptainer_layer(True), _apptainer_problem(True)),
+    SandboxMode("userns", True, 3,
+                "this host does not allow unprivileged user namespaces",
+                _userns_layer, _userns_problem),
+    SandboxMode("rlimit-only", False, None,
+                "it needs nothing; it is NOT a sandbox (samples can read and write your files)",
+                _rlimit_only_layer, lambda image: None),
+)}
+MODES: tuple[str, ...] = tuple(MODE_TABLE)
+# Modes whose outer layer hides the host filesystem. Network isolation, process sweeping and
+# NPROC are verified by the worker at start-up.
+FILESYSTEM_ISOLATING: frozenset[str] = frozenset(
+    name for name, mode in MODE_TABLE.items() if mode.isolates_files)
+
+
+def sandbox_mode(name: str) -> SandboxMode:
+    """The record of sandbox mode ``name``.
+
+    Raises:
+        BenchforgeError: an unknown name (one line listing the modes).
+    """
+    try:
+        return MODE_TABLE[name]
+    except KeyError:
+        raise BenchforgeError(
+            f"sandbox={name}: unknown mode; available: auto, {', '.join(MODES)}") from None
+
+
+def make_outer(mode: str, slot: int, image: str | None = None, nproc: int = 64,
+               extra_ro: tuple[str, ...] = ()) -> OuterLayer:
+    """The outer layer of worker ``slot`` in sandbox mode ``mode`` (one of :data:`MODES`).
+
+    Args:
+        mode: a ``sandbox.name`` other than ``auto``.
+        slot: the worker's index (0..workers-1); picks its sample uid and cgroup.
+        image: the scorer SIF (apptainer modes).
+        nproc: the processes one sample may have (a pids cgroup where RLIMIT_NPROC cannot bind).
+        extra_ro: dirs samples' checks must read (benchmark fixtures), bound read-only where the
+            layer hides the filesystem.
+
+    Raises:
+        BenchforgeError: an unknown mode, or a setting the mode needs is missing.
+    """
+    return sandbox_mode(mode).build(slot, image, nproc, extra_ro)
+
+
 @functools.cache
 def mode_problem(mode: str, image: str | None = None) -> str | None:
     """Why the outer layer of sandbox mode ``mode`` does not start on this host (not just: is
     the binary there), or None when it works. ``userns`` is probed with its whole filesystem
     view."""
-    if mode == "rlimit-only":
-        return None
-    if mode == "bwrap":
-        if shutil.which("bwrap") is None:
-            return "bwrap not found on PATH"
-        return _works([*bwrap_argv(), "true"])
-    if mode in ("apptainer", "apptainer-setuid"):
-        if shutil.which("apptainer") is None:
-            return "apptainer not found on PATH"
-        if not image or not Path(image).is_file():
-            return "sandbox.image (a scorer SIF) not set" if not image else f"{image} not found"
-        return _works([*apptainer_argv(image, mode == "apptainer-setuid"), "true"])
-    if mode == "userns":
-        if shutil.which("unshare") is None:
-            return "unshare not found on PATH"
-        probe = {"fs_view": view_spec(), "probe": True}
-        return _works([*userns_argv(), sys.executable, "-I", "-B", str(WORKER),
-                       json.dumps(probe)], env={"PATH": "/usr/bin:/bin"})
-    return f"unknown mode {mode}"
+    if mode not in MODE_TABLE:
+        return f"unknown mode {mode}"
+    return MODE_TABLE[mode].problem(image)
 
 
 def mode_available(mode: str, image: str | None = None) -> bool:
@@ -278,15 +380,17 @@ def mode_available(mode: str, image: str | None = None) -> bool:
 
 
 def detect_mode(image: str | None = None) -> str:
-    """The strongest mode that works here and hides the host filesystem: bwrap, apptainer,
-    apptainer-setuid, then userns. None does: a one-line error naming each mode tried and
-    why it failed (``auto`` never falls back to ``rlimit-only`` silently)."""
+    """The strongest mode that works here and hides the host filesystem, in ``auto_rank`` order
+    (bwrap, apptainer, apptainer-setuid, userns). None does: a one-line error naming each mode
+    tried and why it failed (``auto`` never falls back to ``rlimit-only`` silently)."""
     tried = []
-    for mode in ("bwrap", "apptainer", "apptainer-setuid", "userns"):
-        problem = mode_problem(mode, image)
-        if problem is None and mode in FILESYSTEM_ISOLATING:
-            return mode
-        tried.append(f"{mode}: {problem or 'no filesystem isolation'}")
+    ranked = sorted((m for m in MODE_TABLE.values() if m.auto_rank is not None),
+                    key=lambda m: m.auto_rank or 0)
+    for mode in ranked:
+        problem = mode_problem(mode.name, image)
+        if problem is None and mode.isolates_files:
+            return mode.name
+        tried.append(f"{mode.name}: {problem or 'no filesystem isolation'}")
     raise BenchforgeError(
         "sandbox=auto: no mode that isolates the filesystem works on this host ("
         + "; ".join(tried) + "); install bubblewrap (apt install bubblewrap) or apptainer, "

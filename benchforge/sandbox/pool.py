@@ -253,7 +253,7 @@ class SandboxPool:
         """Kill what a dead worker's samples left on the host (outside any pid namespace)."""
         config = self._outer(slot).worker_config
         uid = config.get("uid")
-        if uid is not None and self.mode == "rlimit-only":
+        if uid is not None and not config.get("pidns"):  # no namespace of its own to kill
             for _ in range(3):
                 subprocess.run(["kill", "-9", "-1"], user=uid, group=config["gid"],  # type: ignore[arg-type]
                                capture_output=True, check=False)

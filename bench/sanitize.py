@@ -3,8 +3,9 @@
     python bench/sanitize.py [--lines 2000] [--official 100,200] [--requests 320] [--delay-s 0.3]
 
 1. Times ``benchforge.answers.evalplus.chat_solution`` (EvalPlus's ``sanitize`` output) on
-   answers of ``--lines`` lines: a fenced program between prose, the bare program, the answer
-   cut mid-line (``max_tokens``), a program with a ``__main__`` block and prose after it.
+   answers of ``--lines`` lines: a fenced program between prose, the bare program, the bare
+   program with a prose line mid-way, the answer cut mid-line (``max_tokens``), a program with
+   a ``__main__`` block and prose after it.
    Target (issue 17): < 0.5 s each. ``--official`` also times evalplus 0.3.1's own
    ``sanitize`` on the fenced shape at those sizes (it is cubic: keep them small).
 2. Generation throughput with answers extracted off the event loop: the mock server (a fixed
@@ -41,7 +42,9 @@ def shapes(n_lines: int) -> dict[str, str]:
     truncated[-1] = truncated[-1][: len(truncated[-1]) // 2]
     main = [*code, "", "if __name__ == '__main__':", "    assert solve(2) >= 0", "",
             "Explanation follows here."]
+    prose = [*code[: n_lines // 2], "Now we handle the edge case:", *code[n_lines // 2:]]
     return {"fenced": "\n".join(fenced), "bare": "\n".join(code),
+            "bare-prose": "\n".join(prose),
             "truncated": "\n".join(truncated), "main-block": "\n".join(main)}
 
 

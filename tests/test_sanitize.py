@@ -60,3 +60,25 @@ def test_edge_shapes_match_evalplus_live() -> None:
     for text in shapes:
         for entry in ("f", None):
             assert sanitize(text, entry) == official(text, entry), (text, entry)
+
+
+# Lines with two names side by side (prose, Python 2) next to look-alikes that parse.
+JUXTAPOSED = [
+    "Here is the fixed code", "print x", "a.b c", "Voilà le code:", "This returns x + 1.",
+    "  then we call it", "x = 1 y", "match x:", "    case _:", "        pass", "import a as b",
+    "s = 'a b'  # c d", "x = y if z else w", "x = not y", "print(f'{a} b' rb'c')",
+    "r = f'{x y}'", "type X = int", "async def g():", "    await h()", "1e5 x", "lambda x: x",
+    "s = '''a b", "c d'''", "t = 'a \\", "b c'", "x is not None and y", '"""doc', 'more words"""',
+]
+
+
+def test_answers_with_prose_lines_match_evalplus_live() -> None:
+    from evalplus.sanitize import code_extract as official_extract
+    from evalplus.sanitize import sanitize as official
+
+    rng = random.Random(19)
+    pool = LINES + JUXTAPOSED * 2
+    for _ in range(400):
+        text = "\n".join(rng.choice(pool) for _ in range(rng.randint(1, 14)))
+        assert code_extract(text) == official_extract(text), text
+        assert sanitize(text, "f") == official(text, "f"), text

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchforge.benchmarks import Benchmark, Dataset, load_benchmark
 from benchforge.cellconfig import OPERATIONAL_MODEL_KEYS, check_plan, config_text, sha256_text
 from benchforge.cellwindows import fix_windows, reconcile
+from benchforge.config import Mode, Provider
 from benchforge.errors import BenchforgeError
 from benchforge.gguf_model import gguf_provenance, model_gguf
 from benchforge.hub import hf_cache, snapshot_chat_template, staged_snapshot, template_sha256
@@ -164,9 +165,9 @@ def chat_template_sha256(cfg: DictConfig) -> str | None:
         if not path.is_file():
             raise BenchforgeError(f"model.chat_template={path}: file not found")
         return sha256_file(path)
-    if cfg.model.get("gguf") and cfg.model.mode == "chat":
+    if cfg.model.get("gguf") and cfg.model.mode == Mode.chat:
         return model_gguf(cfg.model).chat_template_sha256  # type: ignore[union-attr]
-    if cfg.model.provider != "hf" or cfg.model.mode != "chat":
+    if cfg.model.provider != Provider.hf or cfg.model.mode != Mode.chat:
         return None
     entry = staged_snapshot(cfg.model, hf_cache(cfg))
     found = snapshot_chat_template(Path(entry["path"])) if entry else None
@@ -194,7 +195,7 @@ def _model_info(cfg: DictConfig) -> dict[str, Any]:
                    if cfg.model[k] is not None}
     if cfg.model.sampling != "request":
         model_info["sampling"] = cfg.model.sampling  # non-canonical (benchforge.serving)
-    if cfg.model.provider == "hf":
+    if cfg.model.provider == Provider.hf:
         entry = staged_snapshot(cfg.model, hf_cache(cfg))
         if entry:
             model_info |= {"commit": entry["commit"], "snapshot": entry["path"]}

@@ -43,6 +43,7 @@ from benchforge.client import (
     generate,
     thinking_kwargs,
 )
+from benchforge.config import Launch, Mode, Provider
 from benchforge.console import progress_bar
 from benchforge.engine import concurrency, model_endpoint
 from benchforge.errors import BenchforgeError
@@ -125,7 +126,7 @@ def sample_row(extract_code: Callable[[Task, str, str], str], task: Task, reques
     the server's token counts and timings."""
     answer = stop_at_stop_token(completion.text, stop)
     inline_reasoning = ""
-    if mode == "chat":
+    if mode == Mode.chat:
         answer, inline_reasoning = split_thinking(answer)
     return {
         "task_id": request.task_id, "sample_idx": request.sample_idx,
@@ -217,7 +218,7 @@ def _generate_windows(cfg: DictConfig, cell: Cell, mode: str, template_kwargs: A
         log.info("generate: %d of %d samples to do (%d already on disk)", len(todo),
                  len(cell.expected_keys), have)
         template_sha = chat_template_sha256(cfg)
-        if cfg.model.provider == "hf" and cfg.engine.launch == "apptainer":
+        if cfg.model.provider == Provider.hf and cfg.engine.launch == Launch.apptainer:
             sif = Path(str(cfg.engine.image)).expanduser()
             update_provenance(cell.dir, engine_image={
                 "path": str(sif), "source": cfg.engine.image_source,

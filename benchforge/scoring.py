@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchforge.benchmarks import Benchmark, Task
+from benchforge.errors import BenchforgeError
 from benchforge.outcomes import relabel
 from benchforge.rundir import (
     CellDir,
@@ -26,7 +27,7 @@ from benchforge.rundir import (
     row_key,
     write_json_atomic,
 )
-from benchforge.sandbox import CheckProgram, ExecResult, Sandbox
+from benchforge.sandbox import CheckProgram, ExecResult, FailureMode, Sandbox
 
 log = logging.getLogger("benchforge")
 
@@ -126,6 +127,9 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
         program: CheckProgram = benchmark.check_program(task, sample["code"])
         limit = limits[task.task_id]
         result = sandbox.run(program, limit)
+        if result.failure_mode == FailureMode.ENVIRONMENT:  # not the sample's verdict
+            raise BenchforgeError(f"{task.task_id}: the sandbox could not score this sample: "
+                                  f"{result.detail}")
         # a reply cut by max_tokens or empty: that is why its code failed
         return relabel(verdict_row(benchmark, task, sample, result, sandbox.mode,
                                    limit if limit is not None else program.wall_limit_s()),
@@ -133,9 +137,13 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         ordered = largest_first(benchmark, tasks, samples, limits)
-        for future in as_completed([pool.submit(score, s) for s in ordered]):
-            appender.append(future.result())
-            advance()
+        try:
+            for future in as_completed([pool.submit(score, s) for s in ordered]):
+                appender.append(future.result())
+                advance()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the rows so far are on disk
+            raise
 
 
 def idle_cores(interval_s: float = 0.25) -> int:

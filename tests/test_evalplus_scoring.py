@@ -159,3 +159,72 @@ def test_samples_start_largest_reference_first() -> None:
     order = largest_first(Bench(), tasks, samples, {"a": None, "b": None, "c": 5.0})
     assert [s["task_id"] for s in order] == ["b", "b", "c", "c", "a", "a"]
     assert [s["sample_idx"] for s in order][:2] == [1, 4]  # stable among equals
+
+
+def test_a_damaged_store_is_one_line_never_wrong_verdicts(tmp_path: Path, tiny) -> None:
+    first = score(tmp_path, tiny, "a", "score.audit_timeouts=false")
+    assert first.returncode == 0, first.stderr
+    folder = next((tmp_path / "cache").iterdir())
+    task_file = folder / json.loads((folder / "index.json").read_text())["HumanEval/1"]["file"]
+    task_file.write_bytes(task_file.read_bytes()[:-20])  # truncated
+    proc = score(tmp_path, tiny, "b", "score.audit_timeouts=false")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"{task_file}: " in last and "damaged expected-output store" in last
+    assert "delete that folder and rerun" in last
+    assert not (tmp_path / "b/results.jsonl").exists() or \
+        read_rows(tmp_path / "b/results.jsonl") == []  # no verdict from a damaged store
+    # damage the host's size check cannot see: the worker finds it, and scoring stops (the
+    # sandbox could not score it) instead of failing the sample
+    index = json.loads((folder / "index.json").read_text())
+    index["HumanEval/1"]["bytes"] = task_file.stat().st_size
+    (folder / "index.json").write_text(json.dumps(index))
+    proc = score(tmp_path, tiny, "c", "score.audit_timeouts=false")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "HumanEval/1: the sandbox could not score this sample" in last, last
+    assert "expected-output store file" in last and "cannot be read" in last
+    rows = read_rows(tmp_path / "c/results.jsonl") if (tmp_path / "c/results.jsonl").exists() \
+        else []
+    assert "HumanEval/1" not in {r["task_id"] for r in rows}
+    (folder / "index.json").unlink()
+    proc = score(tmp_path, tiny, "d", "score.audit_timeouts=false")
+    assert proc.returncode == 2 and "has no index.json (damaged)" in proc.stderr
+
+
+def test_an_unreadable_expected_output_stops_scoring_instead_of_failing_the_sample() -> None:
+    from benchforge.benchmarks import Task
+    from benchforge.errors import BenchforgeError
+    from benchforge.sandbox.types import CheckProgram, ExecResult
+    from benchforge.scoring import score_samples
+
+    class Bench:
+        def prejudge(self, task, code):
+            return None
+
+        def check_program(self, task, code):
+            return CheckProgram(code)
+
+        def reference_seconds(self, task):
+            return {"a": 2.0, "b": 1.0}[task.task_id]
+
+    class Box:
+        mode = "bwrap"
+
+        def run(self, program, limit):
+            return ExecResult(False, "environment", "input #0: the expected-output store x "
+                              "cannot be read (OSError: truncated)", 0.1)
+
+    appended = []
+
+    class Sink:
+        def append(self, row):
+            appended.append(row)
+
+    tasks = {t: Task(t, {}) for t in "ab"}
+    samples = [{"task_id": t, "sample_idx": 0, "code": ""} for t in "ab"]
+    with pytest.raises(BenchforgeError, match=r"^a: the sandbox could not score this sample: "
+                                              r"input #0: the expected-output store"):
+        score_samples(Bench(), tasks, samples, Box(), {"a": None, "b": None}, Sink(),
+                      lambda: None, 1)
+    assert appended == []  # no row says the sample failed

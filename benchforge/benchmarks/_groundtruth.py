@@ -6,7 +6,7 @@ Runs each task's canonical solution (trusted dataset code) with evalplus's trust
 base and plus inputs, recording per-input times on this host. Tasks are independent, so
 ``workers`` forked processes share them (largest first). Each task gets one file, written
 straight into a private build folder that is renamed to ``<out dir>`` once ``index.json`` (per
-task: file and per-input reference times) is in it. A task's file holds:
+task: file, its size in bytes and per-input reference times) is in it. A task's file holds:
 
 - each expected output pickled on its own, one after the other, so that a sample's process
   unpickles only the output of the input it is comparing (one Mbpp/255 output is ~200 MB of
@@ -158,7 +158,9 @@ def build(kind: str, source: Path, target: Path, workers: int) -> None:
             try:
                 for future in as_completed([pool.submit(compute, i) for i in order]):
                     task_id, times = future.result()
-                    index[task_id] = {"file": fixture_name(task_id), "times": times}
+                    name = fixture_name(task_id)
+                    index[task_id] = {"file": name, "times": times,
+                                      "bytes": (build_dir / name).stat().st_size}
                     print(f"done {len(index)} {len(rows)}", flush=True)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # fail now, not after the rest

@@ -428,11 +428,21 @@ def run_suite(program, fixture, limits, report):
         atol = 1e-6  # as the full loop would have set it before reaching that input
     state = {"index": -1}
 
+    def stored_output(index):
+        """Input ``index``'s expected output; a store that cannot be read is the host's
+        fault, never the sample's: an ``environment`` verdict, which stops the scoring."""
+        try:
+            return expected[index]
+        except Exception as exc:  # any damage to the benchforge-written store
+            report("environment", f"input #{index}: the expected-output store "
+                   f"{FIXTURE.get('path')} cannot be read ({type(exc).__name__}: {exc}); "
+                   "delete that folder and rerun")
+
     def fail(mode, detail, values=True):
         index = state["index"]
         extra = {"status": "fail", "fail_index": index}
         if values and 0 <= index < len(expected):  # for `benchforge inspect`
-            extra["expected"] = bounded_repr(expected[index])
+            extra["expected"] = bounded_repr(stored_output(index))
             if "out" in state:
                 extra["actual"] = bounded_repr(state["out"])
         report(mode, detail, extra)
@@ -462,7 +472,7 @@ def run_suite(program, fixture, limits, report):
                 signals.setitimer(signals.ITIMER_REAL, 0)
             inspect_value(out)
             state["out"] = out
-            exp = expected[index]
+            exp = stored_output(index)
             exact = out == exp
             if dataset == "mbpp":
                 if entry_point == "are_equivalent":  # Mbpp/164
@@ -904,7 +914,14 @@ def run_sample(config, request, protected):
         if source:
             support_namespace(source)  # before the fork, so children share it
     if program.get("differential"):
-        load_fixture(program["differential"]["fixture"])
+        try:
+            load_fixture(program["differential"]["fixture"])
+        except Exception as exc:  # the benchforge-written store is damaged: not the sample
+            FIXTURE.clear()
+            return {"passed": False, "failure_mode": "environment", "duration_s": 0.0,
+                    "extra": {}, "detail": f"the expected-output store file "
+                    f"{program['differential']['fixture']} cannot be read "
+                    f"({type(exc).__name__}: {exc}); delete that folder and rerun"}
     differential = program.get("differential")
     if not differential:
         passed, mode, detail, duration, _ = run_child(config, request, protected)

@@ -265,17 +265,35 @@ class WaitForGeneration(BenchforgeError):
 def require_generation(cell_dir: CellDir, window: int | None = None) -> None:
     """In a score shard: go on only with ``generate.done`` (a window's shard: with its own
     window's ``generate.w<i>.done``, so it scores while other windows still generate). If
-    the generate job is still queued or running, requeue this shard to try again later;
-    otherwise refuse."""
+    the generate job is still queued or running, requeue this shard to try again later (a
+    window whose generate element has not started yet: while the cell's generate array still
+    has elements queued or running, as when ``benchforge score -m`` runs beside the generate
+    sweep); otherwise refuse.
+
+    Raises:
+        WaitForGeneration: requeue and try again (SLURM delays a requeued job's start).
+        BenchforgeError: generation is not running and not done (one line: run it first).
+    """
     marker = cell_dir.generate_done if window is None else window_marker(cell_dir, "samples",
                                                                          window)
     if cell_dir.generate_done.exists() or marker.exists():
         return
-    job_id, state = _generate_job_state(read_attempts(cell_dir), window)
+    attempts = read_attempts(cell_dir)
+    job_id, state = _generate_job_state(attempts, window)
     if job_id and state in slurm.ACTIVE_STATES:
         raise WaitForGeneration(f"generate job {job_id} is {state}")
+    if job_id is None and window is not None:
+        # a score sweep started beside the generate sweep: this window's generate element may
+        # still be queued behind the others (array width); wait while that array is alive
+        arrays = sorted({str(a["job_id"]).split("_")[0] for a in attempts
+                         if a.get("event") == "start" and a.get("stage") == "generate"
+                         and a.get("job_id")})
+        for array in arrays:
+            if slurm.array_active(array):
+                raise WaitForGeneration(f"window {window}'s generate shard has not started "
+                                        f"yet; the cell's generate array {array} is active")
     where = f"generate job {job_id} is {state or 'unknown to SLURM'}" if job_id else \
-        "no generate job has run for this cell"
+        f"no generate job has run for {'this cell' if window is None else f'window {window}'}"
     raise BenchforgeError(
         f"{marker} is missing and {where}; run the generate sweep "
         "(`benchforge generate -m ...`) first")

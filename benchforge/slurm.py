@@ -174,6 +174,15 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
+def array_active(array_id: str) -> bool:
+    """Whether job array ``array_id`` (``123``) still has an element queued or running
+    (``squeue -j 123`` lists its pending elements as ``123_[4-7]``); False when squeue cannot
+    say."""
+    out = _run(["squeue", "-h", "-t", "all", "-o", "%i|%T", "-j", array_id])
+    return any(line.partition("|")[2].strip() in ACTIVE_STATES
+               for line in (out or "").splitlines())
+
+
 @dataclass(frozen=True)
 class JobRun:
     """One job (or array element) as ``sacct`` reports it: id, state, elapsed seconds, GPUs."""

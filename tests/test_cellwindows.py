@@ -289,3 +289,31 @@ def test_a_sweep_gets_one_array_element_per_window(shared_data: Path) -> None:
     assert k("compute.tasks_per_shard=3", "benchmark.limit=7,10") == 4  # 10 tasks -> 4
     with pytest.raises(WindowError, match=r"shards_per_cell must be >= 1"):
         k("compute.shards_per_cell=0")
+
+
+def test_a_window_score_shard_waits_while_its_generate_array_is_alive(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from benchforge import shard, slurm
+
+    cdir = CellDir(tmp_path / "cell")
+    cdir.path.mkdir()
+    fix_windows(cdir, compute(shards_per_cell=3), 5, 2)
+    # window 0's generate element started (job 77_0); window 2's is still queued behind it
+    shard.append_attempt(cdir, {"event": "start", "stage": "generate", "job_id": "77_0",
+                                "window": 0})
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {i: "RUNNING" for i in ids})
+    alive = {"77": True}
+    monkeypatch.setattr(slurm, "array_active", lambda array: alive.get(array, False))
+    with pytest.raises(shard.WaitForGeneration, match=r"window 2's generate shard has not "
+                                                      r"started yet; .*array 77 is active"):
+        shard.require_generation(cdir, 2)
+    with pytest.raises(shard.WaitForGeneration, match="generate job 77_0 is RUNNING"):
+        shard.require_generation(cdir, 0)
+    alive["77"] = False  # the array is gone and window 2 never generated: refuse, one line
+    with pytest.raises(BenchforgeError) as refused:
+        shard.require_generation(cdir, 2)
+    assert not isinstance(refused.value, shard.WaitForGeneration)
+    assert "generate.w2.done is missing and no generate job has run for window 2" in \
+        str(refused.value)
+    window_marker(cdir, "samples", 2).write_text("{}")  # generated: go on
+    shard.require_generation(cdir, 2)

@@ -130,6 +130,16 @@ def test_expected_outputs_are_built_once_per_host_in_one_place(tmp_path: Path, t
     again = score(tmp_path, tiny, "b", "score.audit_timeouts=false")
     assert again.returncode == 0, again.stderr
     assert (folder / "index.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    # a damaged file is one error naming the store, never samples failing against it
+    damaged = folder / index["HumanEval/1"]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    refused = score(tmp_path, tiny, "c", "score.audit_timeouts=false")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "the expected-output store is damaged: HumanEval_1.pkl has 100 bytes, not "
+        f"{index['HumanEval/1']['bytes']}; delete that folder and rerun to rebuild it")
+    assert not (tmp_path / "c" / "results.jsonl").exists() or \
+        not (tmp_path / "c" / "results.jsonl").read_text()
 
 
 def test_a_failing_expected_output_build_is_one_line_and_leaves_nothing(tmp_path: Path,

@@ -189,7 +189,30 @@ class EvalPlusBenchmark(FunctionBenchmark):
                 except BenchforgeError as exc:
                     self._truth_error = exc
                     raise
-            self._truth_index = json.loads((target / "index.json").read_text())
+            self._truth_index = self._checked_index(target)
+
+    def _checked_index(self, target: Path) -> dict[str, Any]:
+        """The store's parsed ``index.json``, once its files are checked
+        (:func:`benchforge.benchmarks._groundtruth.store_problem`).
+
+        Raises:
+            BenchforgeError: a damaged store (names the folder and the way to rebuild it).
+        """
+        from benchforge.benchmarks._groundtruth import store_problem
+
+        try:
+            index = json.loads((target / "index.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            problem: str | None = f"index.json cannot be read ({exc})"
+        else:
+            tasks = (self.__dict__.get("_dataset") or self.load()).tasks
+            problem = store_problem(target, index, [t.task_id for t in tasks])
+        if problem is not None:
+            self._truth_error = BenchforgeError(
+                f"{target}: the expected-output store is damaged: {problem}; delete that "
+                "folder and rerun to rebuild it")
+            raise self._truth_error
+        return index
 
     def _build_truth(self, target: Path, workers: int, progress: bool) -> None:
         from benchforge.console import progress_bar

@@ -140,6 +140,12 @@ def test_expected_outputs_are_built_once_per_host_in_one_place(tmp_path: Path, t
         f"{index['HumanEval/1']['bytes']}; delete that folder and rerun to rebuild it")
     assert not (tmp_path / "c" / "results.jsonl").exists() or \
         not (tmp_path / "c" / "results.jsonl").read_text()
+    # without its index.json the store is rebuilt in place
+    (folder / "index.json").unlink()
+    rebuilt = score(tmp_path, tiny, "d", "score.audit_timeouts=false")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads((folder / "index.json").read_text())["HumanEval/1"]["bytes"] == \
+        index["HumanEval/1"]["bytes"]
 
 
 def test_a_failing_expected_output_build_is_one_line_and_leaves_nothing(tmp_path: Path,

@@ -42,7 +42,8 @@ GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 350}  # store size (HE+ v0.1.9, MBP
 
 def _remove_stale_builds(target: Path) -> None:
     """Build folders of ``target`` (``.<name>.build-<pid>``) left by a killed computation on
-    this host (pid no longer running); a live build by another process is left alone."""
+    this host (pid no longer running); a live build by another process is left alone. A
+    ``target`` without ``index.json`` is removed too."""
     import os
     import shutil
 
@@ -56,6 +57,10 @@ def _remove_stale_builds(target: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         except PermissionError:
             pass
+    if target.is_dir() and not (target / "index.json").is_file():
+        # a store is renamed into place with its index.json, so one without it was damaged
+        # (its index.json deleted): never read, and in the way of the rebuild's rename
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def read_tasks(path: Path, kind: str) -> tuple[list[dict[str, Any]], str]:

@@ -125,6 +125,13 @@ def test_a_damaged_store_is_named_before_any_sample_runs(tmp_path) -> None:
         f"T_1.pkl has {len(good) - 5} bytes, not {len(good)}")
     one.write_bytes(good[:10] + bytes([good[10] ^ 1]) + good[11:])  # same size, one bit off
     assert "T_1.pkl does not match its sha256" in _groundtruth.store_problem(target, index, ids)
+    # a store built before sizes were recorded: a cut file's trailer points past its end
+    older = {t: {"file": e["file"], "times": e["times"]} for t, e in index.items()}
+    one.write_bytes(good)
+    assert _groundtruth.store_problem(target, older, ids) is None
+    one.write_bytes(good[:len(good) // 2])
+    assert _groundtruth.store_problem(target, older, ids) == \
+        f"T_1.pkl is truncated ({len(good) // 2} bytes)"
     one.unlink()
     assert _groundtruth.store_problem(target, index, ids) == "T_1.pkl is missing"
     assert _groundtruth.store_problem(target, index, ["T/0"]) is None  # only the tasks asked

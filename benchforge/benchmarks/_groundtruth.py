@@ -77,8 +77,15 @@ def store_problem(target: Path, index: Any, task_ids: list[str]) -> str | None:
         path = target / str(entry["file"])
         if not path.is_file():
             return f"{entry['file']} is missing"
-        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
-            return f"{entry['file']} has {path.stat().st_size} bytes, not {entry['bytes']}"
+        size = path.stat().st_size
+        if "bytes" in entry and size != entry["bytes"]:
+            return f"{entry['file']} has {size} bytes, not {entry['bytes']}"
+        if "bytes" not in entry:  # an older store: at least its trailer must point inside it
+            with open(path, "rb") as fh:
+                fh.seek(max(0, size - 8))
+                start = int.from_bytes(fh.read(8), "big")
+            if size < 9 or start >= size - 8:
+                return f"{entry['file']} is truncated ({size} bytes)"
         if "sha256" in entry and file_stamp(path)["sha256"] != entry["sha256"]:
             return f"{entry['file']} does not match its sha256 in index.json"
     return None

@@ -159,8 +159,9 @@ def fix_windows(cdir: CellDir, compute: Any, n_tasks: int,
         recorded = read_json(windows_path(cdir)).get("asked", f"K={len(planned)}")
         raise WindowError(
             f"{cdir.path}: this cell was planned with K={len(planned)} windows ({recorded}) "
-            f"and this command asks for K={len(asked)} ({_asked_text(compute)}); the number of "
-            f"windows is fixed per cell: rerun with {recorded}, or use another run.name")
+            f"and this command asks for K={len(asked)} ({_asked_text(compute)})"
+            + (", cut at other keys" if len(asked) == len(planned) else "")
+            + f"; the windows are fixed per cell: rerun with {recorded}, or use another run.name")
     return planned
 
 

@@ -65,6 +65,13 @@ def test_k_is_fixed_per_cell(tmp_path: Path) -> None:
             fix_windows(cdir, other, 5, 2)
         text = one_line(refused.value)
         assert "K=4" in text and shown in text and "compute.shards_per_cell=4" in text
+    # as many windows, cut elsewhere (5 tasks x 2 samples: 2 near-equal windows vs
+    # 3 tasks per window): the line says why two equal K are refused
+    cut = CellDir(tmp_path / "cut")
+    fix_windows(cut, compute(shards_per_cell=2), 5, 2)  # keys 0..5, 5..10
+    with pytest.raises(WindowError) as refused:
+        fix_windows(cut, compute(tasks_per_shard=3), 5, 2)  # keys 0..6, 6..10
+    assert "K=2 (compute.tasks_per_shard=3), cut at other keys" in one_line(refused.value)
     # an unsharded cell that has rows cannot be cut into windows afterwards
     plain = CellDir(tmp_path / "plain")
     plain.path.mkdir()

@@ -130,6 +130,22 @@ def test_expected_outputs_are_built_once_per_host_in_one_place(tmp_path: Path, t
     again = score(tmp_path, tiny, "b", "score.audit_timeouts=false")
     assert again.returncode == 0, again.stderr
     assert (folder / "index.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    # a damaged file is one error naming the store, never samples failing against it
+    damaged = folder / index["HumanEval/1"]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    refused = score(tmp_path, tiny, "c", "score.audit_timeouts=false")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "the expected-output store is damaged: HumanEval_1.pkl has 100 bytes, not "
+        f"{index['HumanEval/1']['bytes']}; delete that folder and rerun to rebuild it")
+    assert not (tmp_path / "c" / "results.jsonl").exists() or \
+        not (tmp_path / "c" / "results.jsonl").read_text()
+    # without its index.json the store is rebuilt in place
+    (folder / "index.json").unlink()
+    rebuilt = score(tmp_path, tiny, "d", "score.audit_timeouts=false")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads((folder / "index.json").read_text())["HumanEval/1"]["bytes"] == \
+        index["HumanEval/1"]["bytes"]
 
 
 def test_a_failing_expected_output_build_is_one_line_and_leaves_nothing(tmp_path: Path,
@@ -170,14 +186,16 @@ def test_a_damaged_store_is_one_line_never_wrong_verdicts(tmp_path: Path, tiny) 
     proc = score(tmp_path, tiny, "b", "score.audit_timeouts=false")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert f"{task_file}: " in last and "damaged expected-output store" in last
+    assert f"the expected-output store is damaged: {task_file.name} has" in last, last
     assert "delete that folder and rerun" in last
     assert not (tmp_path / "b/results.jsonl").exists() or \
         read_rows(tmp_path / "b/results.jsonl") == []  # no verdict from a damaged store
     # damage the host's size check cannot see: the worker finds it, and scoring stops (the
     # sandbox could not score it) instead of failing the sample
+    from benchforge.benchmarks._groundtruth import file_stamp
+
     index = json.loads((folder / "index.json").read_text())
-    index["HumanEval/1"]["bytes"] = task_file.stat().st_size
+    index["HumanEval/1"].update(file_stamp(task_file))
     (folder / "index.json").write_text(json.dumps(index))
     proc = score(tmp_path, tiny, "c", "score.audit_timeouts=false")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -187,9 +205,10 @@ def test_a_damaged_store_is_one_line_never_wrong_verdicts(tmp_path: Path, tiny) 
     rows = read_rows(tmp_path / "c/results.jsonl") if (tmp_path / "c/results.jsonl").exists() \
         else []
     assert "HumanEval/1" not in {r["task_id"] for r in rows}
-    (folder / "index.json").unlink()
+    (folder / "index.json").unlink()  # a folder without its index is rebuilt
     proc = score(tmp_path, tiny, "d", "score.audit_timeouts=false")
-    assert proc.returncode == 2 and "has no index.json (damaged)" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert by_task(tmp_path / "d/results.jsonl")["HumanEval/3"]["passed"] is True
 
 
 def test_an_unreadable_expected_output_stops_scoring_instead_of_failing_the_sample() -> None:

@@ -375,3 +375,30 @@ def test_every_entry_point_prints_user_errors_as_one_line(tmp_path: Path, monkey
         assert "Traceback" not in "\n".join(err)
         assert len(err) == 1 and err[0].startswith(f"benchforge {stage}: "), (stage, exc, err)
         assert code in (2, 3), (stage, exc, code)
+
+
+def test_a_damaged_expected_output_store_is_one_error_not_failed_samples(tmp_path: Path) -> None:
+    """HumanEval+ scoring refuses a store whose index.json is unreadable or whose file does
+    not match the index, naming the folder and how to rebuild it."""
+    import json
+
+    from benchforge.benchmarks import _evalplus
+    from benchforge.errors import BenchforgeError
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "T_0.pkl").write_bytes(b"abc")
+    bench = object.__new__(_evalplus.EvalPlusBenchmark)
+    bench._truth_error = None
+    bench._dataset = type("D", (), {"tasks": [type("T", (), {"task_id": "T/0"})()]})()
+    (store / "index.json").write_text('{"T/0": ')
+    with pytest.raises(BenchforgeError, match=r"store is damaged: index.json cannot be read"):
+        bench._checked_index(store)
+    bench._truth_error = None
+    (store / "index.json").write_text(json.dumps(
+        {"T/0": {"file": "T_0.pkl", "times": {}, "bytes": 4, "sha256": "0"}}))
+    with pytest.raises(BenchforgeError) as refused:
+        bench._checked_index(store)
+    assert str(refused.value) == (f"{store}: the expected-output store is damaged: T_0.pkl has "
+                                  "3 bytes, not 4; delete that folder and rerun to rebuild it")
+    assert bench._truth_error is refused.value  # later samples get the same error

@@ -99,3 +99,40 @@ def test_a_truncated_store_file_is_an_error_not_a_value(tmp_path, monkeypatch, w
     stored = worker.ExpectedOutputs(str(path), [[path.stat().st_size - 4, length, codec]])
     with pytest.raises(OSError, match="truncated"):
         stored[0]
+
+
+def test_a_damaged_store_is_named_before_any_sample_runs(tmp_path) -> None:
+    """A truncated, edited or missing task file (or index entry) is found by the host from the
+    sizes and sha256 the build records, instead of failing inside the sandbox as the sample's
+    own failure (a corrupted store made every affected sample 'fail')."""
+    import json
+
+    rows = [{"task_id": f"T/{i}", "prompt": "", "canonical_solution": CODE, "entry_point": "f",
+             "base_input": [[i, 2]], "plus_input": [[i + 1, 3]]} for i in range(3)]
+    source = tmp_path / "data.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = tmp_path / "store"
+    _groundtruth.build("humaneval", source, target, 1)
+    index = json.loads((target / "index.json").read_text())
+    ids = [r["task_id"] for r in rows]
+    assert all({"bytes", "sha256"} <= set(index[t]) for t in ids)
+    assert _groundtruth.store_problem(target, index, ids) is None
+
+    one = target / index["T/1"]["file"]
+    good = one.read_bytes()
+    one.write_bytes(good[:-5])
+    assert _groundtruth.store_problem(target, index, ids) == (
+        f"T_1.pkl has {len(good) - 5} bytes, not {len(good)}")
+    one.write_bytes(good[:10] + bytes([good[10] ^ 1]) + good[11:])  # same size, one bit off
+    assert "T_1.pkl does not match its sha256" in _groundtruth.store_problem(target, index, ids)
+    # a store built before sizes were recorded: a cut file's trailer points past its end
+    older = {t: {"file": e["file"], "times": e["times"]} for t, e in index.items()}
+    one.write_bytes(good)
+    assert _groundtruth.store_problem(target, older, ids) is None
+    one.write_bytes(good[:len(good) // 2])
+    assert _groundtruth.store_problem(target, older, ids) == \
+        f"T_1.pkl is truncated ({len(good) // 2} bytes)"
+    one.unlink()
+    assert _groundtruth.store_problem(target, index, ids) == "T_1.pkl is missing"
+    assert _groundtruth.store_problem(target, index, ["T/0"]) is None  # only the tasks asked
+    assert _groundtruth.store_problem(target, index, ["T/9"]) == "index.json has no entry for T/9"

@@ -37,3 +37,52 @@ def test_extraction_runs_in_a_worker_process_and_falls_back_when_it_dies(caplog)
         assert code == f"t/0|die|chat|{PARENT}"  # extracted here once the worker died
         assert "answer-extraction worker died" in caplog.text
         assert extract(tasks["t/1"], "z", "chat").endswith(f"|{PARENT}")
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from benchforge.answers.offload import extraction_worker
+from benchforge.benchmarks import Task
+
+class B:
+    def extract_code(self, task, answer, mode):
+        return str(os.getpid())
+
+tasks = {"t/0": Task("t/0", {})}
+with extraction_worker(B(), tasks) as extract:
+    print(extract(tasks["t/0"], "", "chat"), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_worker_ends_when_its_parent_is_killed_outright() -> None:
+    """SIGKILL of the generating process (no shutdown) must not leave the worker behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        worker = int(proc.stdout.readline())
+        assert worker != proc.pid
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            # an orphan re-parented to a subreaper (not init) can linger as a zombie
+            with open(f"/proc/{worker}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the extraction worker outlived its SIGKILLed parent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

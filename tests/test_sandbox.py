@@ -125,6 +125,7 @@ def test_sandbox_check_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "sandbox=rlimit-only conformance" in proc.stdout
     assert proc.stdout.count("pass") >= len(conformance.CHECKS)
+    assert (proc.stdout + proc.stderr).count("this is not a sandbox") == 1  # once, not per check
     bad = run_cli("sandbox-check", "sandbox=nosuchmode", cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 

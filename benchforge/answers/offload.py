@@ -28,9 +28,26 @@ def _extract(task_id: str, answer: str, mode: str) -> str:
     return benchmark.extract_code(tasks[task_id], answer, mode)
 
 
-def _quiet_signals() -> None:
-    """In the worker: Ctrl-C is the parent's to handle; SIGTERM just ends it."""
+def _quiet_signals(parent: int) -> None:
+    """In the worker: Ctrl-C is the parent's to handle; SIGTERM just ends it; and it ends
+    when ``parent`` (the pid that forked it) is gone.
+
+    A parent killed outright (SIGKILL, the OOM killer) never shuts the pool down, and the
+    worker, holding both ends of its task pipe, would wait on it forever: a thread here
+    polls the parent pid once a second and exits the worker once it changed.
+    """
     import signal
+    import threading
+
+    def watch_parent() -> None:
+        import os
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -67,6 +84,7 @@ def extraction_worker(benchmark: Any, tasks: dict[str, Any]) -> Iterator[Extract
         worker cannot start or dies, it extracts in this process (a warning says so).
     """
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
@@ -74,7 +92,7 @@ def extraction_worker(benchmark: Any, tasks: dict[str, Any]) -> Iterator[Extract
     pool: ProcessPoolExecutor | None = None
     try:
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_quiet_signals)
+                                   initializer=_quiet_signals, initargs=(os.getpid(),))
         pool.submit(_ready).result()  # forks here, from this thread, before generation
     except (OSError, ValueError, BrokenProcessPool) as exc:
         log.warning("generate: answers are extracted in this process (no worker: %s)", exc)

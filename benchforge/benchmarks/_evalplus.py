@@ -40,38 +40,10 @@ STORE_FORMAT = "v2"
 GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 350}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
 
 
-def checked_store(target: Path) -> dict[str, Any]:
-    """The ``index.json`` of the expected-output store ``target``, once every task file it
-    names is there at the size it was written (a truncated or missing file would otherwise
-    fail samples that are right).
-
-    Raises:
-        BenchforgeError: an unreadable index or a missing / resized task file (one line: which
-            file, and to delete the folder so that it is rebuilt).
-    """
-    fix = "delete that folder and rerun: it is rebuilt"
-    try:
-        index = json.loads((target / "index.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchforgeError(f"{target}/index.json: unreadable ({exc}); {fix}") from None
-    if not isinstance(index, dict):
-        raise BenchforgeError(f"{target}/index.json: not a store index; {fix}")
-    for task_id, entry in index.items():
-        path = target / str(entry.get("file", ""))
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise BenchforgeError(f"{path}: missing from the expected-output store "
-                                  f"({task_id}); {fix}") from None
-        if entry.get("bytes") is not None and size != entry["bytes"]:
-            raise BenchforgeError(f"{path}: {size} bytes, written as {entry['bytes']} "
-                                  f"(damaged expected-output store); {fix}")
-    return index
-
-
 def _remove_stale_builds(target: Path) -> None:
     """Build folders of ``target`` (``.<name>.build-<pid>``) left by a killed computation on
-    this host (pid no longer running); a live build by another process is left alone."""
+    this host (pid no longer running); a live build by another process is left alone. A
+    ``target`` without ``index.json`` is removed too."""
     import os
     import shutil
 
@@ -85,6 +57,10 @@ def _remove_stale_builds(target: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         except PermissionError:
             pass
+    if target.is_dir() and not (target / "index.json").is_file():
+        # a store is renamed into place with its index.json, so one without it was damaged
+        # (its index.json deleted): never read, and in the way of the rebuild's rename
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def read_tasks(path: Path, kind: str) -> tuple[list[dict[str, Any]], str]:
@@ -212,17 +188,36 @@ class EvalPlusBenchmark(FunctionBenchmark):
             if "_truth_index" in self.__dict__:
                 return
             target = self.truth_dir()
-            try:
-                if not (target / "index.json").is_file():
-                    if target.exists():  # a build is renamed into place whole: damage
-                        raise BenchforgeError(
-                            f"{target}: the expected-output store has no index.json (damaged); "
-                            "delete that folder and rerun: it is rebuilt")
+            if not (target / "index.json").is_file():
+                try:
                     self._build_truth(target, workers, progress)
-                self._truth_index = checked_store(target)
-            except BenchforgeError as exc:
-                self._truth_error = exc
-                raise
+                except BenchforgeError as exc:
+                    self._truth_error = exc
+                    raise
+            self._truth_index = self._checked_index(target)
+
+    def _checked_index(self, target: Path) -> dict[str, Any]:
+        """The store's parsed ``index.json``, once its files are checked
+        (:func:`benchforge.benchmarks._groundtruth.store_problem`).
+
+        Raises:
+            BenchforgeError: a damaged store (names the folder and the way to rebuild it).
+        """
+        from benchforge.benchmarks._groundtruth import store_problem
+
+        try:
+            index = json.loads((target / "index.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            problem: str | None = f"index.json cannot be read ({exc})"
+        else:
+            tasks = (self.__dict__.get("_dataset") or self.load()).tasks
+            problem = store_problem(target, index, [t.task_id for t in tasks])
+        if problem is not None:
+            self._truth_error = BenchforgeError(
+                f"{target}: the expected-output store is damaged: {problem}; delete that "
+                "folder and rerun to rebuild it")
+            raise self._truth_error
+        return index
 
     def _build_truth(self, target: Path, workers: int, progress: bool) -> None:
         from benchforge.console import progress_bar

@@ -54,11 +54,12 @@ def resolve_mode(name: str, image: str | None = None) -> str:
 
 
 def make_sandbox(cfg: DictConfig, workers: int = 1,
-                 read_only: tuple[str, ...] = ()) -> SandboxPool:
+                 read_only: tuple[str, ...] = (), warn: bool = True) -> SandboxPool:
     """The sandbox the ``sandbox`` config group selects, with ``workers`` parallel workers;
-    ``read_only`` dirs (benchmark fixtures) stay readable inside it."""
+    ``read_only`` dirs (benchmark fixtures) stay readable inside it. ``warn=False`` leaves
+    out :data:`RLIMIT_ONLY_WARNING` (a caller that already gave it)."""
     image = str(cfg.image) if cfg.get("image") else None
     mode = resolve_mode(str(cfg.name), image)
-    if not MODE_TABLE[mode].isolates_files:
+    if warn and not MODE_TABLE[mode].isolates_files:
         log.warning(RLIMIT_ONLY_WARNING)
     return SandboxPool(mode, Limits.from_config(cfg), workers, image, read_only)

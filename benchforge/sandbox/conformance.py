@@ -418,7 +418,7 @@ def run_sandbox_check(cfg: Any) -> list[dict[str, Any]]:
     with make_sandbox(settings, workers=1) as probe:  # fails here, once, if the mode cannot run
         mode, guarantees = probe.mode, sorted(probe.guarantees)
     pinned = OmegaConf.merge(settings, {"name": mode})  # auto: the mode it resolved to
-    outcomes = run_suite(lambda: make_sandbox(pinned, workers=2))
+    outcomes = run_suite(lambda: make_sandbox(pinned, workers=2, warn=False))  # warned above
     print_table(f"sandbox={mode} conformance (guarantees: {', '.join(guarantees)})",
                 ["check", "result", "s", "problem"],
                 [[o.check, "pass" if o.passed else "FAIL", f"{o.seconds:.1f}", o.problem]

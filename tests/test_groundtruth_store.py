@@ -53,7 +53,7 @@ def test_each_output_reads_back_equal_to_evalplus_trusted_exec(tmp_path, monkeyp
         official = trusted_exec(CODE, inputs, "f")
         assert data[suite]["inputs"] == inputs
         assert len(data[suite]["times"]) == len(inputs)
-        stored = worker.ExpectedOutputs(str(path), data[suite]["offsets"])
+        stored = worker.ExpectedOutputs(worker.FIXTURE["fd"], data[suite]["offsets"])
         assert len(stored) == len(inputs)
         assert [stored[i] for i in range(len(inputs))] == official
         assert [stored[i] for i in reversed(range(len(inputs)))] == official[::-1]
@@ -83,7 +83,7 @@ def test_first_float_and_not_none_follow_evalplus(tmp_path, monkeypatch, worker)
             official = trusted_exec(code, row[f"{suite}_input"], "f",
                                     output_not_none=bool(not_none))
             entry = worker.FIXTURE["data"][suite]
-            stored = worker.ExpectedOutputs(str(path), entry["offsets"])
+            stored = worker.ExpectedOutputs(worker.FIXTURE["fd"], entry["offsets"])
             assert [stored[i] for i in range(len(stored))] == official
             first = next((i for i, v in enumerate(official) if is_floats(v)), None)
             assert entry["first_float"] == first
@@ -96,7 +96,8 @@ def test_a_truncated_store_file_is_an_error_not_a_value(tmp_path, monkeypatch, w
     worker.load_fixture(str(path))
     offsets = worker.FIXTURE["data"]["plus"]["offsets"]
     _, length, codec = offsets[0]
-    stored = worker.ExpectedOutputs(str(path), [[path.stat().st_size - 4, length, codec]])
+    stored = worker.ExpectedOutputs(worker.FIXTURE["fd"],
+                                    [[path.stat().st_size - 4, length, codec]])
     with pytest.raises(OSError, match="truncated"):
         stored[0]
 

@@ -56,25 +56,29 @@ def support_namespace(ref):
 
 # The current task's inputs, reference times and expected-output offsets (a benchforge-written
 # pickle: trusted), loaded by the worker before the fork so reading it never counts against a
-# sample's time limit. The expected outputs themselves stay on disk (see ExpectedOutputs).
+# sample's time limit; and the task file itself, open ("fd"): the expected outputs stay on disk
+# and a sample's process reads them through that descriptor (see ExpectedOutputs), which it
+# inherits as STORE_FD, so the store's folder need not be readable by the sample's uid.
 FIXTURE = {}
+STORE_FD = RESULT_FD + 1
 
 
 class ExpectedOutputs:
     """One suite's expected outputs, unpickled one input at a time from the task's file in
-    the store (benchforge.benchmarks._groundtruth writes it): a sample's process holds at most
-    the one output it is comparing, never the whole suite.
+    the store (benchforge.benchmarks._groundtruth writes it), read through the open
+    descriptor ``fd``: a sample's process holds at most the one output it is comparing, never
+    the whole suite.
 
     The readers are bound here, before any sample code runs, so that a sample which rebinds
     ``os``/``pickle`` attributes cannot change what is read (they are C functions).
     """
 
-    def __init__(self, path, offsets):
+    def __init__(self, fd, offsets, name="the store file"):
         import pickle
         import zlib
 
-        self.path, self.offsets, self.current = path, offsets, (None, None)
-        self._io = (os.open, os.pread, os.close, pickle.loads, zlib.decompress)
+        self.fd, self.offsets, self.name, self.current = fd, offsets, name, (None, None)
+        self._io = (os.pread, pickle.loads, zlib.decompress)
 
     def __len__(self):
         return len(self.offsets)
@@ -82,19 +86,15 @@ class ExpectedOutputs:
     def __getitem__(self, index):
         if self.current[0] != index:
             self.current = (None, None)  # drop the previous output before reading the next
-            _open, _pread, _close, _loads, _decompress = self._io
+            _pread, _loads, _decompress = self._io
             start, length, codec = self.offsets[index]
-            fd = _open(self.path, os.O_RDONLY)
-            try:
-                chunks, done = [], 0
-                while done < length:
-                    chunk = _pread(fd, length - done, start + done)
-                    if not chunk:
-                        raise OSError(f"{self.path}: truncated at byte {start + done}")
-                    chunks.append(chunk)
-                    done += len(chunk)
-            finally:
-                _close(fd)
+            chunks, done = [], 0
+            while done < length:
+                chunk = _pread(self.fd, length - done, start + done)
+                if not chunk:
+                    raise OSError(f"{self.name}: truncated at byte {start + done}")
+                chunks.append(chunk)
+                done += len(chunk)
             blob = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             del chunks
             if codec == 1:
@@ -111,11 +111,19 @@ def load_fixture(path):
     if FIXTURE.get("path") != path:
         import pickle
 
+        if FIXTURE.get("fd") is not None:
+            os.close(FIXTURE["fd"])
         FIXTURE.clear()  # one task at a time keeps the children's address space small
-        with open(path, "rb") as fh:  # the header, at the start its last 8 bytes give
-            fh.seek(-8, os.SEEK_END)
-            fh.seek(int.from_bytes(fh.read(8), "big"))
-            FIXTURE.update(path=path, data=pickle.load(fh))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with os.fdopen(os.dup(fd), "rb") as fh:  # the header, where its last 8 bytes say
+                fh.seek(-8, os.SEEK_END)
+                fh.seek(int.from_bytes(fh.read(8), "big"))
+                data = pickle.load(fh)
+        except BaseException:
+            os.close(fd)
+            raise
+        FIXTURE.update(path=path, data=data, fd=fd)
 
 
 # ------------------------------------------------------------------------------ framing
@@ -410,7 +418,7 @@ def run_suite(program, fixture, limits, report):
     spec = program["differential"]
     data = fixture[spec["suite"]["name"]]
     inputs = data["inputs"]
-    expected = ExpectedOutputs(FIXTURE["path"], data["offsets"])
+    expected = ExpectedOutputs(STORE_FD, data["offsets"], FIXTURE.get("path"))
     floor, factor = float(spec["min_time_limit_s"]), float(spec["time_factor"])
     scale = float(program.get("time_scale", 1.0))
     time_limits = [max(floor, factor * t) * scale for t in data["times"]]
@@ -711,6 +719,11 @@ def child_main(config, request, workdir, result_w, nonce):
     os.setsid()
     differential = request["program"].get("differential")
     fixture = FIXTURE.get("data") if differential else None
+    store = None
+    if differential and FIXTURE.get("fd") is not None:  # kept above every fd moved below
+        import fcntl
+
+        store = fcntl.fcntl(FIXTURE["fd"], fcntl.F_DUPFD, 64)
     if config.get("cgroup") and not config.get("fs_view"):  # a view's worker joined it itself
         with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as fh:
             fh.write(str(os.getpid()))
@@ -729,7 +742,9 @@ def child_main(config, request, workdir, result_w, nonce):
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.dup2(result_w, RESULT_FD)
-    os.closerange(RESULT_FD + 1, 65536)  # the protocol pipes and everything else
+    if store is not None:
+        os.dup2(store, STORE_FD, inheritable=False)  # the task file, read-only
+    os.closerange((STORE_FD if store is not None else RESULT_FD) + 1, 65536)  # everything else
     os.environ.clear()
     os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
                        "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})

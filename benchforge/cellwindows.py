@@ -176,7 +176,13 @@ def selected_windows(windows: Sequence[Window], index: int | None) -> list[Windo
         None for the whole cell the unsharded way (no windows, index None or 0); else the
         windows to do: all, the one named, or [] when the index is past this cell's last
         window (a sweep sized for a cell with more windows: nothing to do here).
+
+    Raises:
+        WindowError: a negative index (one line).
     """
+    if index is not None and index < 0:
+        raise WindowError(f"compute.window={index}: a window index is 0 or more (the SLURM "
+                          "sweep sets it per array element; leave it unset to do every window)")
     if not windows:
         return None if index in (None, 0) else []
     if index is None:

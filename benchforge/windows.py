@@ -86,9 +86,11 @@ def plan_windows(n_tasks: int, n_samples: int, *, shards_per_cell: int | None = 
         raise WindowError(f"a cell needs n_samples >= 1 and n_tasks >= 0, got {n_tasks} x "
                           f"{n_samples}")
     if shards_per_cell is not None and shards_per_cell < 1:
-        raise WindowError(f"compute.shards_per_cell must be >= 1, got {shards_per_cell}")
+        raise WindowError(f"compute.shards_per_cell must be >= 1, got {shards_per_cell}; "
+                          "use 1 (one shard per cell, the default) or more")
     if tasks_per_shard is not None and tasks_per_shard < 1:
-        raise WindowError(f"compute.tasks_per_shard must be >= 1, got {tasks_per_shard}")
+        raise WindowError(f"compute.tasks_per_shard must be >= 1, got {tasks_per_shard}; "
+                          "use a number of tasks per shard, or null (shards_per_cell decides)")
     if tasks_per_shard is not None and shards_per_cell not in (None, 1):
         raise WindowError("set compute.shards_per_cell or compute.tasks_per_shard, not both")
     total = n_tasks * n_samples

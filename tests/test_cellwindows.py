@@ -324,3 +324,14 @@ def test_a_window_score_shard_waits_while_its_generate_array_is_alive(tmp_path: 
         str(refused.value)
     window_marker(cdir, "samples", 2).write_text("{}")  # generated: go on
     shard.require_generation(cdir, 2)
+
+
+def test_a_negative_window_index_is_one_line() -> None:
+    from benchforge.cellwindows import selected_windows
+    from benchforge.windows import plan_windows
+
+    windows = plan_windows(3, 1, shards_per_cell=2)
+    with pytest.raises(WindowError, match=r"^compute.window=-1: a window index is 0 or more"):
+        selected_windows(windows, -1)
+    assert selected_windows(windows, 5) == []  # past the last: a sweep sized for bigger cells
+    assert selected_windows(windows, 1) == [windows[1]]

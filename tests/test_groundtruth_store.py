@@ -137,3 +137,19 @@ def test_a_damaged_store_is_named_before_any_sample_runs(tmp_path) -> None:
     assert _groundtruth.store_problem(target, index, ids) == "T_1.pkl is missing"
     assert _groundtruth.store_problem(target, index, ["T/0"]) is None  # only the tasks asked
     assert _groundtruth.store_problem(target, index, ["T/9"]) == "index.json has no entry for T/9"
+
+
+def test_a_full_disk_is_reported_as_the_disk_not_the_canonical_solution(tmp_path, monkeypatch
+                                                                        ) -> None:
+    import errno
+
+    def full(value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(_groundtruth.StoreWriteError) as caught:
+        _groundtruth.run_canonical(CODE, [[1, 2]], "f", False, full)
+    assert caught.value.args[0].errno == errno.ENOSPC
+    monkeypatch.setattr(_groundtruth.SuiteWriter, "add", lambda self, value: full(value))
+    with pytest.raises(OSError, match="No space left") as raised:
+        build_one(tmp_path, monkeypatch, [[1, 2]], [[2, 3]])
+    assert not isinstance(raised.value, RuntimeError)  # not "the canonical solution raised"

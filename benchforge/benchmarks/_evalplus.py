@@ -37,7 +37,7 @@ SUITE_SLACK_S = 2.0
 # The store's layout (benchmarks/_groundtruth.py); part of its folder name, so a store written
 # by an older benchforge is rebuilt beside it instead of misread.
 STORE_FORMAT = "v2"
-GROUND_TRUTH_MB = {"humaneval": 250, "mbpp": 350}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
+GROUND_TRUTH_MB = {"humaneval": 110, "mbpp": 25}  # store size (HE+ v0.1.9, MBPP+ v0.1.0)
 
 
 def _remove_stale_builds(target: Path) -> None:

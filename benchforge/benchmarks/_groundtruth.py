@@ -102,6 +102,7 @@ def run_canonical(code: str, inputs: list[Any], entry_point: str, not_none: bool
     Returns:
         The per-input reference times in seconds, one per input.
     Raises:
+        StoreWriteError: ``sink`` failed with an OSError (the disk).
         Whatever the canonical solution raises.
     """
     namespace: dict[str, Any] = {}
@@ -113,9 +114,17 @@ def run_canonical(code: str, inputs: list[Any], entry_point: str, not_none: bool
         start = time.time()
         out = function(*args)
         times.append(time.time() - start)
-        sink(out is not None if not_none else out)
+        try:
+            sink(out is not None if not_none else out)
+        except OSError as exc:  # the disk, not the canonical solution
+            raise StoreWriteError(exc) from None
         del out
     return times
+
+
+class StoreWriteError(Exception):
+    """Writing the store failed (``args[0]``: the OSError, e.g. no space left): reported as
+    that error, never as the canonical solution's."""
 
 
 class SuiteWriter:
@@ -150,6 +159,8 @@ def compute(index: int) -> tuple[str, dict[str, list[float]]]:
             try:
                 spent = run_canonical(code, row[f"{suite}_input"], row["entry_point"],
                                       row["entry_point"] in STATE["not_none"], writer.add)
+            except StoreWriteError as exc:
+                raise exc.args[0] from None
             except Exception as exc:  # reported as one line naming the task
                 raise RuntimeError(f"{row['task_id']} {suite}: the canonical solution raised "
                                    f"{type(exc).__name__}: {exc}") from None

@@ -192,7 +192,7 @@ def test_a_damaged_store_is_one_line_never_wrong_verdicts(tmp_path: Path, tiny) 
         read_rows(tmp_path / "b/results.jsonl") == []  # no verdict from a damaged store
     # damage the host's size check cannot see: the worker finds it, and scoring stops (the
     # sandbox could not score it) instead of failing the sample
-    from benchforge.benchmarks._groundtruth import file_stamp
+    from benchforge.benchmarks._store import file_stamp
 
     index = json.loads((folder / "index.json").read_text())
     index["HumanEval/1"].update(file_stamp(task_file))

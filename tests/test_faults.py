@@ -178,7 +178,7 @@ def test_failed_expected_output_build_runs_once_and_leaves_no_temp(tmp_path: Pat
     assert len(calls) == 1 and len(errors) == 8 and len(set(errors)) == 1
     assert errors[0].startswith(f"data.cache={tmp_path / 'cache'}: computing the humanevalplus "
                                 "expected outputs into evalplus-humaneval-")
-    assert "(~250 MB) from " in errors[0]
+    assert "(~110 MB) from " in errors[0]
     assert errors[0].endswith("failed: OSError: [Errno 28] No space left on device; free space "
                               "there or set data.cache to another disk, then rerun")
 
@@ -262,8 +262,9 @@ INTERNAL_RAISES = {
     ("benchmarks/_lcb_grader.py", "*"): "inside the sandbox child (LiveCodeBench checks)",
     ("benchmarks/_multiple_runner.py", "*"): "inside the sandbox child (MultiPL-E runs)",
     ("benchmarks/_bcb_runner.py", "*"): "inside the sandbox child (BigCodeBench's checks)",
-    ("benchmarks/_groundtruth.py", "RuntimeError"): "expected-output subprocess: main prints "
-                                                    "one line, the host raises BenchforgeError",
+    ("benchmarks/_groundtruth.py", "*"): "expected-output subprocess: main prints any "
+                                         "exception as one line, the host raises "
+                                         "BenchforgeError",
     ("__init__.py", "AttributeError"): "module __getattr__ protocol",
     ("stages/__init__.py", "AttributeError"): "module __getattr__ protocol (lazy run_*)",
     ("sandbox/conformance.py", "ConformanceError"): "a failed check: run_suite reports it",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchforge.benchmarks import _groundtruth
+from benchforge.benchmarks import _groundtruth, _store
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "benchforge" / "sandbox" / "_worker.py"
@@ -117,26 +117,26 @@ def test_a_damaged_store_is_named_before_any_sample_runs(tmp_path) -> None:
     index = json.loads((target / "index.json").read_text())
     ids = [r["task_id"] for r in rows]
     assert all({"bytes", "sha256"} <= set(index[t]) for t in ids)
-    assert _groundtruth.store_problem(target, index, ids) is None
+    assert _store.store_problem(target, index, ids) is None
 
     one = target / index["T/1"]["file"]
     good = one.read_bytes()
     one.write_bytes(good[:-5])
-    assert _groundtruth.store_problem(target, index, ids) == (
+    assert _store.store_problem(target, index, ids) == (
         f"T_1.pkl has {len(good) - 5} bytes, not {len(good)}")
     one.write_bytes(good[:10] + bytes([good[10] ^ 1]) + good[11:])  # same size, one bit off
-    assert "T_1.pkl does not match its sha256" in _groundtruth.store_problem(target, index, ids)
+    assert "T_1.pkl does not match its sha256" in _store.store_problem(target, index, ids)
     # a store built before sizes were recorded: a cut file's trailer points past its end
     older = {t: {"file": e["file"], "times": e["times"]} for t, e in index.items()}
     one.write_bytes(good)
-    assert _groundtruth.store_problem(target, older, ids) is None
+    assert _store.store_problem(target, older, ids) is None
     one.write_bytes(good[:len(good) // 2])
-    assert _groundtruth.store_problem(target, older, ids) == \
+    assert _store.store_problem(target, older, ids) == \
         f"T_1.pkl is truncated ({len(good) // 2} bytes)"
     one.unlink()
-    assert _groundtruth.store_problem(target, index, ids) == "T_1.pkl is missing"
-    assert _groundtruth.store_problem(target, index, ["T/0"]) is None  # only the tasks asked
-    assert _groundtruth.store_problem(target, index, ["T/9"]) == "index.json has no entry for T/9"
+    assert _store.store_problem(target, index, ids) == "T_1.pkl is missing"
+    assert _store.store_problem(target, index, ["T/0"]) is None  # only the tasks asked
+    assert _store.store_problem(target, index, ["T/9"]) == "index.json has no entry for T/9"
 
 
 def test_a_full_disk_is_reported_as_the_disk_not_the_canonical_solution(tmp_path, monkeypatch

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from benchforge.answers import evalplus as evalplus_answers
 from benchforge.benchmarks import Dataset, Download, Task, shorten
 from benchforge.benchmarks._function import FunctionBenchmark
+from benchforge.benchmarks._store import store_problem
 from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
@@ -198,13 +199,11 @@ class EvalPlusBenchmark(FunctionBenchmark):
 
     def _checked_index(self, target: Path) -> dict[str, Any]:
         """The store's parsed ``index.json``, once its files are checked
-        (:func:`benchforge.benchmarks._groundtruth.store_problem`).
+        (:func:`benchforge.benchmarks._store.store_problem`).
 
         Raises:
             BenchforgeError: a damaged store (names the folder and the way to rebuild it).
         """
-        from benchforge.benchmarks._groundtruth import store_problem
-
         try:
             index = json.loads((target / "index.json").read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:

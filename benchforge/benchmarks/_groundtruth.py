@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from benchforge.benchmarks._store import file_stamp
+
 SUITES = ("base", "plus")
 # An expected output whose pickle is this large is stored zlib-compressed (level 1): a few
 # such outputs are most of the store (HumanEval/15, /130; Mbpp/255), and they compress 3x.
@@ -48,47 +50,6 @@ STATE: dict[str, Any] = {}
 def fixture_name(task_id: str) -> str:
     """The file name of ``task_id``'s file in the store (``/`` -> ``_``)."""
     return f"{task_id.replace('/', '_')}.pkl"
-
-
-def file_stamp(path: Path) -> dict[str, Any]:
-    """``{"bytes", "sha256"}`` of one task's file, recorded in ``index.json`` at build time."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
-def store_problem(target: Path, index: Any, task_ids: list[str]) -> str | None:
-    """What is wrong with a built store, or None: ``index`` (parsed ``index.json``) must name
-    a file for every one of ``task_ids``, and each file must exist and, where the index
-    recorded them (stores built since checksums were added), have its size and sha256.
-
-    A damaged file would otherwise fail inside the sandbox and read as the *sample's* failure.
-    """
-    if not isinstance(index, dict):
-        return "index.json is not a JSON object"
-    for task_id in task_ids:
-        entry = index.get(task_id)
-        if not isinstance(entry, dict) or "file" not in entry or "times" not in entry:
-            return f"index.json has no entry for {task_id}"
-        path = target / str(entry["file"])
-        if not path.is_file():
-            return f"{entry['file']} is missing"
-        size = path.stat().st_size
-        if "bytes" in entry and size != entry["bytes"]:
-            return f"{entry['file']} has {size} bytes, not {entry['bytes']}"
-        if "bytes" not in entry:  # an older store: at least its trailer must point inside it
-            with open(path, "rb") as fh:
-                fh.seek(max(0, size - 8))
-                start = int.from_bytes(fh.read(8), "big")
-            if size < 9 or start >= size - 8:
-                return f"{entry['file']} is truncated ({size} bytes)"
-        if "sha256" in entry and file_stamp(path)["sha256"] != entry["sha256"]:
-            return f"{entry['file']} does not match its sha256 in index.json"
-    return None
 
 
 def run_canonical(code: str, inputs: list[Any], entry_point: str, not_none: bool,

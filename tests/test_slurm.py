@@ -264,7 +264,7 @@ def test_shard_larger_than_any_node_is_refused_before_submission(tmp_path: Path)
                            "partition debug has that many CPUs"), proc.stderr
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
                            text=True).stdout.split()
-    assert after == before
+    assert set(after) <= set(before)  # nothing new queued (an earlier test's job may end)
 
 
 def _sorted(path: Path) -> list[str]:

@@ -360,22 +360,15 @@ def run_score(cfg: DictConfig) -> Cell | None:
                 f"{len(cell.expected_keys)}; run `benchforge verify` and rerun generate")
     audit = cell.dir.logs / ("timeout_audit.jsonl" if one is None
                              else f"timeout_audit.w{one.index}.jsonl")
-    if cfg.score.force and windows is not None:
+    if cfg.score.force and (windows is not None or cell.dir.results.exists()):
+        # Keep the old verdicts instead of deleting them: nothing written is ever lost.
         stamp = f"{utc_now().replace(':', '')}-{os.getpid()}"
-        archive_parts(cell.dir, "results", windows, cell.dir.logs / f"results-parts.{stamp}")
+        if windows is not None:
+            archive_parts(cell.dir, "results", windows, cell.dir.logs / f"results-parts.{stamp}")
         if cell.dir.results.exists():
             os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
         if audit.exists():
             os.replace(audit, cell.dir.logs / f"{audit.stem}.{stamp}.jsonl")
-        cell.dir.score_done.unlink(missing_ok=True)
-        rescore_config(cell.dir, cfg, stamp)
-        log.info("score: force=true, previous results moved to %s", cell.dir.logs)
-    elif cfg.score.force and cell.dir.results.exists():
-        # Keep the old verdicts instead of deleting them: nothing written is ever lost.
-        stamp = f"{utc_now().replace(':', '')}-{os.getpid()}"
-        os.replace(cell.dir.results, cell.dir.logs / f"results.{stamp}.jsonl")
-        if audit.exists():
-            os.replace(audit, cell.dir.logs / f"timeout_audit.{stamp}.jsonl")
         cell.dir.score_done.unlink(missing_ok=True)
         rescore_config(cell.dir, cfg, stamp)
         log.info("score: force=true, previous results moved to %s", cell.dir.logs)

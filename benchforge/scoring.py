@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +115,19 @@ def largest_first(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
 
 def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[dict[str, Any]],
                   sandbox: Sandbox, limits: dict[str, float | None], appender: RowAppender,
-                  advance: Callable[[], None], workers: int) -> None:
+                  advance: Callable[[], None], workers: int,
+                  audit: TimeoutAudit | None = None) -> None:
     """Score samples on ``workers`` threads (one sandbox worker each), largest first; append
-    rows as they end."""
+    rows as they end (on this thread only).
+
+    With ``audit``, a sample that times out is queued for its audit rerun behind every sample
+    not yet started: reruns take the workers that the last, longest samples leave idle instead
+    of running after the stage (:class:`TimeoutAudit` still keeps them to the idle cores).
+
+    Raises:
+        BenchforgeError: the sandbox could not score a sample (an ``environment`` verdict);
+            the rows appended so far stay on disk.
+    """
 
     def score(sample: dict[str, Any]) -> dict[str, Any]:
         task = tasks[sample["task_id"]]
@@ -135,20 +147,47 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
                                    limit if limit is not None else program.wall_limit_s()),
                        sample)
 
+    finished: queue.SimpleQueue[tuple[Future[dict[str, Any]], dict[str, Any] | None]] = \
+        queue.SimpleQueue()
+
+    def submit(pool: ThreadPoolExecutor, job: Callable[..., dict[str, Any]],
+               sample: dict[str, Any], rerun_of: dict[str, Any] | None = None) -> None:
+        args = (sample,) if rerun_of is None else (sample, rerun_of)
+        future = pool.submit(job, *args)
+        future.add_done_callback(lambda f: finished.put((f, rerun_of)))
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        ordered = largest_first(benchmark, tasks, samples, limits)
+        outstanding = 0
         try:
-            for future in as_completed([pool.submit(score, s) for s in ordered]):
-                appender.append(future.result())
+            for sample in largest_first(benchmark, tasks, samples, limits):
+                submit(pool, score, sample)
+                outstanding += 1
+            by_key = {row_key(s): s for s in samples} if audit is not None else {}
+            left = len(samples)
+            while outstanding:
+                future, rerun_of = finished.get()
+                outstanding -= 1
+                row = future.result()
+                if rerun_of is not None:
+                    audit.add(row)  # type: ignore[union-attr]
+                    continue
+                appender.append(row)
                 advance()
+                left -= 1
+                if not left and audit is not None:
+                    audit.scoring_ended()
+                if audit is not None and audit.wants(row):
+                    submit(pool, audit.rerun, by_key[row_key(row)], row)
+                    outstanding += 1
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # the rows so far are on disk
             raise
 
 
-def idle_cores(interval_s: float = 0.25) -> int:
+def idle_cores(interval_s: float = 0.25, floor: int = 1) -> int:
     """CPUs of this process's affinity mask left idle by everything else on the host now:
-    the idle share of /proc/stat over ``interval_s`` times the CPU count (at least 1)."""
+    the idle share of /proc/stat over ``interval_s`` times the CPU count (at least
+    ``floor``)."""
     cpus = len(os.sched_getaffinity(0)) or 1
 
     def idle_total() -> tuple[float, float]:
@@ -161,55 +200,129 @@ def idle_cores(interval_s: float = 0.25) -> int:
         time.sleep(interval_s)
         idle1, total1 = idle_total()
     except (OSError, ValueError, IndexError):
-        return 1
+        return max(floor, 1)
     share = (idle1 - idle0) / (total1 - total0) if total1 > total0 else 0.0
     host_cpus = os.cpu_count() or cpus
-    return max(1, min(cpus, int(share * host_cpus + 0.5)))
+    return max(floor, min(cpus, int(share * host_cpus + 0.5)))
 
 
-def audit_timeouts(benchmark: Benchmark, tasks: dict[str, Task],
-                   samples: dict[tuple[str, int], dict[str, Any]],
-                   results: Iterable[dict[str, Any]], sandbox: Sandbox, audit: Path,
-                   workers: int = 1, cell: CellDir | None = None) -> int:
-    """Rerun what timed out with twice its limits; rows go to ``audit``.
+class TimeoutAudit:
+    """The timeout audit of one results file: rerun what timed out with twice its limits and
+    append the rerun's row to ``path`` (``logs/timeout_audit.jsonl``). Verdicts are never
+    changed: the audit measures how much of the timeout count came from an overloaded node.
 
     Only the part that timed out is rerun where the benchmark can name it (EvalPlus: the
-    suite, and within it the input); reruns go side by side on at most ``workers`` sandbox
-    workers and never more than the host's idle cores, so the node stays unloaded.
-    Verdicts are not changed: the audit measures how much of the timeout count came from an
-    overloaded node. Where ``cell`` is given and anything was rerun, its wall time goes to
-    provenance ``stages.timeout_audit`` (``rerun``, ``wall_s``). Returns how many samples were
-    rerun now.
+    suite, and within it the input). Reruns go side by side on at most ``workers`` sandbox
+    workers and never more than the host's idle cores at the moment each starts (one always
+    may, once a worker is free), so the node stays unloaded. During scoring
+    (:func:`score_samples` with ``audit=``) a rerun starts only once every sample has started,
+    on a worker the last samples left idle; :meth:`rerun_left` reruns, after scoring, the
+    timeouts of rows without an audit row yet (a resumed cell).
+
+    Args:
+        benchmark, tasks: build each rerun's program (``audit_program``).
+        sandbox: the open sandbox.
+        path: the audit file; rows already in it are not rerun.
+        workers: the most reruns at once.
     """
-    done = first_rows_by_key(read_rows(audit, torn_tail="repair"))
-    todo = [r for r in results if r["failure_mode"] == "timeout" and row_key(r) not in done]
-    if not todo:
-        return 0
 
-    def rerun(row: dict[str, Any]) -> dict[str, Any]:
-        sample = samples[row_key(row)]
-        task = tasks[row["task_id"]]
-        program, part = benchmark.audit_program(task, sample["code"], row)
-        limit = (None if benchmark.per_test_time_limits
-                 else 2 * float(row.get("time_limit_s") or 0) or None)
-        result = sandbox.run(program, limit, time_scale=2.0)
-        shown = limit if limit is not None else program.wall_limit_s()
-        return {**verdict_row(benchmark, task, sample, result, sandbox.mode,
-                              shown * 2 if limit is None and shown is not None else shown),
-                "original_time_limit_s": row.get("time_limit_s"), **part}
+    def __init__(self, benchmark: Benchmark, tasks: dict[str, Task], sandbox: Sandbox,
+                 path: Path, workers: int = 1) -> None:
+        self.benchmark, self.tasks, self.sandbox = benchmark, tasks, sandbox
+        self.workers = max(1, workers)
+        self._done = set(first_rows_by_key(read_rows(path, torn_tail="repair")))
+        self._path = path
+        self._appender: RowAppender | None = None  # the file is created by the first row
+        self._lock = threading.Lock()
+        self._running = 0
+        self._first: float | None = None  # monotonic start of the first rerun
+        self._last: float | None = None  # and end of the last one
+        self._scoring_end: float | None = None
+        self.reran = 0
+        self.most_at_once = 0
 
-    started = time.monotonic()
-    parallel = max(1, min(len(todo), workers, idle_cores()))
-    with RowAppender(audit) as appender, ThreadPoolExecutor(max_workers=parallel) as pool:
-        for future in as_completed([pool.submit(rerun, r) for r in todo]):
-            appender.append(future.result())
-    log.info("score: timeout audit reran %d sample(s), %d at a time", len(todo), parallel)
-    if cell is not None:
-        from benchforge.provenance import record_stage
+    def wants(self, row: dict[str, Any]) -> bool:
+        """Is ``row`` a timeout without an audit row yet (and not queued)?"""
+        key = row_key(row)
+        if row.get("failure_mode") != FailureMode.TIMEOUT or key in self._done:
+            return False
+        self._done.add(key)
+        return True
 
-        record_stage(cell, "timeout_audit", rerun=len(todo),
-                     wall_s=round(time.monotonic() - started, 3))
-    return len(todo)
+    def scoring_ended(self) -> None:
+        """The last sample's verdict is in: the audit's time from here on is added time."""
+        self._scoring_end = time.monotonic()
+
+    def _start(self) -> None:
+        while True:
+            with self._lock:  # one 0.25 s measurement at a time
+                if self._running == 0 or (self._running < self.workers
+                                          and idle_cores(floor=0) >= 1):
+                    self._running += 1
+                    self.most_at_once = max(self.most_at_once, self._running)
+                    if self._first is None:
+                        self._first = time.monotonic()
+                    return
+            time.sleep(0.25)
+
+    def rerun(self, sample: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """Rerun the timed-out part of ``row``'s sample (``samples.jsonl`` row ``sample``)
+        with twice its limits, once an idle core allows; returns the audit row (not yet
+        written: :meth:`add` does that)."""
+        self._start()
+        try:
+            task = self.tasks[row["task_id"]]
+            program, part = self.benchmark.audit_program(task, sample["code"], row)
+            limit = (None if self.benchmark.per_test_time_limits
+                     else 2 * float(row.get("time_limit_s") or 0) or None)
+            result = self.sandbox.run(program, limit, time_scale=2.0)
+            shown = limit if limit is not None else program.wall_limit_s()
+            return {**verdict_row(self.benchmark, task, sample, result, self.sandbox.mode,
+                                  shown * 2 if limit is None and shown is not None else shown),
+                    "original_time_limit_s": row.get("time_limit_s"), **part}
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._last = time.monotonic()
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append one audit row (fsynced)."""
+        if self._appender is None:
+            self._appender = RowAppender(self._path)
+        self._appender.append(row)
+        self.reran += 1
+
+    def rerun_left(self, samples: dict[tuple[str, int], dict[str, Any]],
+                   results: Iterable[dict[str, Any]]) -> None:
+        """Rerun every timeout of ``results`` without an audit row yet, in parallel."""
+        todo = [r for r in results if self.wants(r)]
+        if not todo:
+            return
+        if self._scoring_end is None:
+            self._scoring_end = time.monotonic()
+        with ThreadPoolExecutor(max_workers=min(len(todo), self.workers)) as pool:
+            for future in as_completed([pool.submit(self.rerun, samples[row_key(r)], r)
+                                        for r in todo]):
+                self.add(future.result())
+
+    def close(self, cell: CellDir | None = None) -> None:
+        """Close the audit file; where anything was rerun, log it and record in ``cell``'s
+        provenance ``stages.timeout_audit``: ``rerun``, ``wall_s`` (first rerun's start to
+        last rerun's end, overlapping scoring) and ``added_s`` (how long the stage ran on
+        after its last sample's verdict because of the audit)."""
+        if self._appender is not None:
+            self._appender.close()
+        if not self.reran or self._first is None or self._last is None:
+            return
+        wall = self._last - self._first
+        added = max(0.0, self._last - self._scoring_end) if self._scoring_end else wall
+        log.info("score: timeout audit reran %d sample(s), up to %d at a time, %.1f s after "
+                 "the last verdict", self.reran, self.most_at_once, added)
+        if cell is not None:
+            from benchforge.provenance import record_stage
+
+            record_stage(cell, "timeout_audit", rerun=self.reran, wall_s=round(wall, 3),
+                         added_s=round(added, 3))
 
 
 def audit_summary(audit: Path) -> dict[str, int]:

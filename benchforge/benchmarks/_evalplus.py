@@ -282,18 +282,19 @@ class EvalPlusBenchmark(FunctionBenchmark):
         return (CheckProgram(code=code, entry_point=program.entry_point, differential=spec),
                 {"audit_suite": name, "audit_input_index": spec.get("only_index")})
 
-    @property
-    def _floor(self) -> float:
+    @cached_property
+    def _floor(self) -> float:  # read once: an OmegaConf lookup per input cost seconds
         return float(self.cfg.get("min_time_limit_s") or 1.0)
 
-    @property
+    @cached_property
     def _factor(self) -> float:
         return float(self.cfg.get("time_factor") or 4.0)
 
     def suite_wall_s(self, times: list[float]) -> float:
         """EvalPlus's wall limit of one suite's process: min(60, sum of per-input limits
         max(min_time_limit, factor x reference)) plus slack."""
-        limits = sum(max(self._floor, self._factor * t) for t in times)
+        floor, factor = self._floor, self._factor
+        limits = sum(max(floor, factor * t) for t in times)
         return min(SUITE_CAP_S, limits) + SUITE_SLACK_S
 
     def reference_seconds(self, task: Task) -> float | None:

@@ -250,7 +250,8 @@ def default_workers() -> int:
 
 def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
                   limits: Mapping[str, Any], workers: int, progress: bool = False,
-                  windows: Sequence[Window] | None = None) -> None:
+                  windows: Sequence[Window] | None = None,
+                  audit: scoring.TimeoutAudit | None = None) -> None:
     """The core of the stage: run each sample row of ``todo`` in ``sandbox`` and append its
     verdict row to the cell's ``results.jsonl`` (fsynced as it arrives; a cell with sample
     windows: to the results part of each row's window, ``windows`` those ``todo`` is drawn
@@ -264,6 +265,8 @@ def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
             own per-test limits ``min_time_limit_s`` and ``time_factor`` (each sample's limit
             is max(min, factor x its task's reference time on this host), EvalPlus's rule).
         workers: samples run in parallel.
+        audit: the timeout audit, whose reruns then use the workers the last samples leave
+            idle (:class:`benchforge.scoring.TimeoutAudit`); None: no audit here.
 
     Raises:
         BenchforgeError: the sandbox itself fails (a sample's failure is a verdict instead).
@@ -286,7 +289,7 @@ def score_pending(cell: Cell, sandbox: Sandbox, todo: list[dict[str, Any]],
             if cell.windows else RowAppender(cell.dir.results))
     with (sink as appender, progress_bar("score", len(todo), progress) as advance):
         scoring.score_samples(cell.benchmark, tasks, todo, sandbox, time_limits, appender,
-                              advance, workers)
+                              advance, workers, audit)
 
 
 @cell_stage("score")
@@ -393,18 +396,24 @@ def run_score(cfg: DictConfig) -> Cell | None:
                                      if sandbox.image else None))
         note(sandbox_mode=sandbox.mode, sandbox_guarantees=sorted(sandbox.guarantees),
              workers=workers)
-        if todo:
-            log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
-                     len(samples), workers, sandbox.mode)
-            score_pending(cell, sandbox, todo, sb, workers, bool(cfg.generate.progress),
-                          windows)
-        results = (window_rows(cell.dir, "results", windows) if windows is not None
-                   else first_rows_by_key(read_rows(cell.dir.results)))
-        if set(results) != set(samples):
-            raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with samples; rerun")
-        if cfg.score.audit_timeouts:
-            scoring.audit_timeouts(cell.benchmark, tasks, samples, results.values(), sandbox,
-                                   audit, workers, cell.dir)
+        auditor = (scoring.TimeoutAudit(cell.benchmark, tasks, sandbox, audit, workers)
+                   if cfg.score.audit_timeouts else None)
+        try:
+            if todo:
+                log.info("score: %d of %d samples to do, %d workers, sandbox=%s", len(todo),
+                         len(samples), workers, sandbox.mode)
+                score_pending(cell, sandbox, todo, sb, workers, bool(cfg.generate.progress),
+                              windows, auditor)
+            results = (window_rows(cell.dir, "results", windows) if windows is not None
+                       else first_rows_by_key(read_rows(cell.dir.results)))
+            if set(results) != set(samples):
+                raise BenchforgeError(f"{cell.dir.results}: rows do not reconcile with "
+                                      "samples; rerun")
+            if auditor is not None:  # timeouts of rows scored before (a resumed cell)
+                auditor.rerun_left(samples, results.values())
+        finally:
+            if auditor is not None:
+                auditor.close(cell.dir)
         mode = record_sandbox(cell.dir, results.values(), sandbox.mode, sandbox.guarantees)
         used = sandbox.mode, sandbox.guarantees
     if windows is not None:

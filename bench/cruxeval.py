@@ -14,6 +14,7 @@ The anchors are the official evaluator's measured wall times for 8000 samples on
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -41,7 +42,8 @@ def samples_o(work: Path) -> tuple[Path, dict[str, list[bool]]]:
     generations, right = {}, {}
     for row in rows:
         wrong = rng.choice(["None", "0", "''", "[]", "-1", "'x'"])
-        if wrong == row["output"]:
+        # wrong by value, as the official check compares (0 == False, so "0" is right there)
+        if ast.literal_eval(wrong) == ast.literal_eval(row["output"]):
             wrong = "'not the output'"
         picks = [rng.random() < 0.5 for _ in range(10)]
         generations[row["id"]] = [row["output"] if ok else wrong for ok in picks]

@@ -6,6 +6,8 @@ rows go; this module turns samples into verdict rows through a sandbox.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -176,7 +178,7 @@ def score_samples(benchmark: Benchmark, tasks: dict[str, Task], samples: list[di
                 left -= 1
                 if not left and audit is not None:
                     audit.scoring_ended()
-                if audit is not None and audit.wants(row):
+                if audit is not None and audit.plan(by_key[row_key(row)], row):
                     submit(pool, audit.rerun, by_key[row_key(row)], row)
                     outstanding += 1
         except BaseException:
@@ -217,7 +219,9 @@ class TimeoutAudit:
     may, once a worker is free), so the node stays unloaded. During scoring
     (:func:`score_samples` with ``audit=``) a rerun starts only once every sample has started,
     on a worker the last samples left idle; :meth:`rerun_left` reruns, after scoring, the
-    timeouts of rows without an audit row yet (a resumed cell).
+    timeouts of rows without an audit row yet (a resumed cell). Identical code of one task
+    that timed out in the same part is rerun once: the other samples get a copy of that
+    rerun's row with ``audit_same_as`` (CRUXEval's 10 samples per task repeat code often).
 
     Args:
         benchmark, tasks: build each rerun's program (``audit_program``).
@@ -238,16 +242,42 @@ class TimeoutAudit:
         self._first: float | None = None  # monotonic start of the first rerun
         self._last: float | None = None  # and end of the last one
         self._scoring_end: float | None = None
-        self.reran = 0
+        self.reran = 0  # reruns done now
+        self.written = 0  # audit rows written now (reruns and their duplicates)
         self.most_at_once = 0
+        # duplicates: (task, code sha256, part, limit) -> the sample key rerun for it
+        self._first_of: dict[tuple[Any, ...], tuple[str, int]] = {}
+        self._rows: dict[tuple[str, int], dict[str, Any]] = {}  # reruns done, by key
+        self._waiting: dict[tuple[str, int], list[dict[str, Any]]] = {}
 
-    def wants(self, row: dict[str, Any]) -> bool:
-        """Is ``row`` a timeout without an audit row yet (and not queued)?"""
+    def plan(self, sample: dict[str, Any], row: dict[str, Any]) -> bool:
+        """Does ``row`` (the verdict of ``samples.jsonl`` row ``sample``) need a rerun now?
+
+        False when it is not a timeout or has an audit row already. A sample whose code,
+        task and timed-out part equal one already rerun (or queued) is not rerun again: its
+        audit row is that rerun's, with ``audit_same_as`` naming it (written now if that rerun
+        is done, else with it in :meth:`add`).
+        """
         key = row_key(row)
         if row.get("failure_mode") != FailureMode.TIMEOUT or key in self._done:
             return False
         self._done.add(key)
-        return True
+        _, part = self.benchmark.audit_program(self.tasks[row["task_id"]], sample["code"], row)
+        same = (row["task_id"], hashlib.sha256(sample["code"].encode()).hexdigest(),
+                json.dumps(part, sort_keys=True), row.get("time_limit_s"))
+        if same not in self._first_of:
+            self._first_of[same] = key
+            return True
+        first = self._first_of[same]
+        if first in self._rows:
+            self._write_copy(self._rows[first], row)
+        else:
+            self._waiting.setdefault(first, []).append(row)
+        return False
+
+    def _write_copy(self, rerun: dict[str, Any], row: dict[str, Any]) -> None:
+        self._write({**rerun, "task_id": row["task_id"], "sample_idx": row["sample_idx"],
+                     "audit_same_as": [rerun["task_id"], rerun["sample_idx"]]})
 
     def scoring_ended(self) -> None:
         """The last sample's verdict is in: the audit's time from here on is added time."""
@@ -286,16 +316,24 @@ class TimeoutAudit:
                 self._last = time.monotonic()
 
     def add(self, row: dict[str, Any]) -> None:
-        """Append one audit row (fsynced)."""
+        """Append the audit row of a rerun (fsynced), then those of its duplicates."""
+        self._write(row)
+        self.reran += 1
+        key = row_key(row)
+        self._rows[key] = row
+        for other in self._waiting.pop(key, []):
+            self._write_copy(row, other)
+
+    def _write(self, row: dict[str, Any]) -> None:
         if self._appender is None:
             self._appender = RowAppender(self._path)
         self._appender.append(row)
-        self.reran += 1
+        self.written += 1
 
     def rerun_left(self, samples: dict[tuple[str, int], dict[str, Any]],
                    results: Iterable[dict[str, Any]]) -> None:
         """Rerun every timeout of ``results`` without an audit row yet, in parallel."""
-        todo = [r for r in results if self.wants(r)]
+        todo = [r for r in results if self.plan(samples[row_key(r)], r)]
         if not todo:
             return
         if self._scoring_end is None:
@@ -316,13 +354,14 @@ class TimeoutAudit:
             return
         wall = self._last - self._first
         added = max(0.0, self._last - self._scoring_end) if self._scoring_end else wall
-        log.info("score: timeout audit reran %d sample(s), up to %d at a time, %.1f s after "
-                 "the last verdict", self.reran, self.most_at_once, added)
+        log.info("score: timeout audit reran %d sample(s) (%d timeout(s) in all: identical "
+                 "code is rerun once), up to %d at a time, %.1f s after the last verdict",
+                 self.reran, self.written, self.most_at_once, added)
         if cell is not None:
             from benchforge.provenance import record_stage
 
-            record_stage(cell, "timeout_audit", rerun=self.reran, wall_s=round(wall, 3),
-                         added_s=round(added, 3))
+            record_stage(cell, "timeout_audit", rerun=self.reran, audited=self.written,
+                         wall_s=round(wall, 3), added_s=round(added, 3))
 
 
 def audit_summary(audit: Path) -> dict[str, int]:

@@ -247,3 +247,78 @@ def test_an_unreadable_expected_output_stops_scoring_instead_of_failing_the_samp
         score_samples(Bench(), tasks, samples, Box(), {"a": None, "b": None}, Sink(),
                       lambda: None, 1)
     assert appended == []  # no row says the sample failed
+
+
+def test_audit_reruns_after_every_sample_started_and_identical_code_once(
+        tmp_path: Path) -> None:
+    """The audit's reruns queue behind every sample (they take the workers the last samples
+    leave idle) and identical timed-out code of a task is rerun once, its duplicates getting
+    a copy of that row naming it (``audit_same_as``)."""
+    import threading
+
+    from benchforge.benchmarks import Task
+    from benchforge.sandbox.types import CheckProgram, ExecResult
+    from benchforge.scoring import TimeoutAudit, score_samples
+
+    class Bench:
+        per_test_time_limits = False
+
+        def prejudge(self, task, code):
+            return None
+
+        def check_program(self, task, code):
+            return CheckProgram(code)
+
+        def audit_program(self, task, code, row):
+            return CheckProgram(code), {"audit_suite": "all"}
+
+        def reference_seconds(self, task):
+            return {"a": 3.0, "b": 2.0, "c": 1.0}[task.task_id]
+
+        def result_fields(self, task, extra):
+            return {}
+
+        def failure_fields(self, task, code, detail):
+            return {}
+
+    calls: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    class Box:
+        mode = "bwrap"
+
+        def run(self, program, limit, time_scale=1.0):
+            with lock:
+                calls.append((program.code, time_scale))
+            if program.code == "loop":
+                return ExecResult(False, "timeout", "killed after 1.00s wall clock", 0.01)
+            return ExecResult(True, None, "", 0.01)
+
+    tasks = {t: Task(t, {}) for t in "abc"}
+    samples = [{"task_id": "a", "sample_idx": i, "code": "loop"} for i in range(3)]
+    samples += [{"task_id": "b", "sample_idx": 0, "code": "loop"},  # same code, other task
+                {"task_id": "c", "sample_idx": 0, "code": "fine"}]
+    for sample in samples:
+        sample.update(completion=sample["code"], finish_reason="stop")
+    rows = []
+
+    class Sink:
+        def append(self, row):
+            rows.append(row)
+
+    path = tmp_path / "timeout_audit.jsonl"
+    audit = TimeoutAudit(Bench(), tasks, Box(), path, workers=2)
+    score_samples(Bench(), tasks, samples, Box(), {t: 1.0 for t in tasks}, Sink(),
+                  lambda: None, 2, audit)
+    audit.close()
+    assert len(rows) == 5 and sum(r["failure_mode"] == "timeout" for r in rows) == 4
+    reruns = [i for i, (_, scale) in enumerate(calls) if scale == 2.0]
+    assert len(reruns) == 2  # task a once (3 samples), task b once
+    assert all(scale == 1.0 for _, scale in calls[:5])  # every sample started first
+    audited = {(r["task_id"], r["sample_idx"]): r for r in read_rows(path)}
+    assert set(audited) == {("a", 0), ("a", 1), ("a", 2), ("b", 0)}
+    copies = [r for r in audited.values() if "audit_same_as" in r]
+    assert len(copies) == 2 and all(r["audit_same_as"][0] == "a" for r in copies)
+    assert all(r["failure_mode"] == "timeout" and r["time_limit_s"] == 2.0
+               for r in audited.values())
+    assert audit.reran == 2 and audit.written == 4

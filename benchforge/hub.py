@@ -173,16 +173,19 @@ def _fetch_hf_dataset(download: Download, data_root: Path) -> list[dict[str, Any
 
 
 def stage_data(benchmark: Benchmark, data_root: Path, mirror: str) -> list[dict[str, Any]]:
-    """Fetch the benchmark's data files for its version into ``data_root``."""
-    staged: list[dict[str, Any]] = []
-    for download in benchmark.downloads():
+    """Fetch the benchmark's data files for its version into ``data_root``, then the files
+    they name (:meth:`~benchforge.benchmarks.Benchmark.dependent_downloads`)."""
+
+    def fetch(download: Download) -> list[dict[str, Any]]:
         if download.kind == "url":
-            staged.append(_fetch_url(download, data_root, mirror))
-        elif download.kind == "hf_dataset":
-            staged.extend(_fetch_hf_dataset(download, data_root))
-        else:
-            raise BenchforgeError(f"unknown download kind {download.kind!r}")
-    return staged
+            return [_fetch_url(download, data_root, mirror)]
+        if download.kind == "hf_dataset":
+            return _fetch_hf_dataset(download, data_root)
+        raise BenchforgeError(f"unknown download kind {download.kind!r}")
+
+    staged = [item for download in benchmark.downloads() for item in fetch(download)]
+    return staged + [item for download in benchmark.dependent_downloads()
+                     for item in fetch(download)]
 
 
 def run_fetch(cfg: DictConfig) -> dict[str, Any]:

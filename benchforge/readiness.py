@@ -59,6 +59,11 @@ def _version(argv):
     return line[:200], None
 
 
+def pin_matches(installed, pinned):
+    """PEP 440 ``==pinned``: a pin without a local label matches any (2.2.0+cpu is 2.2.0)."""
+    return (installed if "+" in pinned else installed.split("+")[0]) == pinned
+
+
 def probe(needs, version_args):
     report = []
     for need in needs:
@@ -85,7 +90,7 @@ def probe(needs, version_args):
                 entry["problem"] = "not installed"
             else:
                 pinned = need.get("version")
-                entry["found"] = pinned is None or entry["version"] == pinned
+                entry["found"] = pinned is None or pin_matches(entry["version"], pinned)
                 if not entry["found"]:
                     entry["problem"] = f"version {entry['version']}, pinned {pinned}"
         elif need["kind"] == "module":

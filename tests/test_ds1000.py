@@ -11,6 +11,7 @@ ships no installable package: the outcomes follow its ``test_ds1000.py``/``execu
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from benchforge.rundir import read_json, read_rows
 from benchforge.sandbox import Limits, SandboxPool
 
 FIXTURE = REPO / "tests" / "fixtures" / "ds1000" / "ds1000-fixtures.jsonl"
+SEABORN = FIXTURE.with_name("ds1000-seaborn.jsonl")  # loads seaborn's "penguins" by name
+MIRROR = FIXTURE.with_name("mirror")  # laid out as raw.githubusercontent.com
 ANY_VERSION = ["benchmark.pins.numpy=null", "benchmark.pins.pandas=null"]
 LIMITS = Limits(timeout_s=10.0, memory_mb=4096, stack_mb=64, cpu_s=60, nofile=256, nproc=64,
                 fsize_mb=16, max_output_bytes=100_000)
@@ -157,6 +160,103 @@ def test_scored_end_to_end_through_the_oracle(workdir: Path) -> None:
     assert reference.returncode == 0, reference.stderr
     ref = read_rows(workdir / "runs" / "default" / "reference" / "ds1000" / "results.jsonl")
     assert len(ref) == 7 and all(r["passed"] for r in ref)
+
+
+def test_gate_needs_every_module_the_problems_import(tmp_path: Path) -> None:
+    """Modules come from each code_context's imports (its exec_context string included),
+    stdlib left out, mapped to DS-1000's environment.yml distributions and pins."""
+    context = ("import numpy as np\nfrom PIL import Image\nimport matplotlib.pyplot as plt\n"
+               "import tokenize, io\nfrom sklearn.model_selection import GridSearchCV\n"
+               "from __future__ import annotations\n"
+               'exec_context = r"""\nimport xgboost.sklearn as xgb, os\n'
+               'df = sns.load_dataset("penguins")\n[insert]\n"""\n'
+               "def f():\n    import tensorflow as tf  # later\n")
+    assert ds1000.imported_modules(context) == {
+        "numpy", "PIL", "matplotlib", "sklearn", "xgboost", "tensorflow"}
+    assert ds1000.seaborn_datasets(context) == {"penguins"}
+    assert ds1000.seaborn_datasets("sns.load_dataset( 'tips' ) load_dataset(name)") == {"tips"}
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps(dict(rows()[0], code_context=context)) + "\n")
+    b = load_benchmark(compose(["benchmark=ds1000", f"benchmark.path={data}",
+                                f"data.root={tmp_path}"]))
+    needs = {n["name"]: n for n in b.requirements()}
+    assert [(n["kind"], n.get("version")) for n in needs.values()] == [
+        ("module", None), ("python", "3.8.4"), ("python", "1.26.4"), ("python", "1.4.0"),
+        ("python", "2.16.1"), ("python", "2.0.3"), ("file", None)]
+    assert list(needs) == ["PIL", "matplotlib", "numpy", "scikit-learn", "tensorflow-cpu",
+                           "xgboost", "seaborn dataset penguins"]
+    assert needs["seaborn dataset penguins"]["paths"] == [
+        str(tmp_path / "ds1000" / "seaborn-data" / "penguins.csv")]
+    assert b.sandbox_paths() == []  # not staged yet
+    assert [d.source for d in b.dependent_downloads()] == [
+        "mwaskom/seaborn-data/master/penguins.csv"]
+    task = b.load().tasks[0]
+    assert b.check_program(task, "x").env == {"SEABORN_DATA": str(b.seaborn_dir)}
+    assert bench().check_program(bench().load().tasks[0], "x").env is None
+    assert "benchforge stage benchmark=ds1000" in needs["seaborn dataset penguins"]["install"]
+
+
+def test_a_pin_matches_a_local_version_label() -> None:
+    """torch==2.2.0 from PyTorch's CPU index installs 2.2.0+cpu (containers/ds1000.def)."""
+    from benchforge import readiness
+
+    probe: dict = {}
+    exec(readiness.PROBE, probe)  # the probe's own code, as it runs in the sandbox
+    assert probe["pin_matches"]("2.2.0+cpu", "2.2.0") and probe["pin_matches"]("2.2.0", "2.2.0")
+    assert not probe["pin_matches"]("2.2.1", "2.2.0")
+    assert not probe["pin_matches"]("2.2.0", "2.2.0+cpu")
+    assert probe["pin_matches"]("2.2.0+cpu", "2.2.0+cpu")
+
+
+def test_gate_refuses_a_module_that_is_not_installed(tmp_path: Path) -> None:
+    data = tmp_path / "xgb.jsonl"
+    data.write_text(json.dumps(dict(rows()[0], code_context="import xgboost.sklearn as xgb\n"
+                                    + rows()[0]["code_context"])) + "\n")
+    b = load_benchmark(compose(["benchmark=ds1000", f"benchmark.path={data}", *ANY_VERSION]))
+    with SandboxPool("bwrap", LIMITS, 1) as pool:
+        record = check_readiness(b, pool, "ds1000")
+    assert not record["ok"]
+    assert "xgboost: not installed (install: pip install 'xgboost==2.0.3')" in record["missing"]
+
+
+@pytest.mark.slow
+def test_seaborn_datasets_are_staged_and_read_offline_in_the_sandbox(workdir: Path) -> None:
+    """A problem that loads seaborn's "penguins": the gate refuses until `stage` has fetched
+    it (from the URL seaborn uses, under data.mirror); then the sample reads the staged file
+    inside the offline sandbox (SEABORN_DATA) and passes; the reference does too."""
+    commit = "c" * 40
+    args = ["benchmark=ds1000", f"benchmark.version={commit}", "benchmark.timeout_s=60",
+            *ANY_VERSION, "benchmark.pins.seaborn=null", "benchmark.pins.matplotlib=null",
+            f"data.root={workdir / 'data'}", "generate.progress=false", "sandbox=bwrap"]
+    refused = run_cli("run", *args, f"benchmark.path={SEABORN}", "run.name=unstaged",
+                      cwd=workdir, timeout=300)
+    assert refused.returncode == 2, refused.stderr
+    assert "seaborn dataset penguins: none of" in refused.stderr
+    assert "benchforge stage benchmark=ds1000" in refused.stderr
+    repos = {"datasets/xlangai/DS-1000": {"sha": commit,
+                                          "files": {"test.jsonl": SEABORN.read_bytes()}}}
+    with FakeHub(repos) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
+        staged = run_cli("stage", *args, f"data.mirror=file://{MIRROR}", cwd=workdir, env=env)
+    assert staged.returncode == 0, staged.stderr
+    csv = workdir / "data" / "ds1000" / "seaborn-data" / "penguins.csv"
+    source = MIRROR / "mwaskom" / "seaborn-data" / "master" / "penguins.csv"
+    assert csv.read_bytes() == source.read_bytes()
+    assert f"{csv}  downloaded  sha256:" in staged.stdout
+    done = run_cli("run", *args, cwd=workdir, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cell = workdir / "runs" / "default" / "oracle" / "ds1000"
+    [result] = read_rows(cell / "results.jsonl")
+    assert result["passed"] and result["category"] == "Matplotlib", result
+    readiness = read_json(cell / "provenance.json")["readiness"]
+    assert {r["name"]: r["version"] for r in readiness["requirements"]}[
+        "seaborn dataset penguins"] == str(csv)
+    assert read_json(cell / "provenance.json")["dataset"]["seaborn_datasets"] == {
+        "penguins": hashlib.sha256(source.read_bytes()).hexdigest()}
+    reference = run_cli("run", *args, "score.reference=true", cwd=workdir, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    [ref] = read_rows(workdir / "runs" / "default" / "reference" / "ds1000" / "results.jsonl")
+    assert ref["passed"], ref
 
 
 def test_container_pins_are_the_gates() -> None:

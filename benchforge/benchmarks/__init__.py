@@ -279,6 +279,11 @@ class Benchmark(ABC):
         """Host dirs the scoring toolchain reads, bound read-only into the sandbox view."""
         return []
 
+    def dependent_downloads(self) -> list[Download]:
+        """Files the staged data itself names (e.g. DS-1000's seaborn datasets), fetched by
+        ``benchforge stage`` after :meth:`downloads` (whose files are then on disk)."""
+        return []
+
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
         """Benchmark-specific columns of a results row, from the sandbox's extra output."""
         return {}

@@ -24,11 +24,22 @@ or hangs); in benchforge's sandbox such a sample fails (its exit, or the wall li
 ``timeout + 1`` s). Each results row carries the
 problem's library as ``category``: ``metrics.json`` breaks pass@k down per library.
 Tier 2: scoring waits for the readiness gate, which checks the pinned versions
-(``benchmark.pins``) of the libraries the loaded problems use.
+(``benchmark.pins``: those of DS-1000's ``environment.yml``) of every third-party module the
+loaded problems' ``code_context`` imports, plus each problem's ``metadata.library``.
+
+Offline seaborn datasets: some Matplotlib problems build their data with seaborn's
+``load_dataset("<name>")``, which seaborn 0.13.2 (``seaborn/utils.py``) reads from
+``$SEABORN_DATA/<name>.csv`` and otherwise downloads from
+``raw.githubusercontent.com/mwaskom/seaborn-data/master/<name>.csv``. Compute nodes and the
+sandbox are offline, so ``benchforge stage`` fetches each dataset the staged problems name into
+``<data.root>/ds1000/seaborn-data/`` (the same URL seaborn uses, under ``data.mirror``), the
+gate requires those files, and the sandbox sees that folder read-only as ``SEABORN_DATA``.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +75,20 @@ SYSTEM_PROMPTS = {
 }
 CHAT_MAX_TOKENS = 1024
 TIMEOUT_S = 120.0  # test_ds1000.py: check_correctness(test_program, timeout=120)
-# metadata.library -> the distribution the gate checks
-DISTRIBUTIONS = {"Numpy": "numpy", "Pandas": "pandas", "Scipy": "scipy",
-                 "Sklearn": "scikit-learn", "Matplotlib": "matplotlib", "Pytorch": "torch",
-                 "Tensorflow": "tensorflow"}
+# metadata.library -> the module its problems import
+LIBRARY_MODULES = {"Numpy": "numpy", "Pandas": "pandas", "Scipy": "scipy",
+                   "Sklearn": "sklearn", "Matplotlib": "matplotlib", "Pytorch": "torch",
+                   "Tensorflow": "tensorflow"}
+# imported module -> the distribution DS-1000's environment.yml installs it from (where the
+# names differ); any other module's distribution has its name
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "tensorflow": "tensorflow-cpu",
+                 "mpl_toolkits": "matplotlib", "PIL": "pillow", "yaml": "pyyaml"}
+# seaborn 0.13.2 utils.DATASET_SOURCE, as a path under data.mirror (raw.githubusercontent.com)
+SEABORN_SOURCE = "mwaskom/seaborn-data/master"
+SEABORN_DIR = "ds1000/seaborn-data"  # under data.root
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b"
+                     r"|import[ \t]+([^#\n;]+))", re.MULTILINE)
+_LOAD_DATASET = re.compile(r"\bload_dataset\(\s*['\"]([A-Za-z0-9_.-]+)['\"]")
 # The readiness gate's known-good problem, shaped like a row's code_context and answer.
 SMOKE_CONTEXT = ("import copy\n\ndef test_execution(solution: str):\n"
                  "    env = {'a': [1, 2]}\n    exec(solution, env)\n"
@@ -88,6 +109,26 @@ def test_program(code_context: str, code: str) -> str:
     """The program ``test_ds1000.py`` executes for ``code`` (a postprocessed answer)."""
     return (code_context + "\n" + f"code = {code!r}\n" + "test_execution(code)\n"
             + ("test_string(code)\n" if "test_string(" in code_context else "\n"))
+
+
+def imported_modules(code_context: str) -> set[str]:
+    """The top-level names of the non-stdlib modules ``code_context`` imports, anywhere in its
+    text (its ``exec_context`` string, which the sample runs, repeats imports of its own)."""
+    names: set[str] = set()
+    for match in _IMPORT.finditer(code_context):
+        if match.group(1):
+            names.add(match.group(1))
+            continue
+        for part in match.group(2).split(","):
+            head = part.strip().split(" ")[0].split(".")[0]
+            if head.isidentifier():
+                names.add(head)
+    return {n for n in names if n not in sys.stdlib_module_names and n != "__future__"}
+
+
+def seaborn_datasets(code_context: str) -> set[str]:
+    """The seaborn example datasets ``code_context`` loads by name (``load_dataset("...")``)."""
+    return set(_LOAD_DATASET.findall(code_context))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -128,10 +169,22 @@ class DS1000(Benchmark):
         ids = [t.task_id for t in tasks]
         if len(set(ids)) != len(ids):
             raise BenchforgeError(f"{path}: duplicate metadata.problem_id")
-        self._libraries = sorted({str(r["metadata"]["library"]) for r in rows})
-        return Dataset(tasks=self.limited(tasks), path=path, sha256=sha256_file(path),
+        self._all_datasets = sorted(set().union(
+            *(seaborn_datasets(str(r["code_context"])) for r in rows)))
+        tasks = self.limited(tasks)
+        modules: set[str] = set()
+        datasets: set[str] = set()
+        for task in tasks:
+            library = str(task.data["metadata"]["library"])
+            modules.add(LIBRARY_MODULES.get(library, library.lower()))
+            modules |= imported_modules(str(task.data["code_context"]))
+            datasets |= seaborn_datasets(str(task.data["code_context"]))
+        self._modules = sorted(modules)
+        self._datasets = sorted(datasets)
+        return Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
                        version=str(self.cfg.version),
-                       extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS})
+                       extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS,
+                              "seaborn_datasets": self._staged_datasets()})
 
     def prompt(self, task: Task, mode: str) -> Prompt:
         if mode == Mode.completion:
@@ -180,35 +233,76 @@ class DS1000(Benchmark):
         return float(limit) if limit is not None else TIMEOUT_S
 
     def check_program(self, task: Task, code: str) -> CheckProgram:
+        uses_data = bool(seaborn_datasets(str(task.data["code_context"])))
         return CheckProgram(code=test_program(task.data["code_context"], code),
-                            bare_globals=True, time_limit_s=self.timeout_s + 1)
+                            bare_globals=True, time_limit_s=self.timeout_s + 1,
+                            env={"SEABORN_DATA": str(self.seaborn_dir)} if uses_data else None)
+
+    @property
+    def seaborn_dir(self) -> Path:
+        """Where ``benchforge stage`` puts the seaborn datasets the problems load
+        (``<data.root>/ds1000/seaborn-data``), seen read-only in the sandbox."""
+        return self.data_root / SEABORN_DIR
+
+    def _staged_datasets(self) -> dict[str, str | None]:
+        """sha256 of each seaborn dataset the loaded problems load (None: not staged)."""
+        files = {name: self.seaborn_dir / f"{name}.csv" for name in self._datasets}
+        return {name: sha256_file(f) if f.is_file() else None for name, f in files.items()}
 
     def smoke_program(self) -> CheckProgram:
-        """The readiness gate's known-good program: imports every library the
-        loaded problems use and runs a tiny problem through the same test program as a sample.
+        """The readiness gate's known-good program: imports every module the loaded problems
+        import and runs a tiny problem through the same test program as a sample.
         """
-        libraries = sorted({DISTRIBUTIONS.get(lib, lib) for lib in self._libraries_needed()})
-        imports = "".join(f"import {MODULES.get(d, d)}\n" for d in libraries)
+        imports = "".join(f"import {m}\n" for m in self._needed()[0])
         return CheckProgram(code=test_program(imports + SMOKE_CONTEXT, SMOKE_ANSWER),
                             bare_globals=True, time_limit_s=self.timeout_s + 1)
 
-    def _libraries_needed(self) -> list[str]:
-        if not hasattr(self, "_libraries"):
+    def _needed(self) -> tuple[list[str], list[str]]:
+        """The modules and the seaborn datasets the loaded problems need."""
+        if not hasattr(self, "_modules"):
             self.load()
-        return self._libraries
+        return self._modules, self._datasets
 
     def requirements(self) -> list[dict[str, Any]]:
-        """The distribution of each library the loaded problems use, at its pin."""
+        """What the readiness gate checks in the sandbox: each module the loaded problems
+        import (its distribution at its pin, else importable), then each seaborn dataset they
+        load (staged under :attr:`seaborn_dir`)."""
         pins = pin_table(self.cfg.get("pins"))
-        needs = []
-        for library in self._libraries_needed():
-            dist = DISTRIBUTIONS.get(library, library.lower())
-            needs.append(python_requirement(*pins.get(dist.lower(), (dist, None))))
+        modules, datasets = self._needed()
+        needs: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for module in modules:
+            dist = DISTRIBUTIONS.get(module, module)
+            if dist.lower() in seen:
+                continue
+            seen.add(dist.lower())
+            if dist.lower() in pins:
+                needs.append(python_requirement(*pins[dist.lower()]))
+            else:
+                needs.append({"kind": "module", "name": module, "install":
+                              f"a distribution providing the module {module} (not pinned: "
+                              "add it to benchmark.pins)"})
+        for name in datasets:
+            needs.append({"kind": "file", "name": f"seaborn dataset {name}",
+                          "paths": [str(self.seaborn_dir / f"{name}.csv")],
+                          "install": f"benchforge stage benchmark={self.cfg.name} on the "
+                                     "login node (compute nodes are offline)"})
         return needs
+
+    def sandbox_paths(self) -> list[str]:
+        """The staged seaborn datasets' folder, when the loaded problems load any."""
+        return [str(self.seaborn_dir)] if self._needed()[1] and self.seaborn_dir.is_dir() \
+            else []
+
+    def dependent_downloads(self) -> list[Download]:
+        """The seaborn datasets the staged problems (all of them, whatever
+        ``benchmark.limit``) load by name, from the URL seaborn itself would fetch them from
+        (``seaborn/utils.py`` ``DATASET_SOURCE``)."""
+        self.load()
+        return [Download("url", f"{SEABORN_SOURCE}/{name}.csv", f"{SEABORN_DIR}/{name}.csv")
+                for name in self._all_datasets]
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
         return {"category": str(task.data["metadata"]["library"])}
 
 
-# distribution -> the module the smoke program imports
-MODULES = {"scikit-learn": "sklearn", "torch": "torch"}

@@ -748,6 +748,7 @@ def child_main(config, request, workdir, result_w, nonce):
     os.environ.clear()
     os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir,
                        "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})
+    os.environ.update(request["program"].get("env") or {})
     tempfile.tempdir = workdir
     sys.stdin = None
     limits = request["limits"]

@@ -93,6 +93,9 @@ class CheckProgram:
     guard_source: str | None = None  # trusted source defining reliability_guard(), applied first
     bare_globals: bool = False  # exec in {} like the official evaluators (no __name__)
     time_limit_s: float | None = None  # the benchmark's own fixed limit
+    # environment variables the check needs on top of the sandbox's own (trusted, set by the
+    # benchmark: e.g. DS-1000's SEABORN_DATA); the host's environment never reaches a sample
+    env: dict[str, str] | None = None
 
     def wall_limit_s(self) -> float | None:
         """Seconds of wall clock the whole program may take: the benchmark's fixed limit, else

@@ -22,11 +22,17 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from benchforge.benchmarks import Benchmark, Download, load_benchmark
+from benchforge.benchmarks import Benchmark, Download, load_benchmark, source_record
 from benchforge.config import Provider
 from benchforge.console import print_table
 from benchforge.errors import BenchforgeError
-from benchforge.rundir import read_record_map, sha256_file, update_record_map, utc_now
+from benchforge.rundir import (
+    read_record_map,
+    sha256_file,
+    update_record_map,
+    utc_now,
+    write_json_atomic,
+)
 
 log = logging.getLogger("benchforge")
 
@@ -154,22 +160,31 @@ def _fetch_url(download: Download, data_root: Path, mirror: str) -> dict[str, An
 
 
 def _fetch_hf_dataset(download: Download, data_root: Path) -> list[dict[str, Any]]:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     folder = data_root / download.dest
     try:
+        commit = HfApi().repo_info(download.source, repo_type="dataset",
+                                   revision=download.revision or "main").sha
         snapshot_download(download.source, repo_type="dataset", local_dir=str(folder),
-                          allow_patterns=list(download.files), revision=download.revision)
+                          allow_patterns=list(download.files), revision=commit)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise BenchforgeError(f"stage dataset {download.source}: {_first_line(exc)}") from exc
     missing = [f for f in download.files if not (folder / f).is_file()]
     if missing:
         raise BenchforgeError(f"dataset {download.source} has no {', '.join(missing)}: is "
                               "benchmark.version newer than the dataset?")
-    at = f"@{download.revision}" if download.revision else ""
-    return [{"file": str(folder / f), "status": "downloaded", "sha256": sha256_file(folder / f),
-             "source": f"hf://datasets/{download.source}{at}"} for f in download.files]
+    staged = []
+    for name in download.files:
+        path = folder / name
+        record = {"source": f"hf://datasets/{download.source}@{commit}",
+                  "requested_revision": download.revision or "main", "commit": commit,
+                  "sha256": sha256_file(path), "staged_utc": utc_now()}
+        write_json_atomic(source_record(path), record)
+        staged.append({"file": str(path), "status": "downloaded", "sha256": record["sha256"],
+                       "source": record["source"]})
+    return staged
 
 
 def stage_data(benchmark: Benchmark, data_root: Path, mirror: str) -> list[dict[str, Any]]:
@@ -213,7 +228,8 @@ def run_fetch(cfg: DictConfig) -> dict[str, Any]:
     result["data"] = stage_data(load_benchmark(cfg), Path(str(cfg.data.root)).expanduser(),
                                 str(cfg.data.mirror))
     for item in result["data"]:
-        print(f"{item['file']}  {item['status']}  sha256:{item['sha256']}")
+        source = f"  from {item['source']}" if item.get("source") else ""
+        print(f"{item['file']}  {item['status']}  sha256:{item['sha256']}{source}")
     if result["model"] is None and not result["data"]:
         log.info("nothing to stage: model=%s is not a hub model and benchmark=%s ships with "
                  "benchforge", cfg.model.name, cfg.benchmark.name)

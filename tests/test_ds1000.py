@@ -112,6 +112,21 @@ def test_stage_fetches_the_dataset_from_the_hub(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     dataset = load_benchmark(compose(args)).load()
     assert [t.task_id for t in dataset.tasks] == [f"DS1000/{i}" for i in range(7)]
+    assert dataset.extra["hf_commit"] == commit
+    # `main` (the default) is resolved to the commit it was at, and provenance keeps it
+    latest = ["benchmark=ds1000", f"data.root={tmp_path / 'latest'}",
+              f"run.root={tmp_path / 'runs'}"]
+    with FakeHub(repos) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_HUB_DISABLE_TELEMETRY": "1"}
+        proc = run_cli("stage", *latest, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    staged = tmp_path / "latest" / "ds1000" / "test.jsonl"
+    assert f"hf://datasets/xlangai/DS-1000@{commit}" in proc.stdout
+    record = json.loads(staged.with_name("test.jsonl.source.json").read_text())
+    assert record["requested_revision"] == "main" and record["commit"] == commit
+    assert load_benchmark(compose(latest)).load().extra["hf_commit"] == commit
+    staged.write_text(staged.read_text() + "\n")  # no longer the file that was fetched
+    assert load_benchmark(compose(latest)).load().extra["hf_commit"] is None
 
 
 def test_gate_refuses_unpinned_libraries_and_passes_pinned(tmp_path: Path) -> None:

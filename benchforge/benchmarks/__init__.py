@@ -7,6 +7,7 @@ Adding a benchmark is one module (subclass :class:`Benchmark`, decorate it with
 from __future__ import annotations
 
 import importlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -319,6 +320,27 @@ class Benchmark(ABC):
         """The first ``benchmark.limit`` tasks (all when the limit is null)."""
         limit = self.cfg.get("limit")
         return tasks[:limit] if limit else tasks
+
+
+def source_record(path: Path) -> Path:
+    """Where ``benchforge stage`` records where a Hub data file came from:
+    ``<file>.source.json`` (``source``, ``requested_revision``, ``commit``, ``sha256``)."""
+    return path.with_name(path.name + ".source.json")
+
+
+def staged_commit(path: Path, sha256: str) -> str | None:
+    """The Hub commit ``benchforge stage`` fetched ``path`` at, if its record is there and
+    the file is still the one it fetched (``sha256``); None otherwise (a file of the user's
+    own, or one changed since)."""
+    record = source_record(path)
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("sha256") != sha256:
+        return None
+    commit = data.get("commit")
+    return commit if isinstance(commit, str) else None
 
 
 def pin_table(pins: Any) -> dict[str, tuple[str, str | None]]:

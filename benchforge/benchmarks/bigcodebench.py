@@ -37,6 +37,7 @@ from benchforge.benchmarks import (
     python_requirement,
     read_dataset_rows,
     register,
+    staged_commit,
 )
 from benchforge.benchmarks import _bcb_runner as runner
 from benchforge.config import Mode
@@ -167,9 +168,11 @@ class BigCodeBench(Benchmark):
         rows = read_rows(path)
         tasks = [Task(str(r["task_id"]), r) for r in rows]
         self._libs = sorted({lib for r in rows for lib in task_libs(r)})
-        return Dataset(tasks=self.limited(tasks), path=path, sha256=sha256_file(path),
+        digest = sha256_file(path)
+        return Dataset(tasks=self.limited(tasks), path=path, sha256=digest,
                        version=str(self.cfg.version),
                        extra={"hf_dataset": HF_DATASETS[self.subset], "subset": self.subset,
+                              "hf_commit": staged_commit(path, digest),
                               "split": self.split, "semantics": SEMANTICS})
 
     def prompt(self, task: Task, mode: str) -> Prompt:

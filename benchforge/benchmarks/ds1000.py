@@ -53,6 +53,7 @@ from benchforge.benchmarks import (
     python_requirement,
     read_dataset_rows,
     register,
+    staged_commit,
 )
 from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
@@ -181,9 +182,11 @@ class DS1000(Benchmark):
             datasets |= seaborn_datasets(str(task.data["code_context"]))
         self._modules = sorted(modules)
         self._datasets = sorted(datasets)
-        return Dataset(tasks=tasks, path=path, sha256=sha256_file(path),
+        digest = sha256_file(path)
+        return Dataset(tasks=tasks, path=path, sha256=digest,
                        version=str(self.cfg.version),
                        extra={"hf_dataset": HF_DATASET, "semantics": SEMANTICS,
+                              "hf_commit": staged_commit(path, digest),
                               "seaborn_datasets": self._staged_datasets()})
 
     def prompt(self, task: Task, mode: str) -> Prompt:

@@ -34,6 +34,7 @@ from benchforge.benchmarks import (
     Task,
     read_dataset_rows,
     register,
+    staged_commit,
 )
 from benchforge.benchmarks import _multiple_runner as runner
 from benchforge.config import Mode
@@ -159,9 +160,11 @@ class MultiPLE(Benchmark):
                                   f"benchmark={self.cfg.name} expects {self.language!r}")
         tasks = [Task(str(r["name"]), r) for r in rows]
         self._stops = sorted({s for r in rows for s in r["stop_tokens"]})
-        return Dataset(tasks=self.limited(tasks), path=path, sha256=sha256_file(path),
+        digest = sha256_file(path)
+        return Dataset(tasks=self.limited(tasks), path=path, sha256=digest,
                        version=str(self.cfg.version),
                        extra={"hf_dataset": HF_DATASET, "config": f"humaneval-{self.short}",
+                              "hf_commit": staged_commit(path, digest),
                               "language": self.language})
 
     def stop_sequences(self, mode: str) -> list[str]:

@@ -19,7 +19,8 @@ import numpy as np
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import first_rows_by_key, read_rows
 
-BREAKDOWN_FIELDS = ("difficulty", "category", "platform")  # results-row labels to split by
+# results-row labels to split by (DS-1000: category = library, perturbation = its type)
+BREAKDOWN_FIELDS = ("difficulty", "category", "platform", "perturbation")
 LABEL_FIELDS = ("contaminated", *BREAKDOWN_FIELDS)  # per task, from its first row
 
 

@@ -168,6 +168,9 @@ def test_scored_end_to_end_through_the_oracle(workdir: Path) -> None:
     assert by_library["Numpy"]["n_tasks"] == 3
     assert by_library["Numpy"]["pass@1"]["value"] == pytest.approx(1 / 3)
     assert by_library["Pandas"]["pass@1"]["value"] == pytest.approx(1 / 4)
+    by_perturbation = metrics["breakdown"]["perturbation"]  # test_ds1000.py's second table
+    assert list(by_perturbation) == ["Origin"] and by_perturbation["Origin"]["n_tasks"] == 7
+    assert {r["perturbation"] for r in results.values()} == {"Origin"}
     readiness = read_json(cell / "provenance.json")["readiness"]
     assert readiness["ok"] and {r["name"] for r in readiness["requirements"]} == {
         "numpy", "pandas"}
@@ -206,8 +209,9 @@ def test_gate_needs_every_module_the_problems_import(tmp_path: Path) -> None:
     assert [d.source for d in b.dependent_downloads()] == [
         "mwaskom/seaborn-data/master/penguins.csv"]
     task = b.load().tasks[0]
-    assert b.check_program(task, "x").env == {"SEABORN_DATA": str(b.seaborn_dir)}
-    assert bench().check_program(bench().load().tasks[0], "x").env is None
+    official_env = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+    assert b.check_program(task, "x").env == {**official_env, "SEABORN_DATA": str(b.seaborn_dir)}
+    assert bench().check_program(bench().load().tasks[0], "x").env == official_env
     assert "benchforge stage benchmark=ds1000" in needs["seaborn dataset penguins"]["install"]
 
 

@@ -16,13 +16,15 @@ first ``</code>``, every `````python`` removed, cut at the next `````, cut at
 (``test_ds1000.py`` and ``execution.py``): the program ``code_context + "\\n" + "code = " +
 repr(answer) + "\\ntest_execution(code)\\n"`` (+ ``"test_string(code)\\n"`` when the context
 defines it, else ``"\\n"``), executed in empty globals in a fresh temporary directory with
-output swallowed and no reliability guard, under a ``timeout`` alarm (120 s;
-``benchmark.timeout_s``): ``passed`` iff it raises nothing, ``timed out`` when the alarm fires,
-else ``failed: <exception>``. The official runs it inside a process-pool worker, so a sample
-that kills its process, or that the alarm cannot stop, leaves no verdict (the evaluation aborts
-or hangs); in benchforge's sandbox such a sample fails (its exit, or the wall limit
-``timeout + 1`` s). Each results row carries the
-problem's library as ``category``: ``metrics.json`` breaks pass@k down per library.
+output swallowed and no reliability guard, with ``TF_CPP_MIN_LOG_LEVEL=3`` and
+``CUDA_VISIBLE_DEVICES=-1`` set (``test_ds1000.py`` sets them for its pool), under a
+``timeout`` alarm (120 s; ``benchmark.timeout_s``): ``passed`` iff it raises nothing,
+``timed out`` when the alarm fires, else ``failed: <exception>``. The official runs it inside a
+process-pool worker, so a sample that kills its process, or that the alarm cannot stop, leaves
+no verdict (the evaluation aborts or hangs); in benchforge's sandbox such a sample fails (its
+exit, or the wall limit ``timeout + 1`` s). Each results row carries the problem's library as
+``category`` and its ``perturbation_type`` as ``perturbation``: ``metrics.json`` breaks pass@k
+down per library and per perturbation, as ``test_ds1000.py`` prints them.
 Tier 2: scoring waits for the readiness gate, which checks the pinned versions
 (``benchmark.pins``: those of DS-1000's ``environment.yml``) of every third-party module the
 loaded problems' ``code_context`` imports, plus each problem's ``metadata.library``.
@@ -76,6 +78,9 @@ SYSTEM_PROMPTS = {
 }
 CHAT_MAX_TOKENS = 1024
 TIMEOUT_S = 120.0  # test_ds1000.py: check_correctness(test_program, timeout=120)
+# test_ds1000.py sets these before its process pool starts ("disable tensorflow logging and no
+# GPU"), so every program runs with them
+ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
 # metadata.library -> the module its problems import
 LIBRARY_MODULES = {"Numpy": "numpy", "Pandas": "pandas", "Scipy": "scipy",
                    "Sklearn": "sklearn", "Matplotlib": "matplotlib", "Pytorch": "torch",
@@ -236,10 +241,13 @@ class DS1000(Benchmark):
         return float(limit) if limit is not None else TIMEOUT_S
 
     def check_program(self, task: Task, code: str) -> CheckProgram:
-        uses_data = bool(seaborn_datasets(str(task.data["code_context"])))
+        """``test_ds1000.py``'s program, in its environment (:data:`ENVIRONMENT`, plus
+        ``SEABORN_DATA`` where the problem loads a seaborn dataset)."""
+        env = dict(ENVIRONMENT)
+        if seaborn_datasets(str(task.data["code_context"])):
+            env["SEABORN_DATA"] = str(self.seaborn_dir)
         return CheckProgram(code=test_program(task.data["code_context"], code),
-                            bare_globals=True, time_limit_s=self.timeout_s + 1,
-                            env={"SEABORN_DATA": str(self.seaborn_dir)} if uses_data else None)
+                            bare_globals=True, time_limit_s=self.timeout_s + 1, env=env)
 
     @property
     def seaborn_dir(self) -> Path:
@@ -306,6 +314,10 @@ class DS1000(Benchmark):
                 for name in self._all_datasets]
 
     def result_fields(self, task: Task, extra: dict[str, Any]) -> dict[str, Any]:
-        return {"category": str(task.data["metadata"]["library"])}
+        """The problem's library as ``category`` and its ``perturbation_type`` as
+        ``perturbation``: the two breakdowns ``test_ds1000.py`` prints."""
+        perturbation = task.data["metadata"].get("perturbation_type")
+        return {"category": str(task.data["metadata"]["library"]),
+                "perturbation": None if perturbation is None else str(perturbation)}
 
 

@@ -32,6 +32,7 @@ from benchforge.rundir import (
     write_json_atomic,
 )
 from benchforge.sandbox import CheckProgram, ExecResult, FailureMode, Sandbox
+from benchforge.sandbox.types import CPU_LIMIT_DETAIL
 
 log = logging.getLogger("benchforge")
 
@@ -253,13 +254,15 @@ class TimeoutAudit:
     def plan(self, sample: dict[str, Any], row: dict[str, Any]) -> bool:
         """Does ``row`` (the verdict of ``samples.jsonl`` row ``sample``) need a rerun now?
 
-        False when it is not a timeout or has an audit row already. A sample whose code,
+        False when it is not a timeout, or the CPU limit ended it (CPU time does not grow
+        with load), or it has an audit row already. A sample whose code,
         task and timed-out part equal one already rerun (or queued) is not rerun again: its
         audit row is that rerun's, with ``audit_same_as`` naming it (written now if that rerun
         is done, else with it in :meth:`add`).
         """
         key = row_key(row)
-        if row.get("failure_mode") != FailureMode.TIMEOUT or key in self._done:
+        if (row.get("failure_mode") != FailureMode.TIMEOUT or key in self._done
+                or str(row.get("detail", "")).startswith(CPU_LIMIT_DETAIL)):
             return False
         self._done.add(key)
         _, part = self.benchmark.audit_program(self.tasks[row["task_id"]], sample["code"], row)

@@ -170,7 +170,7 @@ def test_samples_start_largest_reference_first() -> None:
         def reference_seconds(self, task: Task) -> float | None:
             return {"a": 0.1, "b": 30.0, "c": None}[task.task_id]
 
-    tasks = {t: Task(t, {}) for t in "abc"}
+    tasks = {t: Task(t, {}) for t in "abcd"}
     samples = [{"task_id": t, "sample_idx": i} for i, t in enumerate("abcabc")]
     order = largest_first(Bench(), tasks, samples, {"a": None, "b": None, "c": 5.0})
     assert [s["task_id"] for s in order] == ["b", "b", "c", "c", "a", "a"]
@@ -273,7 +273,7 @@ def test_audit_reruns_after_every_sample_started_and_identical_code_once(
             return CheckProgram(code), {"audit_suite": "all"}
 
         def reference_seconds(self, task):
-            return {"a": 3.0, "b": 2.0, "c": 1.0}[task.task_id]
+            return {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.5}[task.task_id]
 
         def result_fields(self, task, extra):
             return {}
@@ -292,12 +292,16 @@ def test_audit_reruns_after_every_sample_started_and_identical_code_once(
                 calls.append((program.code, time_scale))
             if program.code == "loop":
                 return ExecResult(False, "timeout", "killed after 1.00s wall clock", 0.01)
+            if program.code == "spin":  # CPU time does not grow with load: never rerun
+                return ExecResult(False, "timeout", "CPU time limit of 60 s reached "
+                                  "(sandbox.cpu_s; SIGXCPU); output: ", 0.01)
             return ExecResult(True, None, "", 0.01)
 
-    tasks = {t: Task(t, {}) for t in "abc"}
+    tasks = {t: Task(t, {}) for t in "abcd"}
     samples = [{"task_id": "a", "sample_idx": i, "code": "loop"} for i in range(3)]
     samples += [{"task_id": "b", "sample_idx": 0, "code": "loop"},  # same code, other task
-                {"task_id": "c", "sample_idx": 0, "code": "fine"}]
+                {"task_id": "c", "sample_idx": 0, "code": "fine"},
+                {"task_id": "d", "sample_idx": 0, "code": "spin"}]
     for sample in samples:
         sample.update(completion=sample["code"], finish_reason="stop")
     rows = []
@@ -311,10 +315,10 @@ def test_audit_reruns_after_every_sample_started_and_identical_code_once(
     score_samples(Bench(), tasks, samples, Box(), {t: 1.0 for t in tasks}, Sink(),
                   lambda: None, 2, audit)
     audit.close()
-    assert len(rows) == 5 and sum(r["failure_mode"] == "timeout" for r in rows) == 4
+    assert len(rows) == 6 and sum(r["failure_mode"] == "timeout" for r in rows) == 5
     reruns = [i for i, (_, scale) in enumerate(calls) if scale == 2.0]
     assert len(reruns) == 2  # task a once (3 samples), task b once
-    assert all(scale == 1.0 for _, scale in calls[:5])  # every sample started first
+    assert all(scale == 1.0 for _, scale in calls[:6])  # every sample started first
     audited = {(r["task_id"], r["sample_idx"]): r for r in read_rows(path)}
     assert set(audited) == {("a", 0), ("a", 1), ("a", 2), ("b", 0)}
     copies = [r for r in audited.values() if "audit_same_as" in r]

@@ -91,6 +91,30 @@ def test_the_suite_catches_a_broken_sandbox() -> None:
     assert all(o.problem for o in outcomes if not o.passed)
 
 
+@pytest.mark.parametrize("mode", [m for m in ("bwrap", "rlimit-only") if m in AVAILABLE])
+def test_the_cpu_limit_is_a_timeout(mode: str) -> None:
+    """A sample that runs out of CPU seconds (sandbox.cpu_s) times out, also when it ignores
+    SIGXCPU (the hard limit one second later), and says it was the CPU limit; a wall-clock
+    timeout does not. With soft = hard the kernel sends SIGKILL at once: that read `killed`."""
+    import time
+
+    from benchforge.sandbox.types import CPU_LIMIT_DETAIL, CheckProgram, Limits
+
+    limits = Limits(timeout_s=30.0, memory_mb=512, stack_mb=64, cpu_s=1, nofile=256, nproc=64,
+                    fsize_mb=16, max_output_bytes=100_000)
+    spin = "while True:\n    pass\n"
+    deaf = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\n" + spin
+    with SandboxPool(mode, limits, 1) as pool:
+        for code in (spin, deaf):
+            started = time.monotonic()
+            result = pool.run(CheckProgram(code), timeout_s=30.0)
+            assert result.failure_mode == "timeout", result
+            assert result.detail.startswith(f"{CPU_LIMIT_DETAIL} of 1 s reached"), result
+            assert time.monotonic() - started < 15
+        sleeper = pool.run(CheckProgram("import time\ntime.sleep(60)\n"), timeout_s=1.0)
+    assert sleeper.failure_mode == "timeout" and "wall clock" in sleeper.detail, sleeper
+
+
 def test_failure_modes_are_one_vocabulary() -> None:
     """Every failure mode the stdlib-only worker writes is one of sandbox.types.FailureMode."""
     import ast

@@ -523,7 +523,9 @@ def run_suite(program, fixture, limits, report):
 def apply_limits(limits):
     """Set the sample's rlimits from ``limits`` (``memory_mb`` as AS and DATA,
     ``stack_mb``, ``cpu_s``, ``nofile``, ``nproc``, ``fsize_mb``; no core files); hard and soft
-    alike, so the sample cannot raise them.
+    alike, so the sample cannot raise them, except RLIMIT_CPU: soft ``cpu_s`` (SIGXCPU, a
+    ``timeout``), hard one second later (SIGKILL, for a sample that ignores SIGXCPU). With soft
+    equal to hard the kernel sends SIGKILL at once, which reads as ``killed``.
     """
     import resource
 
@@ -533,7 +535,8 @@ def apply_limits(limits):
              ("RLIMIT_FSIZE", limits["fsize_mb"] * MB), ("RLIMIT_CORE", 0))
     for name, value in pairs:
         if hasattr(resource, name):
-            resource.setrlimit(getattr(resource, name), (value, value))
+            hard = value + 1 if name == "RLIMIT_CPU" else value
+            resource.setrlimit(getattr(resource, name), (value, hard))
 
 
 def unshare_network():
@@ -824,7 +827,12 @@ def reap_children():
 
 
 def wait_child(pid, timeout_s):
-    """Wait for the sample's child up to the wall-clock limit; True if it had to be killed."""
+    """Wait for the sample's child up to the wall-clock limit.
+
+    Returns:
+        ``(timed_out, status, cpu_s)``: whether it had to be killed at the limit, its wait
+        status, and the CPU seconds (user + system) it used.
+    """
     pidfd = os.pidfd_open(pid)
     try:
         ready, _, _ = select.select([pidfd], [], [], timeout_s)
@@ -835,8 +843,8 @@ def wait_child(pid, timeout_s):
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    return timed_out, status
+    _, status, usage = os.wait4(pid, 0)
+    return timed_out, status, usage.ru_utime + usage.ru_stime
 
 
 def read_verdict(fd, nonce):
@@ -877,7 +885,11 @@ SIGNAL_MODES = {signal.SIGXCPU: "timeout", signal.SIGKILL: "killed", signal.SIGS
                 signal.SIGFPE: "crash", signal.SIGXFSZ: "output_limit"}
 
 
-def classify(verdict, forged, timed_out, status, timeout_s, output):
+CPU_LIMIT_DETAIL = "CPU time limit"  # the start of a CPU-limit timeout's detail (types.py)
+
+
+def classify(verdict, forged, timed_out, status, timeout_s, output, cpu_used=0.0,
+             cpu_limit=None):
     """The sample's outcome from what the worker saw of its child.
 
     Args:
@@ -886,6 +898,8 @@ def classify(verdict, forged, timed_out, status, timeout_s, output):
         timed_out: the child was killed at the wall-clock limit ``timeout_s`` (seconds).
         status: the child's ``waitpid`` status.
         output: the start of its captured stdout/stderr (the last 500 characters are kept).
+        cpu_used: the CPU seconds the child used; cpu_limit: its RLIMIT_CPU (``cpu_s``). A
+            child the CPU limit ended (SIGXCPU, or SIGKILL at the hard limit) timed out.
 
     Returns:
         ``(passed, failure mode or None, detail)``; a child without a verdict failed:
@@ -901,6 +915,10 @@ def classify(verdict, forged, timed_out, status, timeout_s, output):
     tail = output[-500:]
     if os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status))
+        if cpu_limit is not None and (sig == signal.SIGXCPU or (
+                sig == signal.SIGKILL and cpu_used >= cpu_limit)):
+            return False, "timeout", (f"{CPU_LIMIT_DETAIL} of {cpu_limit} s reached "
+                                      f"(sandbox.cpu_s; {sig.name}); output: {tail}")
         return False, SIGNAL_MODES.get(sig, "killed"), f"terminated by {sig.name}; output: {tail}"
     return False, "early_exit", (f"exited with code {os.WEXITSTATUS(status)} before the checks "
                                  f"finished; output: {tail}")
@@ -994,7 +1012,7 @@ def run_child(config, request, protected):
         finally:
             os._exit(70)
     os.close(result_w)
-    timed_out, status = wait_child(pid, float(request["timeout_s"]))
+    timed_out, status, cpu_used = wait_child(pid, float(request["timeout_s"]))
     duration = time.monotonic() - started
     sweep(config, pid, protected)
     verdict, forged = read_verdict(result_r, nonce)
@@ -1006,7 +1024,8 @@ def run_child(config, request, protected):
         output = ""
     remove_tree(workdir)
     passed, mode, detail = classify(verdict, forged, timed_out, status,
-                                    float(request["timeout_s"]), output)
+                                    float(request["timeout_s"]), output, cpu_used,
+                                    request["limits"]["cpu_s"])
     extra = verdict.get("extra", {}) if verdict and not forged and not timed_out else {}
     return passed, mode, detail, duration, extra
 

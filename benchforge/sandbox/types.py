@@ -25,7 +25,7 @@ class FailureMode(str, Enum):
     ASSERTION = "assertion"  # an ``assert`` in the check failed
     RUNTIME_ERROR = "runtime_error"  # any other exception (RecursionError included)
     SYNTAX_ERROR = "syntax_error"  # the code (or a compiled language's build) does not compile
-    TIMEOUT = "timeout"  # wall clock or CPU limit (SIGXCPU) exceeded
+    TIMEOUT = "timeout"  # wall clock or CPU limit (detail: CPU_LIMIT_DETAIL ...) exceeded
     MEMORY = "memory"  # MemoryError under the address-space limit
     CRASH = "crash"  # killed by SIGSEGV, SIGBUS, SIGABRT, SIGILL or SIGFPE
     KILLED = "killed"  # killed by another signal, or it killed its sandbox worker
@@ -40,6 +40,9 @@ class FailureMode(str, Enum):
 
 
 FAILURE_MODES: frozenset[str] = frozenset(m.value for m in FailureMode)
+# How the detail of a timeout the CPU limit (``Limits.cpu_s``) ended starts (the worker writes
+# it): CPU time is not stretched by a loaded node, so the timeout audit does not rerun these.
+CPU_LIMIT_DETAIL = "CPU time limit"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
 
 1. Times ``benchforge.answers.evalplus.chat_solution`` (EvalPlus's ``sanitize`` output) on
    answers of ``--lines`` lines: a fenced program between prose, the bare program, the bare
-   program with a prose line mid-way, the answer cut mid-line (``max_tokens``), a program with
-   a ``__main__`` block and prose after it.
+   program with a prose line mid-way or another syntax error mid-way (``x = = 1``, an
+   unclosed bracket, a missing colon, a Python 2 print), the answer cut mid-line
+   (``max_tokens``), a program with a ``__main__`` block and prose after it.
    Target (issue 17): < 0.5 s each. ``--official`` also times evalplus 0.3.1's own
    ``sanitize`` on the fenced shape at those sizes (it is cubic: keep them small).
 2. Generation throughput with answers extracted off the event loop: the mock server (a fixed
@@ -43,8 +44,14 @@ def shapes(n_lines: int) -> dict[str, str]:
     main = [*code, "", "if __name__ == '__main__':", "    assert solve(2) >= 0", "",
             "Explanation follows here."]
     prose = [*code[: n_lines // 2], "Now we handle the edge case:", *code[n_lines // 2:]]
+    broken = {}  # other syntax errors mid-way through the bare program
+    for name, bad in (("bare-x==", "x = = 1"), ("bare-unclosed", "    total = (1,"),
+                      ("bare-nocolon", "    if total > 2"), ("bare-py2", "print 'x'")):
+        lines = list(code)
+        lines[n_lines // 2] = bad
+        broken[name] = "\n".join(lines)
     return {"fenced": "\n".join(fenced), "bare": "\n".join(code),
-            "bare-prose": "\n".join(prose),
+            "bare-prose": "\n".join(prose), **broken,
             "truncated": "\n".join(truncated), "main-block": "\n".join(main)}
 
 
@@ -55,7 +62,7 @@ def time_extraction(n_lines: int, official_sizes: list[int]) -> None:
         chat_solution(text, "solve")
         spent = time.perf_counter() - started
         verdict = "ok" if spent < 0.5 else "MISSED (target < 0.5 s)"
-        print(f"benchforge  {name:<11} {len(text.splitlines()):>5} lines  {spent:7.3f} s  "
+        print(f"benchforge  {name:<13} {len(text.splitlines()):>5} lines  {spent:7.3f} s  "
               f"{verdict}")
     if official_sizes:
         from evalplus.sanitize import sanitize
@@ -64,7 +71,7 @@ def time_extraction(n_lines: int, official_sizes: list[int]) -> None:
             text = shapes(size)["fenced"]
             started = time.perf_counter()
             sanitize(text, "solve")
-            print(f"evalplus    fenced      {len(text.splitlines()):>5} lines  "
+            print(f"evalplus    fenced        {len(text.splitlines()):>5} lines  "
                   f"{time.perf_counter() - started:7.3f} s")
 
 

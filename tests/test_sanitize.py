@@ -82,3 +82,64 @@ def test_answers_with_prose_lines_match_evalplus_live() -> None:
         text = "\n".join(rng.choice(pool) for _ in range(rng.randint(1, 14)))
         assert code_extract(text) == official_extract(text), text
         assert sanitize(text, "f") == official(text, "f"), text
+
+
+# Top-level statements and the clauses a statement above takes in (else/elif/except/finally at
+# column 0, one-line compound statements, continuations), next to syntax errors of every kind
+# the parser reports: a start's parse is carried to the starts above it only where the
+# statement below begins on its own.
+TOP_LEVEL = [
+    "if x:", "    pass", "else:", "elif y:", "try:", "except E:", "except:", "finally:",
+    "if x: pass", "else: pass", "for i in y: pass", "while x: y()", "@dec", "def h(): return 1",
+    "def k():", "    return 2", "class C: pass", "x = 1; y = 2", "x = (1,", "2)", "a = \\", "  3",
+    "", "# c", "    # c", "match x:", "    case 1:", "        pass", "case 2:", "with a as b:",
+    "async def q():", "    await z", "s = '''", "'''", "return 1", "  else:", "else",
+    "try: pass", "except: pass", "finally: pass", "\\", "elsewhere = 1", "x = [", "]",
+]
+ERRORS = [
+    "x = = 1", "def oops(:", "def g(x)", "    return (1,", "    y = [1, 2", ")", "]", "    else",
+    "print 'x'", "f(a for a in b, c)", "x = 0x", "s = 'abc", '"""', "  )", "class B", "x = 1 +",
+    "    return 1 2", "foo(", "    x = {1: 2,", "}", "if x", "@", "x ==", ":", "try:",
+    "a\\", "del 1", "x: int = ",
+]
+
+
+def compound_statements(rng: random.Random, count: int) -> list[str]:
+    """Valid top-level statements, compound ones with the clauses they take in."""
+    body = ["    pass", "    y = 1", "    return 2", "    if z:", "        z = 0"]
+    shapes = [["if x:", "elif y:", "else:"], ["try:", "except E:", "else:", "finally:"],
+              ["try:", "finally:"], ["for i in y:", "else:"], ["while x:", "else:"],
+              ["def f():"], ["class C:"], ["with a as b:"], ["x = 1"], ["print(x)"],
+              ["if x: pass", "else: y = 2"]]
+    out: list[str] = []
+    for _ in range(count):
+        shape = rng.choice(shapes)
+        for head in shape[:1] + [c for c in shape[1:] if rng.random() < 0.7]:
+            out.append(head)
+            if head.endswith(":"):
+                out += rng.sample(body[:3], rng.randint(1, 2))
+        if rng.random() < 0.3:
+            out.append("")
+    return out
+
+
+def test_programs_with_syntax_errors_match_evalplus_live() -> None:
+    from evalplus.sanitize import code_extract as official_extract
+    from fixtures.make_sanitize_cases import program
+
+    rng = random.Random(23)
+    for case in range(450):
+        if case % 3 == 1:
+            lines = [rng.choice(TOP_LEVEL + ERRORS) for _ in range(rng.randint(2, 18))]
+        elif case % 3 == 2:
+            lines = compound_statements(rng, rng.randint(2, 8))
+            for _ in range(rng.randint(0, 2)):
+                k = rng.randrange(len(lines))
+                lines[k:k + rng.randint(0, 1)] = [rng.choice(ERRORS)]
+        else:
+            lines = program(rng, rng.randint(12, 30), "solve")
+            for _ in range(rng.randint(1, 3)):
+                k = rng.randrange(len(lines))
+                lines[k:k + rng.randint(0, 1)] = [rng.choice(ERRORS)]
+        text = "\n".join(lines)
+        assert code_extract(text) == official_extract(text), text

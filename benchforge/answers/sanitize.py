@@ -12,18 +12,33 @@
    if that leaves nothing, the extracted span itself (step 1 again).
 
 Here step 1 gives the same span by trying spans from the heaviest down (so the first span that
-parses is the answer and nothing lighter is tried) and by never parsing a span that cannot
-parse: one holding a line that starts with a character Python rejects outside a string
-(a backtick, ``$``, ``?``: a Markdown fence) or that holds two names side by side (prose:
-``Now we test it``; Python's grammar never allows it) where no start line above can leave that
-line inside a string (a one-pass lexer over line-start states), one that ends inside a string
-(same lexer), or one whose first statement line is indented. The lexer follows Python 3.11's
-strings; on 3.12+ (nested f-string quotes) only the indentation rule is used. A chat answer
-(prose, fenced blocks, prose) then costs a few parses of its code;
-a long bare program with a prose line mid-way costs the same (2,000 lines: 0.04 s). What
-stays expensive is any other syntax error mid-way through a long program with no fence around
-it (``x = = 1``: every heavier span holding it is parsed up to it; 120 lines 0.2 s, 400 lines
-6 s).
+parses is the answer and nothing lighter is tried) and by never parsing a span that is known
+not to parse:
+
+* one holding a line that starts with a character Python rejects outside a string (a
+  backtick, ``$``, ``?``: a Markdown fence) or that holds two names side by side (prose:
+  ``Now we test it``; Python's grammar never allows it) where no start line above can leave
+  that line inside a string (a one-pass lexer over line-start states);
+* one that ends inside a string or with brackets unpaired (same lexer), or whose first
+  statement line is indented;
+* one that runs past where an earlier parse of the same start failed for good: a parse that
+  fails before the tokenizer reaches the end of the span (CPython's "incomplete input" test,
+  ``PyCF_ALLOW_INCOMPLETE_INPUT``) fails for every longer span from that start, and the span
+  cut at the error's line is tried once to bring the bound up to the error;
+* one from a start whose first statement parses alone and runs past where the spans from the
+  next statement's line stop parsing (a module is read statement by statement; the next line
+  must begin a statement of its own: column 0, not ``else``/``elif``/``except``/``finally``,
+  no line continuation before it). Starts are settled from the bottom, one statement's parse
+  each, so a syntax error mid-way through a long bare program is not parsed again from every
+  start above it.
+
+The lexer follows Python 3.11's strings (one pass from the first line, and a new pass from the
+first start no pass enters outside a string, as after a stray triple quote); on 3.12+ (nested
+f-string quotes) the rules that need it are left out. A chat answer (prose, fenced blocks,
+prose) costs a few parses of its code; a 2,000-line bare program with a prose line,
+``x = = 1``, an unclosed bracket or a missing colon mid-way 0.03-0.1 s (``bench/sanitize.py``).
+This is measured, not proven linear for every input: 2,000 lines drawn at random from code,
+prose and broken lines took at most 0.6 s.
 Step 2 is linear; this module writes it anew on the same tree-sitter grammar.
 """
 
@@ -33,7 +48,6 @@ import ast
 import keyword
 import re
 import sys
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -46,6 +60,9 @@ _NUMBER = re.compile(r"[\w.]+")  # a number token, loosely: it only has to be sk
 # keywords (``match x:``, ``case _:``, 3.12's ``type X = ...``).
 _MAY_JUXTAPOSE = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | {"type"}
 _STRING_PREFIXES = frozenset({"r", "u", "b", "f", "br", "rb", "fr", "rf"})
+# Clauses a compound statement above takes in (if/for/while/try): a line beginning with one
+# does not begin a statement of its own.
+_CLAUSE = re.compile(r"(else|elif|except|finally)\b")
 
 
 def _parses(source: str) -> bool:
@@ -61,17 +78,27 @@ def _after(line: str, state: str) -> str:
     """The lexer state after ``line`` entered in ``state``: ``CODE``, a triple quote (inside
     a triple-quoted string) or a single quote (inside a one-line string continued by a
     backslash). A line Python rejects may end in any state: no parsable span holds it."""
-    k, n = 0, len(line)
+    return _lex(line, state)[0]
+
+
+def _lex(line: str, state: str) -> tuple[str, int]:
+    """:func:`_after`, and the brackets ``([{`` opened less those ``)]}`` closed on the line
+    outside strings and comments (a Python 3.11 f-string is one string token)."""
+    k, n, depth = 0, len(line), 0
     while k < n:
         char = line[k]
         if state == CODE:
             if char == "#":
-                return CODE
+                return CODE, depth
             if char in _QUOTES:
                 state = char * 3 if line.startswith(char * 3, k) else char
                 k += len(state)
-            else:
-                k += 1
+                continue
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+            k += 1
         elif char == "\\":  # an escaped character (raw strings too) never closes a string
             k += 2
         elif line.startswith(state, k):
@@ -80,8 +107,8 @@ def _after(line: str, state: str) -> str:
         else:
             k += 1
     if state in _QUOTES and not line.endswith("\\"):
-        return CODE  # an unterminated one-line string: an error that the line ends
-    return state
+        return CODE, depth  # an unterminated one-line string: an error that the line ends
+    return state, depth
 
 
 def _skip_string(line: str, k: int) -> int | None:
@@ -138,38 +165,113 @@ def _juxtaposed_names(line: str) -> bool:
     return False
 
 
-class _Strings:
-    """Lexer state after line j for a span starting at line i (entered in ``CODE``).
+class _Pass:
+    """One pass of the line-start lexer from line ``start`` entered in ``CODE``: per line, the
+    state it is entered in and left in, the net brackets opened before it, and the next line
+    that begins a top-level statement (:meth:`_Strings.follows`)."""
 
-    One pass from line 0 gives every line's state; a start that this pass enters in ``CODE``
-    shares it from there on, and any other start is walked on its own until it enters a line
-    in the same state as the pass, from where they are the same.
+    def __init__(self, lines: list[str], start: int) -> None:
+        n = len(lines)
+        self.enter: list[str | None] = [None] * n
+        self.leave: list[str | None] = [None] * n
+        self.depth = [0] * (n + 1)  # depth[k]: net brackets of lines[start:k]
+        state = CODE
+        for k in range(start, n):
+            self.enter[k] = state
+            state, opened = _lex(lines[k], state)
+            self.leave[k] = state
+            self.depth[k + 1] = self.depth[k] + opened
+        self.last_at = {self.depth[k]: k for k in range(start, n + 1)}  # last k of a depth
+        # boundary[k]: the first line after k that begins a top-level statement no statement
+        # above can take in (column 0, entered outside strings, not else/elif/except/finally)
+        self.boundary = [n] * (n + 1)
+        for k in range(n - 2, start - 1, -1):
+            line = lines[k + 1]
+            starts = (line[:1] and not line[0].isspace() and line[0] not in "#\\"
+                      and self.enter[k + 1] == CODE and not _CLAUSE.match(line))
+            self.boundary[k] = k + 1 if starts else self.boundary[k + 1]
+
+
+_PASSES = 4  # lexer passes at most (a stray triple quote needs a second one)
+
+
+class _Strings:
+    """What the line-start lexer knows of a span from line i (entered in ``CODE``) to line j.
+
+    One pass from line 0 covers every start it enters in ``CODE`` (from there on the span is
+    lexed as the pass lexes it); a new pass starts at the first start no pass covers (after a
+    stray triple quote, every start below), up to :data:`_PASSES`. A start no pass covers is
+    walked on its own for :meth:`after` until it enters a line in the same state as the first
+    pass, and gets no bracket or statement rules.
     """
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
-        self.enter: list[str] = []
-        self.leave: list[str] = []
-        state = CODE
-        for line in lines:
-            self.enter.append(state)
-            state = _after(line, state)
-            self.leave.append(state)
+        n = len(lines)
+        self.passes: list[_Pass] = []
+        self.pass_of = [-1] * n  # the pass that covers each start
+        start = 0
+        while start < n and len(self.passes) < _PASSES:
+            lexed = _Pass(lines, start)
+            for k in range(start, n):
+                if self.pass_of[k] < 0 and lexed.enter[k] == CODE:
+                    self.pass_of[k] = len(self.passes)
+            self.passes.append(lexed)
+            while start < n and self.pass_of[start] >= 0:
+                start += 1
         self.own: dict[int, tuple[list[str], list[int]]] = {}
+        # continued[k]: lines among lines[:k] that end in a backslash (a line continuation)
+        self.continued = [0]
+        for line in lines:
+            self.continued.append(self.continued[-1] + line.rstrip("\r").endswith("\\"))
+
+    def _covering(self, i: int) -> _Pass | None:
+        return self.passes[self.pass_of[i]] if self.pass_of[i] >= 0 else None
+
+    def balanced(self, i: int, j: int) -> bool:
+        """Whether lines i..j may close every bracket they open: False only when the span
+        ends with brackets open or closes more than it opens, which no parsable span does (its
+        tokens pair every bracket)."""
+        lexed = self._covering(i)
+        return lexed is None or lexed.depth[j + 1] == lexed.depth[i]
+
+    def balanced_reach(self, i: int) -> int:
+        """The last line a span from line i that closes every bracket it opens can end at
+        (``i`` when none can; the last line when no pass covers i)."""
+        lexed = self._covering(i)
+        if lexed is None:
+            return len(self.lines) - 1
+        return lexed.last_at[lexed.depth[i]] - 1
+
+    def follows(self, i: int) -> int:
+        """The line where the statement that a span from line i begins with ends, when every
+        span from i through a later line reads that statement first: the next top-level
+        statement line (:attr:`_Pass.boundary`), with no line continuation on the way; else
+        -1."""
+        lexed = self._covering(i)
+        if lexed is None:
+            return -1
+        k = lexed.boundary[i]
+        if k >= len(self.lines) or self.continued[k] != self.continued[i]:
+            return -1
+        return k
 
     def after(self, i: int, j: int) -> str:
-        if self.enter[i] == CODE:
-            return self.leave[j]
+        """The lexer state after line j for a span from line i."""
+        lexed = self._covering(i)
+        if lexed is not None:
+            return lexed.leave[j]  # type: ignore[return-value]
+        first = self.passes[0]
         out, merged = self.own.setdefault(i, ([], []))
         while not merged and len(out) <= j - i:
             k = i + len(out)
             entering = out[-1] if out else CODE
-            if out and entering == self.enter[k]:
+            if out and entering == first.enter[k]:
                 merged.append(k)
                 break
             out.append(_after(self.lines[k], entering))
         if merged and j >= merged[0]:
-            return self.leave[j]
+            return first.leave[j]  # type: ignore[return-value]
         return out[j - i]
 
 
@@ -248,33 +350,180 @@ def _heaviest_in(text: str, nonblank: list[int], offsets: list[int], indented: l
                  strings: _Strings | None, first: int, last: int,
                  floor: int) -> tuple[int, int, int] | None:
     """The first (start, end) in order among the heaviest parsable spans of two or more lines
-    within lines first..last, if heavier than ``floor``."""
+    within lines first..last, if heavier than ``floor``.
+
+    Weights go down from the heaviest; within a weight, starts in order, each start's spans in
+    order. ``reach[i]`` is the last line a parsable span from line i can end at: the line
+    above its first indented statement line or the last line that closes its brackets, then
+    lowered by what failed parses teach (:class:`_Reach`). A start whose reach is too short
+    for the weight at hand waits in ``waiting`` (by the heaviest weight it can still reach)
+    and is not looked at again until the weights come down to it, so pruned spans cost
+    nothing.
+    """
+    import bisect
+
+    reach = _Reach(text, offsets, strings, last)
+    waiting: dict[int, list[int]] = {}  # heaviest reachable weight -> starts
+    for i in range(first, last):
+        reach[i] = min(last, indented[i] - 1)
+        if strings is not None:
+            reach[i] = min(reach[i], strings.balanced_reach(i))
+        if reach[i] > i:
+            waiting.setdefault(nonblank[reach[i] + 1] - nonblank[i], []).append(i)
+    active: list[int] = []  # starts that can still reach the weight at hand, in order
     for weight in range(nonblank[last + 1] - nonblank[first], floor, -1):
-        for i, j in _spans_of_weight(nonblank, first, last, weight):
-            if indented[i] <= j:  # its first statement line is indented
-                continue
-            if strings is not None and strings.after(i, j) != CODE:  # ends inside a string
-                continue
-            if _parses(text[offsets[i]:offsets[j + 1] - 1]):
-                return weight, i, j
+        for i in waiting.pop(weight, ()):
+            bisect.insort(active, i)
+        k = 0
+        while k < len(active):
+            i = active[k]
+            reach.settle(i)
+            target = nonblank[i] + weight  # a span (i, j) of this weight: nonblank[j + 1]
+            end = bisect.bisect_left(nonblank, target, i + 2, reach[i] + 2)
+            while end <= reach[i] + 1 and nonblank[end] == target:
+                j, end = end - 1, end + 1
+                if strings is not None and (strings.after(i, j) != CODE  # ends in a string
+                                            or not strings.balanced(i, j)):
+                    continue
+                line = _failure(text[offsets[i]:offsets[j + 1] - 1])
+                if line == _PARSES:
+                    return weight, i, j
+                reach.learn(i, j, line)
+            can = nonblank[reach[i] + 1] - nonblank[i] if reach[i] > i else 0
+            if can < weight:  # none of its spans this heavy can parse: wait for lighter ones
+                del active[k]
+                if can > floor:
+                    waiting.setdefault(can, []).append(i)
+            else:
+                k += 1
     return None
 
 
-def _spans_of_weight(nonblank: list[int], first: int, last: int,
-                     weight: int) -> Iterator[tuple[int, int]]:
-    """Spans (i, j), first <= i < j <= last, with ``weight`` non-blank lines, in (i, j)
-    order."""
-    import bisect
+class _Reach:
+    """``reach[i]``: the last line a parsable span from line i can end at (every span from i
+    through a later line is known not to parse).
 
-    for i in range(first, last):
-        target = nonblank[i] + weight  # nonblank[j + 1] == target
-        if target > nonblank[last + 1]:
+    Learnt from a start's own failed parses (:meth:`learn`) and, for a start whose first
+    statement parses on its own, from the start where the next statement begins
+    (:meth:`settle`): CPython's parser reads a module as ``statements: statement+`` then
+    ``ENDMARKER`` (Grammar/python.gram), each statement from its first token on alone, so
+    when lines i..k-1 parse and line k begins a statement nothing above takes in
+    (:meth:`_Strings.follows`), lines i..j parse only if lines k..j do. A long program is then
+    settled from the bottom, one statement's parse per start, instead of each start being
+    parsed down to the same error.
+    """
+
+    def __init__(self, text: str, offsets: list[int], strings: _Strings | None,
+                 last: int) -> None:
+        self.text, self.offsets, self.strings = text, offsets, strings
+        self.reach = [0] * (last + 1)
+        self.settled = bytearray(last + 1)
+
+    def __getitem__(self, i: int) -> int:
+        return self.reach[i]
+
+    def __setitem__(self, i: int, value: int) -> None:
+        self.reach[i] = value
+
+    def _span(self, i: int, j: int) -> str:
+        return self.text[self.offsets[i]:self.offsets[j + 1] - 1]
+
+    def learn(self, i: int, j: int, line: int) -> None:
+        """Lower ``reach[i]`` after span (i, j) failed with ``line`` (:func:`_failure`)."""
+        if line >= 0:
+            self.reach[i] = min(self.reach[i], _reach_after(self.text, self.offsets, i, j,
+                                                            line))
+
+    def settle(self, i: int) -> None:
+        """Carry reach up from the following statements: walk i -> the next statement's
+        line -> ... while each statement parses alone, learn the last one's reach from its
+        heaviest span, then bring each start above no lower than the one below it."""
+        if self.strings is None or self.settled[i]:
+            return
+        chain, k = [], i
+        while not self.settled[k]:
+            self.settled[k] = 1
+            nxt = self.strings.follows(k)
+            if 0 <= nxt <= self.reach[k]:
+                first = _failure(self._span(k, nxt - 1))  # its first statement alone
+                if first == _PARSES:
+                    chain.append((k, nxt))
+                    k = nxt
+                    continue
+                if first >= 0:  # a hard failure: so does every span through a later line
+                    self.learn(k, nxt - 1, first)
+                    break
+                # cut short (a try: without its except): with the next line it may fail hard
+                first = _failure(self._span(k, nxt))
+                if first >= 0:
+                    self.learn(k, nxt, first)
+                    break
+            if self.reach[k] > k:  # the last of the walk learns from its heaviest span
+                self.learn(k, self.reach[k], _failure(self._span(k, self.reach[k])))
             break
-        lo = bisect.bisect_left(nonblank, target, i + 2, last + 2)  # j + 1 >= i + 2
-        for end in range(lo, last + 2):
-            if nonblank[end] != target:
+        for start, nxt in reversed(chain):
+            below = max(self.reach[nxt], nxt)  # spans from start through a later line fail
+            if below < self.reach[start]:
+                self.reach[start] = below
+                if below == nxt:  # nothing from nxt on parses: try through nxt itself
+                    self.learn(start, nxt, _failure(self._span(start, nxt)))
+
+
+# compile() flag (codeop.PyCF_ALLOW_INCOMPLETE_INPUT, Python 3.11+): a failed parse whose
+# tokenizer reached the end of the source reports "incomplete input" instead of its error.
+_INCOMPLETE_FLAG = 0x4000 if sys.version_info >= (3, 11) else 0
+_PARSES = -1  # _failure's answer for a source that parses
+_SOFT = -2  # _failure's answer for a failure that says nothing about longer spans
+
+
+def _failure(source: str) -> int:
+    """Whether ``source`` parses (``_PARSES``, as ``ast.parse`` decides); else the 0-based line
+    of the error when the parse failed before the tokenizer reached the end of the source (a
+    hard failure), else ``_SOFT``.
+
+    CPython's parser (``_PyPegen_run_parser``, Parser/pegen.c 3.11-3.13) consults
+    ``PyCF_ALLOW_INCOMPLETE_INPUT`` only after its first pass has failed, and then reports
+    "incomplete input" exactly when the tokenizer had reached the end of the source
+    (``_is_end_of_source``); a source parses with the flag exactly when it parses without.
+    After a hard failure every token the parser read lies before the end of the source, and
+    the same tokens begin every longer span from the same start line: all of them fail too.
+    Before 3.11 there is no flag and every failure is soft.
+    """
+    if not _INCOMPLETE_FLAG:
+        return _PARSES if _parses(source) else _SOFT
+    try:
+        compile(source, "<unknown>", "exec", ast.PyCF_ONLY_AST | _INCOMPLETE_FLAG,
+                dont_inherit=True)
+    except SyntaxError as error:  # evalplus.syncheck.syntax_check: SyntaxError, MemoryError
+        if error.msg == "incomplete input" or type(error).__name__ == "_IncompleteInputError":
+            return _SOFT
+        return max(0, (error.lineno or 1) - 1)
+    except MemoryError:
+        return _SOFT
+    return _PARSES
+
+
+def _reach_after(text: str, offsets: list[int], i: int, j: int, line: int) -> int:
+    """The last line a parsable span from line i can end at, learnt from span (i, j) failing
+    hard with its error on ``line`` (:func:`_failure`, relative to line i): ``j - 1``; then
+    the span cut at the error's line is tried, and a hard failure there too brings the reach
+    above it (the same error, almost always), so one or two parses settle a start. An error
+    on the last line of the span may be one the tokenizer found there after the parser had
+    stopped higher up (CPython replaces a generic error with a tokenizer error found anywhere
+    in the source, ``_PyPegen_tokenize_full_source_to_check_for_errors``): the span without
+    that line is tried instead, twice at most."""
+    reach, above = j - 1, 2
+    while line >= 0 and reach >= i:
+        cut = i + line
+        if cut > reach:  # the error is on the last line of the span just tried
+            if not above:
                 break
-            yield i, end - 1
+            cut, above = reach, above - 1
+        line = _failure(text[offsets[i]:offsets[cut + 1] - 1])
+        if line < 0:  # parses (a lighter span, tried in its turn) or a soft failure
+            break
+        reach = cut - 1
+    return reach
 
 
 @lru_cache(maxsize=1)

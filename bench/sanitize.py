@@ -5,7 +5,8 @@
 1. Times ``benchforge.answers.evalplus.chat_solution`` (EvalPlus's ``sanitize`` output) on
    answers of ``--lines`` lines: a fenced program between prose, the bare program, the bare
    program with a prose line mid-way or another syntax error mid-way (``x = = 1``, an
-   unclosed bracket, a missing colon, a Python 2 print), the answer cut mid-line
+   unclosed bracket, a missing colon, a Python 2 print, a line continued into the next
+   statement), the answer cut mid-line
    (``max_tokens``), a program with a ``__main__`` block and prose after it.
    Target (issue 17): < 0.5 s each. ``--official`` also times evalplus 0.3.1's own
    ``sanitize`` on the fenced shape at those sizes (it is cubic: keep them small).
@@ -46,7 +47,8 @@ def shapes(n_lines: int) -> dict[str, str]:
     prose = [*code[: n_lines // 2], "Now we handle the edge case:", *code[n_lines // 2:]]
     broken = {}  # other syntax errors mid-way through the bare program
     for name, bad in (("bare-x==", "x = = 1"), ("bare-unclosed", "    total = (1,"),
-                      ("bare-nocolon", "    if total > 2"), ("bare-py2", "print 'x'")):
+                      ("bare-nocolon", "    if total > 2"), ("bare-py2", "print 'x'"),
+                      ("bare-contin", "    y = 1 + \\")):
         lines = list(code)
         lines[n_lines // 2] = bad
         broken[name] = "\n".join(lines)

@@ -56,7 +56,16 @@ def test_edge_shapes_match_evalplus_live() -> None:
     shapes = ["", "x = 1", "\n\n", "def f():\n  return 1\n\n\n", "```\n```",
               "a\x00b\ndef f():\n    return 1",  # a null byte: that span never parses
               "def f():\n    pass\ndef f():\n    return 2",  # a return-less def is skipped
-              "```python\ndef f():\n    '''doc\n```\n'''\n    return 1\n```"]  # fence in a string
+              "```python\ndef f():\n    '''doc\n```\n'''\n    return 1\n```",  # fence in a string
+              # a lone CR is a line break to CPython: the line rules must not see one line
+              "#\rif x:\n    pass", "a = 1\n# c\r(\n)", "    \rx = 1\ny = 2",
+              # CRLF: a backslash before the CR continues the line (and a string)
+              "s = 'hello \\\r\nbig world'\nt = 1", "s = 'a\\\r\n(b'\r\nt = 1\r",
+              # a line that is only a backslash, joined with a blank line: no statement
+              "  \\\n\nx = 1", "\t\\\n# c\nx = 1",
+              # spans that end open: a continuation, a block header, a decorator
+              "x = 1\ny = 1 + \\\nz = 2", "x = 1\nif x:  # c\n    y = 2",
+              "@dec\ndef f():\n    return 1\n@dec", "m = (a\n@ b)\nx = 1"]
     for text in shapes:
         for entry in ("f", None):
             assert sanitize(text, entry) == official(text, entry), (text, entry)
@@ -100,7 +109,8 @@ ERRORS = [
     "x = = 1", "def oops(:", "def g(x)", "    return (1,", "    y = [1, 2", ")", "]", "    else",
     "print 'x'", "f(a for a in b, c)", "x = 0x", "s = 'abc", '"""', "  )", "class B", "x = 1 +",
     "    return 1 2", "foo(", "    x = {1: 2,", "}", "if x", "@", "x ==", ":", "try:",
-    "a\\", "del 1", "x: int = ",
+    "a\\", "del 1", "x: int = ", "y = 1 + \\", "  \\", "x = 1\r", "if x:\r", "@dec", "@ b)",
+    "def k():  # c", "d = {1:", "s = 'a\\\r", "#\rif y:", "  \rz = 3",
 ]
 
 

@@ -19,8 +19,9 @@ not to parse:
   backtick, ``$``, ``?``: a Markdown fence) or that holds two names side by side (prose:
   ``Now we test it``; Python's grammar never allows it) where no start line above can leave
   that line inside a string (a one-pass lexer over line-start states);
-* one that ends inside a string or with brackets unpaired (same lexer), or whose first
-  statement line is indented;
+* one that ends inside a string, with brackets unpaired, or open: on a line continuation, a
+  block header (``if x:``) or a decorator (same lexer); or whose first statement line is
+  indented;
 * one that runs past where an earlier parse of the same start failed for good: a parse that
   fails before the tokenizer reaches the end of the span (CPython's "incomplete input" test,
   ``PyCF_ALLOW_INCOMPLETE_INPUT``) fails for every longer span from that start, and the span
@@ -34,11 +35,17 @@ not to parse:
 
 The lexer follows Python 3.11's strings (one pass from the first line, and a new pass from the
 first start no pass enters outside a string, as after a stray triple quote); on 3.12+ (nested
-f-string quotes) the rules that need it are left out. A chat answer (prose, fenced blocks,
+f-string quotes) the rules that need it are left out. Spans are ``text.split("\\n")`` lines as
+in evalplus, but the line rules read physical lines as CPython's tokenizer does: a lone CR
+ends one, a CRLF's CR is part of the line end. A chat answer (prose, fenced blocks,
 prose) costs a few parses of its code; a 2,000-line bare program with a prose line,
 ``x = = 1``, an unclosed bracket or a missing colon mid-way 0.03-0.1 s (``bench/sanitize.py``).
 This is measured, not proven linear for every input: 2,000 lines drawn at random from code,
-prose and broken lines took at most 0.6 s.
+compound statements, prose and broken lines (continuations, lone CRs, stray quotes) took at
+most 0.25 s.
+One difference: an expression nested deeply enough makes ``ast.parse`` raise RecursionError,
+which evalplus does not catch; evalplus tries every span, so such an answer crashes its
+``sanitize``, while here the heaviest span that parses may be found without parsing that one.
 Step 2 is linear; this module writes it anew on the same tree-sitter grammar.
 """
 
@@ -81,23 +88,36 @@ def _after(line: str, state: str) -> str:
     return _lex(line, state)[0]
 
 
-def _lex(line: str, state: str) -> tuple[str, int]:
-    """:func:`_after`, and the brackets ``([{`` opened less those ``)]}`` closed on the line
-    outside strings and comments (a Python 3.11 f-string is one string token)."""
-    k, n, depth = 0, len(line), 0
+def _lex(line: str, state: str) -> tuple[str, int, str]:
+    """:func:`_after`; the brackets ``([{`` opened less those ``)]}`` closed on the line
+    outside strings and comments (a Python 3.11 f-string is one string token); and how the
+    line ends when it ends outside strings: ``"\\"`` (a line continuation), ``":"`` (its
+    last character outside a comment: a block header when no bracket is open) or ``""``."""
+    if line.endswith("\r"):  # the CR of a CRLF line ending
+        line = line[:-1]
+    if "\r" in line:  # a lone CR ends a physical line for CPython's tokenizer
+        depth, tail = 0, ""
+        for part in line.split("\r"):
+            state, opened, tail = _lex(part, state)
+            depth += opened
+        return state, depth, tail
+    k, n, depth, last = 0, len(line), 0, ""
     while k < n:
         char = line[k]
         if state == CODE:
             if char == "#":
-                return CODE, depth
+                return CODE, depth, ":" if last == ":" else ""
             if char in _QUOTES:
                 state = char * 3 if line.startswith(char * 3, k) else char
                 k += len(state)
+                last = ""
                 continue
             if char in "([{":
                 depth += 1
             elif char in ")]}":
                 depth -= 1
+            if not char.isspace():
+                last = char
             k += 1
         elif char == "\\":  # an escaped character (raw strings too) never closes a string
             k += 2
@@ -107,8 +127,12 @@ def _lex(line: str, state: str) -> tuple[str, int]:
         else:
             k += 1
     if state in _QUOTES and not line.endswith("\\"):
-        return CODE, depth  # an unterminated one-line string: an error that the line ends
-    return state, depth
+        return CODE, depth, ""  # an unterminated one-line string: an error that the line ends
+    if state != CODE:
+        return state, depth, ""
+    if line.endswith("\\"):
+        return CODE, depth, "\\"
+    return CODE, depth, ":" if last == ":" else ""
 
 
 def _skip_string(line: str, k: int) -> int | None:
@@ -175,13 +199,24 @@ class _Pass:
         self.enter: list[str | None] = [None] * n
         self.leave: list[str | None] = [None] * n
         self.depth = [0] * (n + 1)  # depth[k]: net brackets of lines[start:k]
+        self.tail = [""] * n  # how each line ends (_lex)
+        self.decorator = [False] * n  # a line entered outside strings that begins with @
         state = CODE
         for k in range(start, n):
             self.enter[k] = state
-            state, opened = _lex(lines[k], state)
+            self.decorator[k] = (state == CODE and "\r" not in lines[k].rstrip("\r")
+                                 and lines[k].lstrip(" \t\f").startswith("@"))
+            state, opened, self.tail[k] = _lex(lines[k], state)
             self.leave[k] = state
             self.depth[k + 1] = self.depth[k] + opened
-        self.last_at = {self.depth[k]: k for k in range(start, n + 1)}  # last k of a depth
+        # last_end[v]: the last line a span entered at bracket depth v can end at: its
+        # brackets paired, outside strings, not left open (:meth:`_Strings.left_open`)
+        self.last_end: dict[int, int] = {}
+        for k in range(start, n):
+            if self.leave[k] == CODE and not self.tail[k] and not (
+                    self.decorator[k] and self.depth[k] == self.depth[k + 1]
+                    and (k == start or self.tail[k - 1] != "\\")):
+                self.last_end[self.depth[k + 1]] = k
         # boundary[k]: the first line after k that begins a top-level statement no statement
         # above can take in (column 0, entered outside strings, not else/elif/except/finally)
         self.boundary = [n] * (n + 1)
@@ -235,13 +270,26 @@ class _Strings:
         lexed = self._covering(i)
         return lexed is None or lexed.depth[j + 1] == lexed.depth[i]
 
+    def left_open(self, i: int, j: int) -> bool:
+        """Whether span (i, j) (its brackets paired: :meth:`balanced`) ends in a way no module
+        can end: a line continuation, a block header (``if x:``, ``def f():``) or a decorator
+        line with nothing after it (tokens that must be followed by more)."""
+        lexed = self._covering(i)
+        if lexed is None:
+            return False
+        if lexed.tail[j]:
+            return True
+        return (lexed.decorator[j] and lexed.depth[j] == lexed.depth[i]
+                and (j == i or lexed.tail[j - 1] != "\\"))
+
     def balanced_reach(self, i: int) -> int:
-        """The last line a span from line i that closes every bracket it opens can end at
-        (``i`` when none can; the last line when no pass covers i)."""
+        """The last line a span from line i can end at with its brackets paired, outside
+        strings and not left open (``i`` when none can; the last line when no pass covers
+        i)."""
         lexed = self._covering(i)
         if lexed is None:
             return len(self.lines) - 1
-        return lexed.last_at[lexed.depth[i]] - 1
+        return max(i, lexed.last_end.get(lexed.depth[i], i))
 
     def follows(self, i: int) -> int:
         """The line where the statement that a span from line i begins with ends, when every
@@ -299,16 +347,21 @@ def _first_statement_lines(lines: list[str]) -> list[int]:
     """Per line k: the index of the first line at or after k that is neither blank nor a
     comment where that line is indented (a span from k through it cannot parse: "unexpected
     indent"; a form feed in the indentation resets it, so such a line is not counted), else
-    ``len(lines)``."""
+    ``len(lines)``. A line that is only a backslash is not counted either: joined with blank
+    lines below, it is no statement at all. A lone CR ends a physical line, as CPython's
+    tokenizer reads it."""
     n = len(lines)
     found = [n] * n
     below = n  # the next statement line below, if indented
     for k in range(n - 1, -1, -1):
-        line = lines[k]
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            lead = line[:len(line) - len(line.lstrip(" \t\f"))]
-            below = k if lead and "\f" not in lead else n
+        line = lines[k][:-1] if lines[k].endswith("\r") else lines[k]
+        for part in reversed(line.split("\r")):  # a lone CR ends a physical line
+            stripped = part.strip()
+            if stripped == "\\":  # a bare continuation: it may join blank lines into one
+                below = n
+            elif stripped and not stripped.startswith("#"):
+                lead = part[:len(part) - len(part.lstrip(" \t\f"))]
+                below = k if lead and "\f" not in lead else n
         found[k] = below
     return found
 
@@ -383,7 +436,8 @@ def _heaviest_in(text: str, nonblank: list[int], offsets: list[int], indented: l
             while end <= reach[i] + 1 and nonblank[end] == target:
                 j, end = end - 1, end + 1
                 if strings is not None and (strings.after(i, j) != CODE  # ends in a string
-                                            or not strings.balanced(i, j)):
+                                            or not strings.balanced(i, j)
+                                            or strings.left_open(i, j)):
                     continue
                 line = _failure(text[offsets[i]:offsets[j + 1] - 1])
                 if line == _PARSES:
@@ -428,11 +482,42 @@ class _Reach:
     def _span(self, i: int, j: int) -> str:
         return self.text[self.offsets[i]:self.offsets[j + 1] - 1]
 
+    def _continues(self, k: int) -> bool:
+        """Whether line k ends in a backslash (it may continue into the next line)."""
+        end = self.offsets[k + 1] - 1
+        if end > self.offsets[k] and self.text[end - 1] == "\r":
+            end -= 1
+        return end > self.offsets[k] and self.text[end - 1] == "\\"
+
     def learn(self, i: int, j: int, line: int) -> None:
-        """Lower ``reach[i]`` after span (i, j) failed with ``line`` (:func:`_failure`)."""
-        if line >= 0:
-            self.reach[i] = min(self.reach[i], _reach_after(self.text, self.offsets, i, j,
-                                                            line))
+        """Lower ``reach[i]`` after span (i, j) failed with ``line`` (:func:`_failure`).
+
+        A hard failure: ``j - 1``. Then the span cut at the error's line (its logical line:
+        through the lines a backslash joins to it, and one more after a joined blank line) is
+        tried, and a hard failure there too brings the reach above it (the same error, almost
+        always), so one or two parses settle a start. An error on the last line of the span
+        may be one the tokenizer found there after the parser had stopped higher up (CPython
+        replaces a generic error with a tokenizer error found anywhere in the source,
+        ``_PyPegen_tokenize_full_source_to_check_for_errors``): the span without that line is
+        tried instead, twice at most."""
+        if line < 0:
+            return
+        reach, above = min(self.reach[i], j - 1), 2
+        while line >= 0 and reach >= i:
+            cut = i + line
+            while cut < reach and (self._continues(cut) or (
+                    cut > i and self._continues(cut - 1)
+                    and not self.text[self.offsets[cut]:self.offsets[cut + 1] - 1].strip())):
+                cut += 1
+            if cut > reach:  # the error is on the last line of the span just tried
+                if not above:
+                    break
+                cut, above = reach, above - 1
+            line = _failure(self._span(i, cut))
+            if line < 0:  # parses (a lighter span, tried in its turn) or a soft failure
+                break
+            reach = cut - 1
+        self.reach[i] = reach
 
     def settle(self, i: int) -> None:
         """Carry reach up from the following statements: walk i -> the next statement's
@@ -501,29 +586,6 @@ def _failure(source: str) -> int:
     except MemoryError:
         return _SOFT
     return _PARSES
-
-
-def _reach_after(text: str, offsets: list[int], i: int, j: int, line: int) -> int:
-    """The last line a parsable span from line i can end at, learnt from span (i, j) failing
-    hard with its error on ``line`` (:func:`_failure`, relative to line i): ``j - 1``; then
-    the span cut at the error's line is tried, and a hard failure there too brings the reach
-    above it (the same error, almost always), so one or two parses settle a start. An error
-    on the last line of the span may be one the tokenizer found there after the parser had
-    stopped higher up (CPython replaces a generic error with a tokenizer error found anywhere
-    in the source, ``_PyPegen_tokenize_full_source_to_check_for_errors``): the span without
-    that line is tried instead, twice at most."""
-    reach, above = j - 1, 2
-    while line >= 0 and reach >= i:
-        cut = i + line
-        if cut > reach:  # the error is on the last line of the span just tried
-            if not above:
-                break
-            cut, above = reach, above - 1
-        line = _failure(text[offsets[i]:offsets[cut + 1] - 1])
-        if line < 0:  # parses (a lighter span, tried in its turn) or a soft failure
-            break
-        reach = cut - 1
-    return reach
 
 
 @lru_cache(maxsize=1)

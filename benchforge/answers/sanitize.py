@@ -43,9 +43,13 @@ prose) costs a few parses of its code; a 2,000-line bare program with a prose li
 This is measured, not proven linear for every input: 2,000 lines drawn at random from code,
 compound statements, prose and broken lines (continuations, lone CRs, stray quotes) took at
 most 0.25 s.
-One difference: an expression nested deeply enough makes ``ast.parse`` raise RecursionError,
-which evalplus does not catch; evalplus tries every span, so such an answer crashes its
+Two differences, both where evalplus crashes: an expression nested deeply enough makes
+``ast.parse`` raise RecursionError, and a lone surrogate (``"\\ud800"``) UnicodeEncodeError,
+neither of which evalplus catches; it tries every span, so such an answer crashes its
 ``sanitize``, while here the heaviest span that parses may be found without parsing that one.
+A text that needs more than :data:`_PASSES` lexer passes (five stray triple quotes, each put
+back in step by a comment) leaves the starts below the fourth without the lexer's rules:
+correct, but slow (a reviewer's 419-line construction took 5 s).
 Step 2 is linear; this module writes it anew on the same tree-sitter grammar.
 """
 

@@ -32,7 +32,7 @@ from benchforge.rundir import (
     write_json_atomic,
 )
 from benchforge.sandbox import CheckProgram, ExecResult, FailureMode, Sandbox
-from benchforge.sandbox.types import CPU_LIMIT_DETAIL
+from benchforge.sandbox.types import cpu_limit_reached
 
 log = logging.getLogger("benchforge")
 
@@ -262,7 +262,7 @@ class TimeoutAudit:
         """
         key = row_key(row)
         if (row.get("failure_mode") != FailureMode.TIMEOUT or key in self._done
-                or str(row.get("detail", "")).startswith(CPU_LIMIT_DETAIL)):
+                or cpu_limit_reached(str(row.get("detail", "")))):
             return False
         self._done.add(key)
         _, part = self.benchmark.audit_program(self.tasks[row["task_id"]], sample["code"], row)

@@ -114,6 +114,23 @@ def test_plus_is_not_run_after_base_failed_and_the_audit_reruns_only_what_timed_
     assert "plus: not run (an earlier suite failed" in shown.stdout
 
 
+def test_a_plus_suite_that_runs_out_of_cpu_time_is_not_audited(tmp_path: Path, tiny) -> None:
+    """A timeout the CPU limit ended is not rerun by the audit (CPU time does not grow with
+    load), also behind the ``[plus]`` prefix the worker writes for a suite. Before, the prefix
+    hid it and MBPP+'s Mbpp/599 was rerun for another 60 s of CPU."""
+    data, samples, _ = tiny
+    write_dataset(data, [TASKS[1]])  # double: base input 1, plus inputs 2, 7, 9
+    spin = "def double(x):\n    while x == 7:\n        pass\n    return 2 * x\n"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "solution": spin}) + "\n")
+    proc = score(tmp_path, tiny, "cpu", "sandbox.cpu_s=1")
+    assert proc.returncode == 0, proc.stderr
+    row = by_task(tmp_path / "cpu/results.jsonl")["HumanEval/0"]
+    assert (row["base_status"], row["plus_status"]) == ("pass", "fail")
+    assert row["failure_mode"] == "timeout", row
+    assert row["detail"].startswith("[plus] CPU time limit of 1 s reached"), row
+    assert not (tmp_path / "cpu/logs/timeout_audit.jsonl").exists()
+
+
 def test_expected_outputs_are_built_once_per_host_in_one_place(tmp_path: Path, tiny) -> None:
     proc = score(tmp_path, tiny, "a", "score.audit_timeouts=false")
     assert proc.returncode == 0, proc.stderr
@@ -295,13 +312,17 @@ def test_audit_reruns_after_every_sample_started_and_identical_code_once(
             if program.code == "spin":  # CPU time does not grow with load: never rerun
                 return ExecResult(False, "timeout", "CPU time limit of 60 s reached "
                                   "(sandbox.cpu_s; SIGXCPU); output: ", 0.01)
+            if program.code == "spin plus":  # the same behind a suite's name (EvalPlus)
+                return ExecResult(False, "timeout", "[plus] CPU time limit of 60 s reached "
+                                  "(sandbox.cpu_s; SIGXCPU); output: ", 0.01)
             return ExecResult(True, None, "", 0.01)
 
     tasks = {t: Task(t, {}) for t in "abcd"}
     samples = [{"task_id": "a", "sample_idx": i, "code": "loop"} for i in range(3)]
     samples += [{"task_id": "b", "sample_idx": 0, "code": "loop"},  # same code, other task
                 {"task_id": "c", "sample_idx": 0, "code": "fine"},
-                {"task_id": "d", "sample_idx": 0, "code": "spin"}]
+                {"task_id": "d", "sample_idx": 0, "code": "spin"},
+                {"task_id": "d", "sample_idx": 1, "code": "spin plus"}]
     for sample in samples:
         sample.update(completion=sample["code"], finish_reason="stop")
     rows = []
@@ -315,10 +336,10 @@ def test_audit_reruns_after_every_sample_started_and_identical_code_once(
     score_samples(Bench(), tasks, samples, Box(), {t: 1.0 for t in tasks}, Sink(),
                   lambda: None, 2, audit)
     audit.close()
-    assert len(rows) == 6 and sum(r["failure_mode"] == "timeout" for r in rows) == 5
+    assert len(rows) == 7 and sum(r["failure_mode"] == "timeout" for r in rows) == 6
     reruns = [i for i, (_, scale) in enumerate(calls) if scale == 2.0]
     assert len(reruns) == 2  # task a once (3 samples), task b once
-    assert all(scale == 1.0 for _, scale in calls[:6])  # every sample started first
+    assert all(scale == 1.0 for _, scale in calls[:7])  # every sample started first
     audited = {(r["task_id"], r["sample_idx"]): r for r in read_rows(path)}
     assert set(audited) == {("a", 0), ("a", 1), ("a", 2), ("b", 0)}
     copies = [r for r in audited.values() if "audit_same_as" in r]

@@ -8,6 +8,7 @@ exception means what.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -43,6 +44,19 @@ FAILURE_MODES: frozenset[str] = frozenset(m.value for m in FailureMode)
 # How the detail of a timeout the CPU limit (``Limits.cpu_s``) ended starts (the worker writes
 # it): CPU time is not stretched by a loaded node, so the timeout audit does not rerun these.
 CPU_LIMIT_DETAIL = "CPU time limit"
+
+
+def cpu_limit_reached(detail: str) -> bool:
+    """Whether a timeout's ``detail`` says the CPU limit (``Limits.cpu_s``) ended it.
+
+    Args:
+        detail: a result's ``detail``, as the worker writes it: a program with several suites
+            (EvalPlus's base and plus) prefixes it with the suite's name in brackets
+            (``[plus] CPU time limit of 60 s reached ...``), a single program does not.
+    Returns:
+        True when the detail starts with :data:`CPU_LIMIT_DETAIL`, after that prefix if any.
+    """
+    return re.match(r"(?:\[[^\]\n]+\] )?" + re.escape(CPU_LIMIT_DETAIL), detail) is not None
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ def test_a_plus_suite_that_runs_out_of_cpu_time_is_not_audited(tmp_path: Path, t
     write_dataset(data, [TASKS[1]])  # double: base input 1, plus inputs 2, 7, 9
     spin = "def double(x):\n    while x == 7:\n        pass\n    return 2 * x\n"
     samples.write_text(json.dumps({"task_id": "HumanEval/0", "solution": spin}) + "\n")
-    proc = score(tmp_path, tiny, "cpu", "sandbox.cpu_s=1")
+    # each input's wall-clock limit (5 s) well above the CPU limit, so the CPU limit ends it
+    proc = score(tmp_path, tiny, "cpu", "sandbox.cpu_s=1", "benchmark.min_time_limit_s=5")
     assert proc.returncode == 0, proc.stderr
     row = by_task(tmp_path / "cpu/results.jsonl")["HumanEval/0"]
     assert (row["base_status"], row["plus_status"]) == ("pass", "fail")

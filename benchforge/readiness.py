@@ -25,7 +25,7 @@ from benchforge.errors import BenchforgeError
 from benchforge.provenance import update_provenance
 from benchforge.rundir import utc_now, write_json_atomic
 from benchforge.sandbox import make_sandbox
-from benchforge.sandbox.types import CheckProgram
+from benchforge.sandbox.types import CheckProgram, split_part
 
 log = logging.getLogger("benchforge")
 
@@ -119,7 +119,7 @@ def probe_program(requirements: list[dict[str, Any]]) -> CheckProgram:
 
 
 def _parse_report(detail: str) -> list[dict[str, Any]] | None:
-    text = detail.split("] ", 1)[1] if detail.startswith("[") and "] " in detail else detail
+    _, text = split_part(detail)
     try:
         report = json.loads(text)
     except json.JSONDecodeError:

@@ -28,7 +28,7 @@ from benchforge.benchmarks._store import store_problem
 from benchforge.config import Mode
 from benchforge.errors import BenchforgeError
 from benchforge.rundir import sha256_file
-from benchforge.sandbox.types import CheckProgram
+from benchforge.sandbox.types import CheckProgram, split_part
 
 SUITES = ("base", "plus")
 # EvalPlus: a suite's process gets min(EVALPLUS_TIMEOUT_PER_TASK=60, sum of limits) + 1 s,
@@ -270,8 +270,7 @@ class EvalPlusBenchmark(FunctionBenchmark):
         """Only the suite that timed out (named by the row's ``detail``), and within it only
         the input that timed out (``<suite>_fail_index``) where the timeout hit one."""
         program = self.check_program(task, code)
-        detail = str(row.get("detail") or "")
-        name = detail[1:detail.index("]")] if detail.startswith("[") and "]" in detail else None
+        name, _ = split_part(str(row.get("detail") or ""))
         if name not in SUITES:
             return program, {}
         index = row.get(f"{name}_fail_index")

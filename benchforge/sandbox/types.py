@@ -8,7 +8,6 @@ exception means what.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -46,17 +45,27 @@ FAILURE_MODES: frozenset[str] = frozenset(m.value for m in FailureMode)
 CPU_LIMIT_DETAIL = "CPU time limit"
 
 
-def cpu_limit_reached(detail: str) -> bool:
-    """Whether a timeout's ``detail`` says the CPU limit (``Limits.cpu_s``) ended it.
+def split_part(detail: str) -> tuple[str | None, str]:
+    """Split a result's ``detail`` into the part of the program it names and the rest.
 
     Args:
-        detail: a result's ``detail``, as the worker writes it: a program with several suites
-            (EvalPlus's base and plus) prefixes it with the suite's name in brackets
-            (``[plus] CPU time limit of 60 s reached ...``), a single program does not.
+        detail: a result's ``detail``, as the worker writes it: a program run in parts (the
+            suites of EvalPlus's differential program, a check program's ``test`` stage)
+            starts it with the part's name in brackets (``[plus] CPU time limit of 60 s
+            reached ...``), a single program does not.
     Returns:
-        True when the detail starts with :data:`CPU_LIMIT_DETAIL`, after that prefix if any.
+        ``(name, rest)``, or ``(None, detail)`` when the detail starts with no ``[name] ``.
     """
-    return re.match(r"(?:\[[^\]\n]+\] )?" + re.escape(CPU_LIMIT_DETAIL), detail) is not None
+    if detail.startswith("[") and "] " in detail:
+        name, rest = detail[1:].split("] ", 1)
+        return name, rest
+    return None, detail
+
+
+def cpu_limit_reached(detail: str) -> bool:
+    """Whether a timeout's ``detail`` says the CPU limit (``Limits.cpu_s``) ended it: it starts
+    with :data:`CPU_LIMIT_DETAIL`, after the part's name (:func:`split_part`) if any."""
+    return split_part(detail)[1].startswith(CPU_LIMIT_DETAIL)
 
 
 @dataclass(frozen=True)
